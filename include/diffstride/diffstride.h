@@ -1,0 +1,6 @@
+#pragma once
+
+// Everything the diffstride library offers.
+#include <diffstride/diff_stride.h>
+#include <diffstride/fixed_spectral_pooling.h>
+#include <diffstride/spatial_pooling.h>

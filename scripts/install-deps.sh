@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package diffstride needs to build, test and run.
+# Run as root on Debian 12 (bookworm). Safe to run again: apt-get skips what is there.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  cmake g++ make ccache git
+  # LibTorch (CPU) and a fast BLAS for its matrix products; without
+  # libopenblas0-openmp LibTorch falls back to the reference BLAS (~30x slower).
+  libtorch-dev libopenblas0-openmp
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # command-line tools
+  libcli11-dev
+  # Python interop test: the same LibTorch build for /usr/bin/python3
+  python3 python3-torch
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (apt-get needs it)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps.sh: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps.sh: all ${#packages[@]} packages present"
+fi

@@ -1,0 +1,68 @@
+// The layers as PyTorch operators in namespace `diffstride`, for Python
+// (torch.ops.load_library) and TorchScript. The kernels are the functional
+// forms, composed of differentiable ATen ops: registered as
+// CompositeImplicitAutograd they work on every device and autograd derives
+// their backward.
+
+#include <diffstride/diffstride.h>
+
+#include <torch/library.h>
+
+namespace diffstride {
+namespace {
+
+at::Tensor diffstride_op(const at::Tensor& input,
+                         const at::Tensor& strides,
+                         double smoothness_factor,
+                         bool cropping) {
+  return functional::diffstride(input,
+                                strides,
+                                functional::DiffStrideFuncOptions()
+                                    .smoothness_factor(smoothness_factor)
+                                    .cropping(cropping));
+}
+
+// Accepts one stride (both axes) or two (height, width), like Python's
+// pooling ops.
+template <typename T>
+torch::ExpandingArray<2, T> two_strides(c10::ArrayRef<T> strides,
+                                        const char* op) {
+  TORCH_CHECK(strides.size() == 1 || strides.size() == 2,
+              op,
+              ": expected 1 or 2 strides, got ",
+              strides.size());
+  if (strides.size() == 1) {
+    return torch::ExpandingArray<2, T>(strides[0]);
+  }
+  return torch::ExpandingArray<2, T>(strides);
+}
+
+at::Tensor fixed_spectral_pooling_op(const at::Tensor& input,
+                                     c10::ArrayRef<double> strides) {
+  return functional::fixed_spectral_pooling(
+      input, two_strides(strides, "fixed_spectral_pooling"));
+}
+
+at::Tensor spatial_pooling_op(const at::Tensor& input,
+                              c10::ArrayRef<int64_t> strides) {
+  return functional::spatial_pooling(input,
+                                     two_strides(strides, "spatial_pooling"));
+}
+
+}  // namespace
+}  // namespace diffstride
+
+TORCH_LIBRARY(diffstride, m) {
+  m.def(
+      "diffstride(Tensor input, Tensor strides, float smoothness_factor=4.0, "
+      "bool cropping=True) -> Tensor");
+  m.def("fixed_spectral_pooling(Tensor input, float[] strides) -> Tensor");
+  m.def("spatial_pooling(Tensor input, int[] strides) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(diffstride, CompositeImplicitAutograd, m) {
+  m.impl("diffstride", TORCH_FN(diffstride::diffstride_op));
+  m.impl("fixed_spectral_pooling",
+         TORCH_FN(diffstride::fixed_spectral_pooling_op));
+  m.impl("spatial_pooling", TORCH_FN(diffstride::spatial_pooling_op));
+}

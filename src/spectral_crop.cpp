@@ -1,0 +1,124 @@
+#include "spectral_crop.h"
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+namespace diffstride {
+namespace detail {
+
+namespace {
+
+constexpr double kTwoPi = 6.28318530717958647692528676655900577;
+
+// cos and sin of 2*pi*(a_i * b_j mod n)/n for every pair: the integer
+// reduction keeps each angle exact, so large products lose no precision.
+std::pair<at::Tensor, at::Tensor> unit_circle(const at::Tensor& a,
+                                              const at::Tensor& b,
+                                              int64_t n) {
+  const auto turns = at::remainder(a.unsqueeze(1) * b.unsqueeze(0), n);
+  const auto angle = turns.to(at::kDouble) * (kTwoPi / static_cast<double>(n));
+  return {angle.cos(), angle.sin()};
+}
+
+// Row pipeline (complex, along H): A[j, n] = 1/H' sum_q m_q e^{2 pi i j q/H'}
+// e^{-2 pi i k_q n/H}, split into real and imaginary parts.
+std::pair<at::Tensor, at::Tensor> row_matrices(c10::ArrayRef<int64_t> kept_rows,
+                                               const at::Tensor& mask,
+                                               int64_t height,
+                                               const at::TensorOptions& index) {
+  const int64_t out_height = static_cast<int64_t>(kept_rows.size());
+  const auto frequencies =
+      at::tensor(kept_rows, at::TensorOptions().dtype(at::kLong))
+          .to(index.device());
+  const auto out_positions = at::arange(out_height, index);
+  auto [cos_out, sin_out] = unit_circle(out_positions, out_positions, out_height);
+  const auto [cos_in, sin_in] =
+      unit_circle(frequencies, at::arange(height, index), height);
+  if (mask.defined()) {
+    cos_out = cos_out * mask.unsqueeze(0);
+    sin_out = sin_out * mask.unsqueeze(0);
+  }
+  const double scale = 1.0 / static_cast<double>(out_height);
+  auto real = (cos_out.mm(cos_in) + sin_out.mm(sin_in)) * scale;
+  auto imag = (sin_out.mm(cos_in) - cos_out.mm(sin_in)) * scale;
+  return {real, imag};
+}
+
+// Column pipeline (real to real, along W): rfft, mask, crop to the first K'
+// bins, irfft to W' samples. A C2R transform counts bins 1..W'/2-1 twice
+// (they stand for their conjugates too) and keeps only the real part of the
+// DC and Nyquist bins, which the weights c_p below and the sine terms encode:
+//   G_r[n, w] =  1/W' sum_p c_p m_p cos(2 pi p (w/W' - n/W))
+//   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)).
+std::pair<at::Tensor, at::Tensor> column_matrices(int64_t kept_columns,
+                                                  const at::Tensor& mask,
+                                                  int64_t width,
+                                                  int64_t out_width,
+                                                  const at::TensorOptions& index) {
+  const auto bins = at::arange(kept_columns, index);
+  const auto [cos_in, sin_in] =
+      unit_circle(bins, at::arange(width, index), width);
+  auto [cos_out, sin_out] =
+      unit_circle(bins, at::arange(out_width, index), out_width);
+  auto weights = at::full({kept_columns}, 2.0, index.dtype(at::kDouble));
+  weights[0] = 1.0;
+  if (out_width % 2 == 0 && out_width / 2 < kept_columns) {
+    weights[out_width / 2] = 1.0;
+  }
+  if (mask.defined()) {
+    weights = weights * mask;
+  }
+  cos_out = cos_out * weights.unsqueeze(1);
+  sin_out = sin_out * weights.unsqueeze(1);
+  const double scale = 1.0 / static_cast<double>(out_width);
+  auto real = (cos_in.t().mm(cos_out) + sin_in.t().mm(sin_out)) * scale;
+  auto imag = (sin_in.t().mm(cos_out) - cos_in.t().mm(sin_out)) * scale;
+  return {real, imag};
+}
+
+}  // namespace
+
+void check_pooling_input(const at::Tensor& input, const char* layer) {
+  TORCH_CHECK(input.defined(), layer, ": expected an input tensor, got none");
+  TORCH_CHECK(input.dim() == 4,
+              layer,
+              ": expected a 4-D NCHW input, got a ",
+              input.dim(),
+              "-D tensor of shape ",
+              input.sizes());
+  TORCH_CHECK(input.scalar_type() == at::kFloat ||
+                  input.scalar_type() == at::kDouble,
+              layer,
+              ": expected a float32 or float64 input, got ",
+              input.scalar_type());
+}
+
+at::Tensor separable_spectral_crop(const at::Tensor& input,
+                                   c10::ArrayRef<int64_t> kept_rows,
+                                   const at::Tensor& row_mask,
+                                   int64_t kept_columns,
+                                   const at::Tensor& column_mask,
+                                   int64_t output_width) {
+  const int64_t height = input.size(2);
+  const int64_t width = input.size(3);
+  TORCH_INTERNAL_ASSERT(!kept_rows.empty() && output_width > 0);
+  TORCH_INTERNAL_ASSERT(kept_columns == output_width / 2 + 1 &&
+                        kept_columns <= width / 2 + 1);
+  const auto index = at::TensorOptions().dtype(at::kLong).device(input.device());
+
+  const auto [a_real, a_imag] = row_matrices(kept_rows, row_mask, height, index);
+  const auto [g_real, g_imag] =
+      column_matrices(kept_columns, column_mask, width, output_width, index);
+
+  // The data-sized products run in the input's precision.
+  const auto dtype = input.scalar_type();
+  const auto along_width_real = at::matmul(input, g_real.to(dtype));
+  const auto along_width_imag = at::matmul(input, g_imag.to(dtype));
+  const auto output = at::matmul(a_real.to(dtype), along_width_real) +
+                      at::matmul(a_imag.to(dtype), along_width_imag);
+  return output.contiguous(input.suggest_memory_format());
+}
+
+}  // namespace detail
+}  // namespace diffstride

@@ -1,0 +1,405 @@
+// DiffStride against the plain FFT formulation of tests/support, float64
+// finite differences for gradients, and the module's contract.
+
+#include <diffstride/diff_stride.h>
+
+#include "support/plain_fft_reference.h"
+#include "test_helpers.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <random>
+#include <sstream>
+
+namespace F = diffstride::functional;
+namespace ref = diffstride_reference;
+using diffstride::DiffStride;
+using diffstride::DiffStrideOptions;
+using diffstride_test::central_difference;
+using diffstride_test::expect_error_containing;
+using diffstride_test::relative_error;
+using diffstride_test::right_difference;
+
+namespace {
+
+torch::Tensor run(const torch::Tensor& x,
+                  std::vector<double> strides,
+                  double smoothness_factor = 4.0,
+                  bool cropping = true) {
+  return F::diffstride(x,
+                       torch::tensor(strides, torch::kDouble),
+                       F::DiffStrideFuncOptions()
+                           .smoothness_factor(smoothness_factor)
+                           .cropping(cropping));
+}
+
+torch::Tensor random_input(std::vector<int64_t> sizes) {
+  return torch::randn(sizes, torch::kDouble);
+}
+
+}  // namespace
+
+TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
+  const std::vector<int64_t> sizes = {
+      5, 6, 7, 8, 11, 16, 17, 24, 31, 32, 33, 48, 63, 64};
+  std::mt19937 rng(20261126);
+  std::uniform_real_distribution<double> stride(1.0, 4.0);
+  torch::manual_seed(0);
+  int cases = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int64_t height = sizes[i];
+    const int64_t width = sizes[(i * 5 + 3) % sizes.size()];
+    for (const double smoothness : {1.0, 2.0, 4.0}) {
+      for (const bool cropping : {true, false}) {
+        for (const bool shared : {false, true}) {
+          const double stride_height = stride(rng);
+          const double stride_width = shared ? stride_height : stride(rng);
+          const auto x = random_input({2, 3, height, width});
+          const auto y =
+              shared ? run(x, {stride_height}, smoothness, cropping)
+                     : run(x, {stride_height, stride_width}, smoothness, cropping);
+          // Step 1 of the spec, computed here: the floor size / (size - R),
+          // the larger of the two for a shared stride.
+          double floor_height = ref::stride_floor(height, smoothness);
+          double floor_width = ref::stride_floor(width, smoothness);
+          if (shared) {
+            floor_height = floor_width = std::max(floor_height, floor_width);
+          }
+          const auto expected =
+              ref::diffstride(x,
+                              std::max(stride_height, floor_height),
+                              std::max(stride_width, floor_width),
+                              smoothness,
+                              cropping);
+          SCOPED_TRACE(::testing::Message()
+                       << height << "x" << width << " s=(" << stride_height
+                       << ", " << stride_width << ") R=" << smoothness
+                       << " cropping=" << cropping << " shared=" << shared);
+          ASSERT_EQ(y.sizes(), expected.sizes());
+          EXPECT_LE(relative_error(y, expected), 1e-10);
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 14 * 3 * 2 * 2);
+}
+
+TEST(DiffStrideValues, SpecShapeExamples) {
+  struct Case {
+    int64_t height, width;
+    double stride_height, stride_width;
+    int64_t out_height, out_width;
+  };
+  for (const auto& c : std::vector<Case>{{64, 64, 2, 4, 40, 24},
+                                         {32, 32, 2, 2, 24, 24},
+                                         {28, 28, 2, 2, 22, 22},
+                                         {28, 28, 3, 3, 18, 18}}) {
+    const auto y = run(random_input({1, 2, c.height, c.width}),
+                       {c.stride_height, c.stride_width});
+    EXPECT_EQ(y.sizes(),
+              torch::IntArrayRef({1, 2, c.out_height, c.out_width}));
+  }
+  // Without cropping the height is kept and the width is 2 floor(W/2).
+  EXPECT_EQ(run(random_input({1, 1, 33, 33}), {2, 2}, 4.0, false).sizes(),
+            torch::IntArrayRef({1, 1, 33, 32}));
+}
+
+TEST(DiffStrideValues, ConstantInputScalesByInputOverOutputArea) {
+  const double c = 1.75;
+  const auto x = torch::full({1, 1, 32, 32}, c, torch::kDouble);
+  const auto y = run(x, {2.0, 2.0});
+  ASSERT_EQ(y.sizes(), torch::IntArrayRef({1, 1, 24, 24}));
+  const auto expected = torch::full_like(y, c * 1024.0 / 576.0);
+  EXPECT_LE(relative_error(y, expected), 1e-12);
+}
+
+TEST(DiffStrideValues, Float32AgreesWithFloat64Reference) {
+  const auto x = torch::randn({4, 8, 32, 32});
+  const auto y = F::diffstride(x, torch::tensor({2.3f, 1.6f}));
+  EXPECT_EQ(y.scalar_type(), torch::kFloat);
+  EXPECT_LE(relative_error(y, ref::diffstride(x.to(torch::kDouble), 2.3f, 1.6f, 4.0, true)),
+            1e-5);
+}
+
+TEST(DiffStrideValues, ChannelsLastInputGivesSameValuesAndKeepsFormat) {
+  const auto x = random_input({2, 5, 17, 20});
+  const auto channels_last = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto y = run(channels_last, {1.7, 2.2});
+  EXPECT_TRUE(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_LE(relative_error(y, ref::diffstride(x, 1.7, 2.2, 4.0, true)), 1e-10);
+}
+
+TEST(DiffStrideValues, EmptyBatchGivesEmptyOutputAndZeroStrideGradient) {
+  const auto x = torch::zeros({0, 3, 32, 32}, torch::kDouble);
+  const auto strides = torch::tensor({2.0, 2.0}, torch::kDouble).requires_grad_();
+  const auto y = F::diffstride(x, strides);
+  EXPECT_EQ(y.sizes(), torch::IntArrayRef({0, 3, 24, 24}));
+  y.sum().backward();
+  ASSERT_TRUE(strides.grad().defined());
+  EXPECT_EQ(strides.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(DiffStrideGradients, InputGradientMatchesFiniteDifferences) {
+  torch::manual_seed(1);
+  const auto x = random_input({2, 3, 13, 10}).requires_grad_();
+  const auto y = run(x, {2.3, 1.7}, 2.0);
+  const auto weights = torch::randn_like(y);
+  (y * weights).sum().backward();
+  const auto grad = x.grad();
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int64_t> element(0, x.numel() - 1);
+  for (int trial = 0; trial < 12; ++trial) {
+    const int64_t index = element(rng);
+    const auto loss = [&](double h) {
+      auto shifted = x.detach().clone();
+      shifted.view(-1)[index] += h;
+      return (ref::diffstride(shifted, 2.3, 1.7, 2.0, true) * weights)
+          .sum()
+          .item<double>();
+    };
+    const double numeric = central_difference(loss, 1e-3);
+    EXPECT_NEAR(grad.view(-1)[index].item<double>(), numeric,
+                1e-8 * std::max(1.0, std::abs(numeric)));
+  }
+}
+
+namespace {
+
+// d/ds_axis sum(reference(x, s) * weights) by central differences.
+double stride_finite_difference(const torch::Tensor& x,
+                                const torch::Tensor& weights,
+                                std::array<double, 2> strides,
+                                int axis,  // 0, 1, or -1 for both (shared)
+                                double smoothness,
+                                bool cropping,
+                                bool from_the_right = false) {
+  const auto loss = [&](double h) {
+    auto s = strides;
+    if (axis != 1) s[0] += h;
+    if (axis != 0) s[1] += h;
+    return (ref::diffstride(x, s[0], s[1], smoothness, cropping) * weights)
+        .sum()
+        .item<double>();
+  };
+  return from_the_right ? right_difference(loss, 1e-5)
+                        : central_difference(loss, 1e-6);
+}
+
+// At the floor size/(size - R) one bin of each mask sits exactly on the
+// ramp's upper kink (R + a - p = R), so only the right-hand derivative is
+// defined there - and it is the one that matters: the stride can only rise.
+// Autograd's clamp passes the gradient at the kink, which gives exactly that
+// right-hand derivative.
+constexpr bool kFromTheRight = true;
+
+}  // namespace
+
+TEST(DiffStrideGradients, StrideGradientMatchesFiniteDifferences) {
+  torch::manual_seed(2);
+  for (const bool cropping : {true, false}) {
+    for (const auto& size : std::vector<std::array<int64_t, 2>>{{13, 10}, {32, 32}, {21, 28}}) {
+      const auto x = random_input({3, 4, size[0], size[1]});
+      const auto strides =
+          torch::tensor({2.3, 1.7}, torch::kDouble).requires_grad_();
+      const auto y = F::diffstride(
+          x, strides, F::DiffStrideFuncOptions().smoothness_factor(2.5).cropping(cropping));
+      const auto weights = torch::randn_like(y);
+      (y * weights).sum().backward();
+      for (const int axis : {0, 1}) {
+        const double numeric = stride_finite_difference(
+            x, weights, {2.3, 1.7}, axis, 2.5, cropping);
+        SCOPED_TRACE(::testing::Message() << size[0] << "x" << size[1]
+                                          << " axis " << axis
+                                          << " cropping " << cropping);
+        EXPECT_GT(std::abs(numeric), 1e-3);
+        EXPECT_NEAR(strides.grad()[axis].item<double>(), numeric,
+                    1e-6 * std::abs(numeric));
+      }
+    }
+  }
+}
+
+TEST(DiffStrideGradients, SharedStrideGradientIsTheTotalDerivative) {
+  torch::manual_seed(4);
+  const auto x = random_input({2, 3, 20, 15});
+  const auto stride = torch::tensor({2.6}, torch::kDouble).requires_grad_();
+  const auto y = F::diffstride(x, stride);
+  const auto weights = torch::randn_like(y);
+  (y * weights).sum().backward();
+  const double numeric =
+      stride_finite_difference(x, weights, {2.6, 2.6}, -1, 4.0, true);
+  EXPECT_NEAR(stride.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
+}
+
+TEST(DiffStrideGradients, FunctionalLeavesStridesUntouchedAndPassesGradientAtFloor) {
+  const auto x = random_input({2, 2, 32, 32});
+  const auto strides = torch::tensor({1.0, 1.0}, torch::kDouble).requires_grad_();
+  const auto y = F::diffstride(x, strides);
+  EXPECT_EQ(strides[0].item<double>(), 1.0);
+  EXPECT_EQ(strides[1].item<double>(), 1.0);
+  const auto weights = torch::randn_like(y);
+  (y * weights).sum().backward();
+  // The value used is the floor 32/28; the gradient is that of the floor.
+  const double floor = ref::stride_floor(32, 4.0);
+  const double numeric =
+      stride_finite_difference(x, weights, {floor, floor}, 0, 4.0, true, kFromTheRight);
+  EXPECT_GT(std::abs(numeric), 1e-3);
+  EXPECT_NEAR(strides.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
+}
+
+TEST(DiffStrideModule, ClampsParameterAtFloorAndGradientStillReachesIt) {
+  torch::manual_seed(5);
+  DiffStride pool(DiffStrideOptions().strides(1.0));
+  pool->to(torch::kDouble);
+  const auto x = random_input({2, 3, 32, 32});
+  const auto y = pool(x);
+  const double floor = ref::stride_floor(32, 4.0);
+  EXPECT_DOUBLE_EQ(pool->strides[0].item<double>(), floor);
+  EXPECT_DOUBLE_EQ(pool->strides[1].item<double>(), floor);
+  EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 3, 32, 32}));
+  const auto weights = torch::randn_like(y);
+  (y * weights).sum().backward();
+  ASSERT_TRUE(pool->strides.grad().defined());
+  for (const int axis : {0, 1}) {
+    const double numeric =
+        stride_finite_difference(x, weights, {floor, floor}, axis, 4.0, true, kFromTheRight);
+    EXPECT_GT(std::abs(numeric), 1e-3);
+    EXPECT_NEAR(pool->strides.grad()[axis].item<double>(), numeric,
+                1e-6 * std::abs(numeric));
+  }
+}
+
+TEST(DiffStrideModule, Float32ParameterAtFloorStillGetsGradient) {
+  DiffStride pool(DiffStrideOptions().strides(1.0));
+  const auto y = pool(torch::randn({2, 3, 32, 32}));
+  y.pow(2).sum().backward();
+  EXPECT_EQ(pool->strides.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(pool->strides[0].item<double>(), 32.0 / 28.0, 1e-6);
+  EXPECT_GT(pool->strides.grad().abs().min().item<double>(), 0.0);
+}
+
+TEST(DiffStrideModule, ConstraintAppliesLimitsAndLastInputFloor) {
+  DiffStride pool(DiffStrideOptions().strides({2.0, 3.0}).upper_limit_stride(3.5));
+  const auto set = [&](double a, double b) {
+    torch::NoGradGuard no_grad;
+    pool->strides.copy_(torch::tensor({a, b}));
+  };
+  set(5.0, 0.5);
+  pool->constrain_strides();  // no input seen yet: [lower, upper] = [1, 3.5]
+  EXPECT_EQ(pool->current_strides(), (std::array<double, 2>{3.5, 1.0}));
+  pool(torch::randn({1, 1, 16, 40}));  // floors 16/12 and 40/36
+  set(1.0, 1.0);
+  pool->constrain_strides();
+  const auto strides = pool->current_strides();
+  EXPECT_NEAR(strides[0], 16.0 / 12.0, 1e-6);
+  EXPECT_NEAR(strides[1], 40.0 / 36.0, 1e-6);
+}
+
+TEST(DiffStrideModule, SharedStrideHasOneParameterFlooredByLargerBound) {
+  DiffStride pool(DiffStrideOptions().strides(1.0).shared_stride(true));
+  EXPECT_EQ(pool->strides.sizes(), torch::IntArrayRef({1}));
+  const auto x = random_input({1, 2, 16, 32});
+  pool->to(torch::kDouble);
+  const auto y = pool(x);
+  const double floor = 16.0 / 12.0;  // larger than 32/28
+  EXPECT_DOUBLE_EQ(pool->current_strides()[0], floor);
+  EXPECT_DOUBLE_EQ(pool->current_strides()[1], floor);
+  EXPECT_LE(relative_error(y, ref::diffstride(x, floor, floor, 4.0, true)), 1e-10);
+}
+
+TEST(DiffStrideModule, NonTrainableStridesGetNoGradient) {
+  DiffStride pool(DiffStrideOptions().trainable(false));
+  EXPECT_FALSE(pool->strides.requires_grad());
+  const auto x = torch::randn({1, 2, 16, 16}).requires_grad_();
+  pool(x).sum().backward();
+  EXPECT_FALSE(pool->strides.grad().defined());
+  EXPECT_TRUE(x.grad().defined());
+}
+
+TEST(DiffStrideModule, CloneIsDeepAndKeepsStridesAndOptions) {
+  DiffStride pool(DiffStrideOptions().strides({2.5, 3.0}).smoothness_factor(2.0));
+  auto copy = std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(pool->clone());
+  ASSERT_TRUE(copy);
+  EXPECT_EQ(copy->current_strides(), pool->current_strides());
+  EXPECT_EQ(copy->options.smoothness_factor(), 2.0);
+  {
+    torch::NoGradGuard no_grad;
+    copy->strides.fill_(1.5);
+  }
+  EXPECT_EQ(pool->current_strides(), (std::array<double, 2>{2.5, 3.0}));
+  EXPECT_EQ(copy->named_parameters().size(), 1u);
+}
+
+TEST(DiffStrideModule, SaveAndLoadRoundTripsStrides) {
+  DiffStride pool(DiffStrideOptions().strides({2.25, 3.5}));
+  const std::string path = ::testing::TempDir() + "diffstride_module.pt";
+  torch::save(pool, path);
+  DiffStride loaded{DiffStrideOptions()};
+  torch::load(loaded, path);
+  EXPECT_EQ(loaded->current_strides(), (std::array<double, 2>{2.25, 3.5}));
+  std::remove(path.c_str());
+}
+
+TEST(DiffStrideModule, PrettyPrintShowsStridesAndOptions) {
+  DiffStride pool(DiffStrideOptions().strides({2.5, 3.0}).upper_limit_stride(4.0));
+  std::ostringstream stream;
+  stream << pool;
+  EXPECT_EQ(stream.str(),
+            "diffstride::DiffStride(strides=[2.5, 3], smoothness_factor=4, "
+            "cropping=true, trainable=true, shared_stride=false, "
+            "lower_limit_stride=1, upper_limit_stride=4)");
+}
+
+TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
+  const auto strides = torch::tensor({2.0, 2.0});
+  expect_error_containing([&] { F::diffstride(torch::randn({3, 8, 8}), strides); },
+                          "expected a 4-D NCHW input, got a 3-D tensor");
+  expect_error_containing(
+      [&] { F::diffstride(torch::ones({1, 1, 8, 8}, torch::kLong), strides); },
+      "expected a float32 or float64 input, got Long");
+  expect_error_containing([&] { F::diffstride(torch::randn({1, 1, 4, 9}), strides); },
+                          "must exceed the smoothness factor R = 4");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({0.5, 2.0})); },
+      "strides must be finite and >= 1, got 0.5");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({static_cast<double>(NAN), 2.0})); },
+      "strides must be finite and >= 1, got nan");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({static_cast<double>(INFINITY), 2.0})); },
+      "strides must be finite and >= 1, got inf");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({2.0, 2.0, 2.0})); },
+      "expected strides of shape (2,) [height, width] or (1,) [shared], got shape [3]");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::ones({2, 1})); },
+      "got shape [2, 1]");
+  expect_error_containing(
+      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({2, 2})); },
+      "expected floating-point strides, got Long");
+  expect_error_containing(
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}), strides,
+                      F::DiffStrideFuncOptions().smoothness_factor(0.0));
+      },
+      "smoothness_factor must be a finite number > 0, got 0");
+  expect_error_containing(
+      [&] { DiffStride{DiffStrideOptions().smoothness_factor(-1.0)}; },
+      "smoothness_factor must be a finite number > 0, got -1");
+  expect_error_containing(
+      [&] { DiffStride{DiffStrideOptions().strides({2.0, 3.0}).shared_stride(true)}; },
+      "shared_stride needs equal initial strides, got (2, 3)");
+  expect_error_containing([&] { DiffStride{DiffStrideOptions().strides(0.9)}; },
+                          "strides init must be finite and >= 1, got 0.9");
+  expect_error_containing(
+      [&] { DiffStride{DiffStrideOptions().lower_limit_stride(2.0).upper_limit_stride(1.5)}; },
+      "upper_limit_stride must be >= lower_limit_stride (2), got 1.5");
+  expect_error_containing(
+      [&] { DiffStride{DiffStrideOptions().strides(5.0).upper_limit_stride(4.0)}; },
+      "strides init 5 lies outside [lower_limit_stride, upper_limit_stride]");
+  DiffStride pool;
+  expect_error_containing([&] { pool(torch::randn({2, 3, 3, 32})); },
+                          "got 3x32");
+}

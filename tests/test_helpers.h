@@ -1,0 +1,50 @@
+#pragma once
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+namespace diffstride_test {
+
+// max |a - b| / max |b|: the relative error of `actual` against `expected`.
+inline double relative_error(const torch::Tensor& actual,
+                             const torch::Tensor& expected) {
+  const double scale = expected.abs().max().item<double>();
+  return (actual.to(torch::kDouble) - expected.to(torch::kDouble))
+             .abs()
+             .max()
+             .item<double>() /
+         (scale > 0 ? scale : 1.0);
+}
+
+// Runs `body` and checks it throws a c10::Error whose message contains
+// `expected`.
+inline void expect_error_containing(const std::function<void()>& body,
+                                    const std::string& expected) {
+  try {
+    body();
+    ADD_FAILURE() << "expected an error containing \"" << expected << "\"";
+  } catch (const c10::Error& error) {
+    const std::string message = error.what_without_backtrace();
+    EXPECT_NE(message.find(expected), std::string::npos)
+        << "message was: " << message;
+  }
+}
+
+// Central finite difference of the scalar function f at 0: (f(h) - f(-h))/2h.
+inline double central_difference(const std::function<double(double)>& f,
+                                 double h) {
+  return (f(h) - f(-h)) / (2 * h);
+}
+
+// Second-order one-sided difference of f at 0 from the right:
+// (-3 f(0) + 4 f(h) - f(2h)) / 2h. For points where f has a kink and only the
+// right-hand derivative is meaningful.
+inline double right_difference(const std::function<double(double)>& f,
+                               double h) {
+  return (-3 * f(0) + 4 * f(h) - f(2 * h)) / (2 * h);
+}
+
+}  // namespace diffstride_test
