@@ -35,7 +35,9 @@ inline torch::Tensor row_positions(int64_t height) {
 }
 
 // DiffStride with the strides used as given (no floor, no clamp): `strides`
-// is (2,) [height, width], differentiable. float64 masks.
+// is (2,) [height, width], differentiable. Computes in x's precision (masks
+// built in float64, then cast), as a straightforward port of the reference
+// does.
 inline torch::Tensor diffstride(const torch::Tensor& x,
                                 const torch::Tensor& strides,
                                 double smoothness_factor,
@@ -51,14 +53,15 @@ inline torch::Tensor diffstride(const torch::Tensor& x,
       ramp(target_width / 2.0 + 1.0,
            torch::arange(width / 2 + 1, torch::TensorOptions(torch::kDouble)),
            smoothness_factor);
-  auto spectrum = torch::fft::rfft2(x.to(torch::kDouble));
-  spectrum = spectrum * vertical.unsqueeze(1) * horizontal.unsqueeze(0);
+  auto spectrum = torch::fft::rfft2(x);
+  spectrum = spectrum * vertical.to(x.scalar_type()).unsqueeze(1) *
+             horizontal.to(x.scalar_type()).unsqueeze(0);
   if (cropping) {
     const auto rows = torch::nonzero(vertical.detach() > 0).flatten();
     const auto columns = torch::nonzero(horizontal.detach() > 0).flatten();
     spectrum = spectrum.index_select(2, rows).index_select(3, columns);
   }
-  return torch::fft::irfft2(spectrum).to(x.scalar_type());
+  return torch::fft::irfft2(spectrum);
 }
 
 // Same with plain numbers for strides.

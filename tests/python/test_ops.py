@@ -1,0 +1,143 @@
+"""The diffstride ops from Python: loaded with torch.ops.load_library into
+Debian's python3-torch, checked against a plain FFT formulation written here,
+torch.autograd.gradcheck, TorchScript, and the README's example.
+
+Usage: /usr/bin/python3 test_ops.py LIBRARY README
+Exits 77 (CTest: skipped) when this Python has no torch.
+"""
+import math
+import re
+import sys
+import traceback
+
+try:
+    import torch
+except ImportError:
+    print("python3-torch is not installed: skipping (install it with scripts/install-deps.sh)")
+    sys.exit(77)
+
+LIBRARY, README = sys.argv[1], sys.argv[2]
+torch.ops.load_library(LIBRARY)
+ops = torch.ops.diffstride
+
+
+def plain_diffstride(x, s_h, s_w, R=4.0, cropping=True):
+    """Spec section 1 after the floor, with torch.fft and explicit masks."""
+    H, W = x.shape[-2:]
+    t_h, t_w = max(H / s_h, 2.0), max(W / s_w, 2.0)
+    ramp = lambda a, p: min(max((R + a - p) / R, 0.0), 1.0)
+    # FFT-order rows: frequency f >= 0 at position f; negative frequency -f at
+    # f - 1 for even H, at f for odd H.
+    row_pos = [k if k < (H + 1) // 2 else (H - 1 - k if H % 2 == 0 else H - k) for k in range(H)]
+    m_h = torch.tensor([ramp(t_h / 2, p) for p in row_pos], dtype=torch.float64)
+    m_w = torch.tensor([ramp(t_w / 2 + 1, p) for p in range(W // 2 + 1)], dtype=torch.float64)
+    spectrum = torch.fft.rfft2(x.double()) * m_h[:, None] * m_w[None, :]
+    if cropping:
+        spectrum = spectrum[..., m_h > 0, :][..., m_w > 0]
+    return torch.fft.irfft2(spectrum).to(x.dtype)
+
+
+def floor(size, R=4.0):
+    return size / (size - R)
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def test_values_match_plain_formulation():
+    torch.manual_seed(0)
+    for H, W, s_h, s_w, R, cropping in [(32, 32, 2.0, 2.0, 4.0, True), (17, 24, 1.7, 3.1, 2.0, True),
+                                        (9, 11, 2.5, 1.2, 1.0, False), (64, 33, 3.9, 2.2, 4.0, True)]:
+        x = torch.randn(2, 3, H, W, dtype=torch.float64)
+        y = ops.diffstride(x, torch.tensor([s_h, s_w], dtype=torch.float64), R, cropping)
+        expected = plain_diffstride(x, max(s_h, floor(H, R)), max(s_w, floor(W, R)), R, cropping)
+        assert y.shape == expected.shape, (y.shape, expected.shape)
+        assert rel_err(y, expected) <= 1e-10, rel_err(y, expected)
+
+
+def test_defaults_and_shared_stride():
+    x = torch.randn(1, 2, 28, 28, dtype=torch.float64)
+    y = ops.diffstride(x, torch.tensor([3.0], dtype=torch.float64))
+    assert tuple(y.shape) == (1, 2, 18, 18)
+    assert rel_err(y, plain_diffstride(x, 3.0, 3.0)) <= 1e-10
+
+
+def test_gradcheck_input_and_strides():
+    torch.manual_seed(1)
+    x = torch.randn(2, 2, 11, 14, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor([2.3, 1.6], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, s: ops.diffstride(x, s, 2.0, True), (x, s))
+
+
+def test_op_never_modifies_strides():
+    s = torch.tensor([1.0, 1.0], requires_grad=True)
+    y = ops.diffstride(torch.randn(1, 1, 32, 32), s)
+    y.sum().backward()
+    assert s.tolist() == [1.0, 1.0]
+    assert s.grad is not None and bool((s.grad != 0).all())
+
+
+def test_float32_channels_last():
+    x = torch.randn(2, 4, 20, 20).contiguous(memory_format=torch.channels_last)
+    y = ops.diffstride(x, torch.tensor([2.0, 2.0]))
+    assert y.dtype == torch.float32 and y.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y, plain_diffstride(x.double(), 2.0, 2.0)) <= 1e-5
+
+
+def test_fixed_spectral_and_spatial_pooling():
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    y = ops.fixed_spectral_pooling(x, [2.0, 4.0])
+    assert tuple(y.shape) == (2, 3, 32, 16)
+    spectrum = torch.fft.rfft2(x)
+    kept = torch.cat([spectrum[..., :16, :], spectrum[..., 48:, :]], dim=-2)[..., :9]
+    assert rel_err(y, torch.fft.irfft2(kept, s=(32, 16))) <= 1e-10
+    z = ops.spatial_pooling(x[..., :7, :9], [2, 3])
+    assert torch.equal(z, x[..., 0:7:2, 0:9:3])
+
+
+def test_errors_are_clear():
+    for call, expected in [
+        (lambda: ops.diffstride(torch.randn(3, 8, 8), torch.tensor([2.0, 2.0])), "expected a 4-D NCHW input"),
+        (lambda: ops.diffstride(torch.randn(1, 1, 8, 8), torch.tensor([0.5, 2.0])), "strides must be finite and >= 1"),
+        (lambda: ops.diffstride(torch.randn(1, 1, 8, 8), torch.ones(3)), "expected strides of shape (2,)"),
+        (lambda: ops.diffstride(torch.randn(1, 1, 4, 8), torch.ones(2)), "must exceed the smoothness factor"),
+    ]:
+        try:
+            call()
+        except RuntimeError as error:
+            assert expected in str(error), str(error)
+        else:
+            raise AssertionError("no error for: " + expected)
+
+
+def test_torchscript():
+    @torch.jit.script
+    def pool(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return torch.ops.diffstride.diffstride(x, s, 4.0, True)
+
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    assert rel_err(pool(x, torch.tensor([2.0, 2.0], dtype=torch.float64)), plain_diffstride(x, 2.0, 2.0)) <= 1e-10
+
+
+def test_readme_example():
+    text = open(README).read()
+    match = re.search(r"<!-- python-example -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README has no ```python block after <!-- python-example -->"
+    code = match.group(1).replace("build/libdiffstride.so", LIBRARY)
+    exec(compile(code, "README.md", "exec"), {})
+
+
+if __name__ == "__main__":
+    passed = failed = 0
+    for name, test in [(n, f) for n, f in list(globals().items()) if n.startswith("test_")]:
+        try:
+            test()
+            passed += 1
+            print("ok", name)
+        except Exception:
+            failed += 1
+            print("FAIL", name)
+            traceback.print_exc()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
