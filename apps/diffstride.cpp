@@ -5,8 +5,8 @@
 
 #include <diffstride/diffstride.h>
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <iomanip>
@@ -22,10 +22,12 @@ std::array<int64_t, 3> parse_input_size(const std::string& text) {
   char x1 = 0, x2 = 0;
   std::istringstream stream(text);
   if (!(stream >> sizes[0] >> x1 >> sizes[1] >> x2 >> sizes[2]) || x1 != 'x' ||
-      x2 != 'x' || !stream.eof() || sizes[0] < 1 || sizes[1] < 1 || sizes[2] < 1) {
+      x2 != 'x' || !stream.eof() || sizes[0] < 1 || sizes[1] < 1 ||
+      sizes[2] < 1) {
     throw CLI::ValidationError("--input",
                                "expected CxHxW with positive integers, e.g. "
-                               "3x32x32; got '" + text + "'");
+                               "3x32x32; got '" +
+                                   text + "'");
   }
   return sizes;
 }
@@ -53,17 +55,20 @@ int run_layer(const std::string& input_text,
   const auto y = diff_stride(x);
   y.square().mean().backward();
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   const auto used = diff_stride->current_strides();
   const auto grad = diff_stride->strides.grad();
 
   const auto spectral = diffstride::FixedSpectralPooling(
       diffstride::FixedSpectralPoolingOptions({strides[0], strides[1]}))(x);
-  const auto spatial = diffstride::SpatialPooling(diffstride::SpatialPoolingOptions(
-      {static_cast<int64_t>(std::ceil(strides[0])),
-       static_cast<int64_t>(std::ceil(strides[1]))}))(x);
+  const auto spatial =
+      diffstride::SpatialPooling(diffstride::SpatialPoolingOptions(
+          {static_cast<int64_t>(std::ceil(strides[0])),
+           static_cast<int64_t>(std::ceil(strides[1]))}))(x);
 
-  std::cout << std::setprecision(6) << "input                 " << shape(x) << "\n"
+  std::cout << std::setprecision(6) << "input                 " << shape(x)
+            << "\n"
             << diff_stride << "\n"
             << "  output              " << shape(y) << "\n"
             << "  strides used        (" << used[0] << ", " << used[1] << ")\n"
@@ -81,22 +86,27 @@ int run_layer(const std::string& input_text,
 int main(int argc, char** argv) {
   CLI::App app{"diffstride: learnable strides for convolutional networks"};
   app.require_subcommand(1);
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")
       ->check(CLI::PositiveNumber);
 
-  auto* layer = app.add_subcommand("layer", "show what the pooling layers do to one input size");
+  auto* layer = app.add_subcommand(
+      "layer", "show what the pooling layers do to one input size");
   std::string input = "3x32x32";
   std::vector<double> strides = {2.0, 2.0};
   double smoothness = 4.0;
   int64_t batch = 8;
-  layer->add_option("--input", input, "input size CxHxW")->capture_default_str();
+  layer->add_option("--input", input, "input size CxHxW")
+      ->capture_default_str();
   layer->add_option("--strides", strides, "stride, or height,width strides")
       ->delimiter(',')
       ->expected(1, 2)
       ->capture_default_str();
-  layer->add_option("--smoothness", smoothness, "smoothness factor R")->capture_default_str();
-  layer->add_option("--batch", batch, "batch size")->check(CLI::NonNegativeNumber)
+  layer->add_option("--smoothness", smoothness, "smoothness factor R")
+      ->capture_default_str();
+  layer->add_option("--batch", batch, "batch size")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

@@ -17,8 +17,8 @@ constexpr int64_t kBatch = 128;
 
 // (channels, size) of the DiffStride layers of resnet18 on 32x32 inputs.
 void resnet18_cifar_shapes(benchmark::internal::Benchmark* b) {
-  for (const auto& [channels, size] :
-       std::vector<std::pair<int64_t, int64_t>>{{64, 32}, {128, 32}, {256, 24}, {512, 18}}) {
+  for (const auto& [channels, size] : std::vector<std::pair<int64_t, int64_t>>{
+           {64, 32}, {128, 32}, {256, 24}, {512, 18}}) {
     b->Args({channels, size});
   }
   b->ArgNames({"C", "HW"})->Unit(benchmark::kMillisecond)->UseRealTime();

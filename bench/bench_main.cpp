@@ -7,7 +7,8 @@
 #include <thread>
 
 int main(int argc, char** argv) {
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (const char* env = std::getenv("DIFFSTRIDE_THREADS")) {
     threads = std::max(1, std::atoi(env));
   }

@@ -80,9 +80,8 @@ RampMask ramp_mask(const std::vector<int64_t>& positions,
   const auto position_tensor =
       at::tensor(kept_positions, at::TensorOptions().dtype(at::kDouble))
           .to(a.device());
-  mask.weights =
-      ((a + smoothness_factor - position_tensor) / smoothness_factor)
-          .clamp(0.0, 1.0);
+  mask.weights = ((a + smoothness_factor - position_tensor) / smoothness_factor)
+                     .clamp(0.0, 1.0);
   return mask;
 }
 
@@ -165,7 +164,8 @@ at::Tensor diffstride(const at::Tensor& input,
   const double stride_width_value = floored(values.back(), floor_width);
 
   // Step 2: real-valued target sizes t = max(size / s, 2).
-  const auto target_height = (stride_height.reciprocal() * height).clamp_min(2.0);
+  const auto target_height =
+      (stride_height.reciprocal() * height).clamp_min(2.0);
   const auto target_width = (stride_width.reciprocal() * width).clamp_min(2.0);
   const double target_height_value =
       std::max((1.0 / stride_height_value) * height, 2.0);
@@ -218,11 +218,12 @@ void DiffStrideImpl::reset() {
               lower);
   if (options.upper_limit_stride()) {
     const double upper = *options.upper_limit_stride();
-    TORCH_CHECK(!std::isnan(upper) && upper >= lower,
-                "DiffStride: upper_limit_stride must be >= lower_limit_stride (",
-                lower,
-                "), got ",
-                upper);
+    TORCH_CHECK(
+        !std::isnan(upper) && upper >= lower,
+        "DiffStride: upper_limit_stride must be >= lower_limit_stride (",
+        lower,
+        "), got ",
+        upper);
   }
   for (const double stride : *init) {
     TORCH_CHECK(stride >= lower && (!options.upper_limit_stride() ||
@@ -243,9 +244,8 @@ void DiffStrideImpl::reset() {
   } else {
     values = {static_cast<float>((*init)[0]), static_cast<float>((*init)[1])};
   }
-  strides = register_parameter("strides",
-                               torch::tensor(values, torch::kFloat32),
-                               options.trainable());
+  strides = register_parameter(
+      "strides", torch::tensor(values, torch::kFloat32), options.trainable());
   last_input_size_.reset();
 }
 
@@ -288,8 +288,8 @@ void DiffStrideImpl::constrain_strides() {
           stride_floor((*last_input_size_)[axis], options.smoothness_factor()));
     }
   }
-  const double upper =
-      options.upper_limit_stride().value_or(std::numeric_limits<double>::infinity());
+  const double upper = options.upper_limit_stride().value_or(
+      std::numeric_limits<double>::infinity());
   torch::NoGradGuard no_grad;
   auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
   auto* data = values.data_ptr<double>();

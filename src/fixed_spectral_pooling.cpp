@@ -26,8 +26,7 @@ void check_strides(const StridePair& strides) {
 namespace functional {
 
 at::Tensor fixed_spectral_pooling(
-    const at::Tensor& input,
-    const FixedSpectralPoolingFuncOptions& options) {
+    const at::Tensor& input, const FixedSpectralPoolingFuncOptions& options) {
   detail::check_pooling_input(input, "FixedSpectralPooling");
   check_strides(options.strides());
   const int64_t height = input.size(2);

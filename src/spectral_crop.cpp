@@ -32,7 +32,8 @@ std::pair<at::Tensor, at::Tensor> row_matrices(c10::ArrayRef<int64_t> kept_rows,
       at::tensor(kept_rows, at::TensorOptions().dtype(at::kLong))
           .to(index.device());
   const auto out_positions = at::arange(out_height, index);
-  auto [cos_out, sin_out] = unit_circle(out_positions, out_positions, out_height);
+  auto [cos_out, sin_out] =
+      unit_circle(out_positions, out_positions, out_height);
   const auto [cos_in, sin_in] =
       unit_circle(frequencies, at::arange(height, index), height);
   if (mask.defined()) {
@@ -51,11 +52,12 @@ std::pair<at::Tensor, at::Tensor> row_matrices(c10::ArrayRef<int64_t> kept_rows,
 // DC and Nyquist bins, which the weights c_p below and the sine terms encode:
 //   G_r[n, w] =  1/W' sum_p c_p m_p cos(2 pi p (w/W' - n/W))
 //   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)).
-std::pair<at::Tensor, at::Tensor> column_matrices(int64_t kept_columns,
-                                                  const at::Tensor& mask,
-                                                  int64_t width,
-                                                  int64_t out_width,
-                                                  const at::TensorOptions& index) {
+std::pair<at::Tensor, at::Tensor> column_matrices(
+    int64_t kept_columns,
+    const at::Tensor& mask,
+    int64_t width,
+    int64_t out_width,
+    const at::TensorOptions& index) {
   const auto bins = at::arange(kept_columns, index);
   const auto [cos_in, sin_in] =
       unit_circle(bins, at::arange(width, index), width);
@@ -87,11 +89,11 @@ void check_pooling_input(const at::Tensor& input, const char* layer) {
               input.dim(),
               "-D tensor of shape ",
               input.sizes());
-  TORCH_CHECK(input.scalar_type() == at::kFloat ||
-                  input.scalar_type() == at::kDouble,
-              layer,
-              ": expected a float32 or float64 input, got ",
-              input.scalar_type());
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      layer,
+      ": expected a float32 or float64 input, got ",
+      input.scalar_type());
 }
 
 at::Tensor separable_spectral_crop(const at::Tensor& input,
@@ -105,9 +107,11 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
   TORCH_INTERNAL_ASSERT(!kept_rows.empty() && output_width > 0);
   TORCH_INTERNAL_ASSERT(kept_columns == output_width / 2 + 1 &&
                         kept_columns <= width / 2 + 1);
-  const auto index = at::TensorOptions().dtype(at::kLong).device(input.device());
+  const auto index =
+      at::TensorOptions().dtype(at::kLong).device(input.device());
 
-  const auto [a_real, a_imag] = row_matrices(kept_rows, row_mask, height, index);
+  const auto [a_real, a_imag] =
+      row_matrices(kept_rows, row_mask, height, index);
   const auto [g_real, g_imag] =
       column_matrices(kept_columns, column_mask, width, output_width, index);
 

@@ -57,8 +57,9 @@ TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
           const double stride_width = shared ? stride_height : stride(rng);
           const auto x = random_input({2, 3, height, width});
           const auto y =
-              shared ? run(x, {stride_height}, smoothness, cropping)
-                     : run(x, {stride_height, stride_width}, smoothness, cropping);
+              shared
+                  ? run(x, {stride_height}, smoothness, cropping)
+                  : run(x, {stride_height, stride_width}, smoothness, cropping);
           // Step 1 of the spec, computed here: the floor size / (size - R),
           // the larger of the two for a shared stride.
           double floor_height = ref::stride_floor(height, smoothness);
@@ -98,8 +99,7 @@ TEST(DiffStrideValues, SpecShapeExamples) {
                                          {28, 28, 3, 3, 18, 18}}) {
     const auto y = run(random_input({1, 2, c.height, c.width}),
                        {c.stride_height, c.stride_width});
-    EXPECT_EQ(y.sizes(),
-              torch::IntArrayRef({1, 2, c.out_height, c.out_width}));
+    EXPECT_EQ(y.sizes(), torch::IntArrayRef({1, 2, c.out_height, c.out_width}));
   }
   // Without cropping the height is kept and the width is 2 floor(W/2).
   EXPECT_EQ(run(random_input({1, 1, 33, 33}), {2, 2}, 4.0, false).sizes(),
@@ -119,8 +119,10 @@ TEST(DiffStrideValues, Float32AgreesWithFloat64Reference) {
   const auto x = torch::randn({4, 8, 32, 32});
   const auto y = F::diffstride(x, torch::tensor({2.3f, 1.6f}));
   EXPECT_EQ(y.scalar_type(), torch::kFloat);
-  EXPECT_LE(relative_error(y, ref::diffstride(x.to(torch::kDouble), 2.3f, 1.6f, 4.0, true)),
-            1e-5);
+  EXPECT_LE(
+      relative_error(
+          y, ref::diffstride(x.to(torch::kDouble), 2.3f, 1.6f, 4.0, true)),
+      1e-5);
 }
 
 TEST(DiffStrideValues, ChannelsLastInputGivesSameValuesAndKeepsFormat) {
@@ -133,7 +135,8 @@ TEST(DiffStrideValues, ChannelsLastInputGivesSameValuesAndKeepsFormat) {
 
 TEST(DiffStrideValues, EmptyBatchGivesEmptyOutputAndZeroStrideGradient) {
   const auto x = torch::zeros({0, 3, 32, 32}, torch::kDouble);
-  const auto strides = torch::tensor({2.0, 2.0}, torch::kDouble).requires_grad_();
+  const auto strides =
+      torch::tensor({2.0, 2.0}, torch::kDouble).requires_grad_();
   const auto y = F::diffstride(x, strides);
   EXPECT_EQ(y.sizes(), torch::IntArrayRef({0, 3, 24, 24}));
   y.sum().backward();
@@ -160,7 +163,8 @@ TEST(DiffStrideGradients, InputGradientMatchesFiniteDifferences) {
           .item<double>();
     };
     const double numeric = central_difference(loss, 1e-3);
-    EXPECT_NEAR(grad.view(-1)[index].item<double>(), numeric,
+    EXPECT_NEAR(grad.view(-1)[index].item<double>(),
+                numeric,
                 1e-8 * std::max(1.0, std::abs(numeric)));
   }
 }
@@ -177,8 +181,10 @@ double stride_finite_difference(const torch::Tensor& x,
                                 bool from_the_right = false) {
   const auto loss = [&](double h) {
     auto s = strides;
-    if (axis != 1) s[0] += h;
-    if (axis != 0) s[1] += h;
+    if (axis != 1)
+      s[0] += h;
+    if (axis != 0)
+      s[1] += h;
     return (ref::diffstride(x, s[0], s[1], smoothness, cropping) * weights)
         .sum()
         .item<double>();
@@ -199,22 +205,26 @@ constexpr bool kFromTheRight = true;
 TEST(DiffStrideGradients, StrideGradientMatchesFiniteDifferences) {
   torch::manual_seed(2);
   for (const bool cropping : {true, false}) {
-    for (const auto& size : std::vector<std::array<int64_t, 2>>{{13, 10}, {32, 32}, {21, 28}}) {
+    for (const auto& size :
+         std::vector<std::array<int64_t, 2>>{{13, 10}, {32, 32}, {21, 28}}) {
       const auto x = random_input({3, 4, size[0], size[1]});
       const auto strides =
           torch::tensor({2.3, 1.7}, torch::kDouble).requires_grad_();
       const auto y = F::diffstride(
-          x, strides, F::DiffStrideFuncOptions().smoothness_factor(2.5).cropping(cropping));
+          x,
+          strides,
+          F::DiffStrideFuncOptions().smoothness_factor(2.5).cropping(cropping));
       const auto weights = torch::randn_like(y);
       (y * weights).sum().backward();
       for (const int axis : {0, 1}) {
         const double numeric = stride_finite_difference(
             x, weights, {2.3, 1.7}, axis, 2.5, cropping);
-        SCOPED_TRACE(::testing::Message() << size[0] << "x" << size[1]
-                                          << " axis " << axis
-                                          << " cropping " << cropping);
+        SCOPED_TRACE(::testing::Message()
+                     << size[0] << "x" << size[1] << " axis " << axis
+                     << " cropping " << cropping);
         EXPECT_GT(std::abs(numeric), 1e-3);
-        EXPECT_NEAR(strides.grad()[axis].item<double>(), numeric,
+        EXPECT_NEAR(strides.grad()[axis].item<double>(),
+                    numeric,
                     1e-6 * std::abs(numeric));
       }
     }
@@ -230,12 +240,15 @@ TEST(DiffStrideGradients, SharedStrideGradientIsTheTotalDerivative) {
   (y * weights).sum().backward();
   const double numeric =
       stride_finite_difference(x, weights, {2.6, 2.6}, -1, 4.0, true);
-  EXPECT_NEAR(stride.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
+  EXPECT_NEAR(
+      stride.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
 }
 
-TEST(DiffStrideGradients, FunctionalLeavesStridesUntouchedAndPassesGradientAtFloor) {
+TEST(DiffStrideGradients,
+     FunctionalLeavesStridesUntouchedAndPassesGradientAtFloor) {
   const auto x = random_input({2, 2, 32, 32});
-  const auto strides = torch::tensor({1.0, 1.0}, torch::kDouble).requires_grad_();
+  const auto strides =
+      torch::tensor({1.0, 1.0}, torch::kDouble).requires_grad_();
   const auto y = F::diffstride(x, strides);
   EXPECT_EQ(strides[0].item<double>(), 1.0);
   EXPECT_EQ(strides[1].item<double>(), 1.0);
@@ -243,10 +256,11 @@ TEST(DiffStrideGradients, FunctionalLeavesStridesUntouchedAndPassesGradientAtFlo
   (y * weights).sum().backward();
   // The value used is the floor 32/28; the gradient is that of the floor.
   const double floor = ref::stride_floor(32, 4.0);
-  const double numeric =
-      stride_finite_difference(x, weights, {floor, floor}, 0, 4.0, true, kFromTheRight);
+  const double numeric = stride_finite_difference(
+      x, weights, {floor, floor}, 0, 4.0, true, kFromTheRight);
   EXPECT_GT(std::abs(numeric), 1e-3);
-  EXPECT_NEAR(strides.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
+  EXPECT_NEAR(
+      strides.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
 }
 
 TEST(DiffStrideModule, ClampsParameterAtFloorAndGradientStillReachesIt) {
@@ -263,10 +277,11 @@ TEST(DiffStrideModule, ClampsParameterAtFloorAndGradientStillReachesIt) {
   (y * weights).sum().backward();
   ASSERT_TRUE(pool->strides.grad().defined());
   for (const int axis : {0, 1}) {
-    const double numeric =
-        stride_finite_difference(x, weights, {floor, floor}, axis, 4.0, true, kFromTheRight);
+    const double numeric = stride_finite_difference(
+        x, weights, {floor, floor}, axis, 4.0, true, kFromTheRight);
     EXPECT_GT(std::abs(numeric), 1e-3);
-    EXPECT_NEAR(pool->strides.grad()[axis].item<double>(), numeric,
+    EXPECT_NEAR(pool->strides.grad()[axis].item<double>(),
+                numeric,
                 1e-6 * std::abs(numeric));
   }
 }
@@ -281,7 +296,8 @@ TEST(DiffStrideModule, Float32ParameterAtFloorStillGetsGradient) {
 }
 
 TEST(DiffStrideModule, ConstraintAppliesLimitsAndLastInputFloor) {
-  DiffStride pool(DiffStrideOptions().strides({2.0, 3.0}).upper_limit_stride(3.5));
+  DiffStride pool(
+      DiffStrideOptions().strides({2.0, 3.0}).upper_limit_stride(3.5));
   const auto set = [&](double a, double b) {
     torch::NoGradGuard no_grad;
     pool->strides.copy_(torch::tensor({a, b}));
@@ -306,7 +322,8 @@ TEST(DiffStrideModule, SharedStrideHasOneParameterFlooredByLargerBound) {
   const double floor = 16.0 / 12.0;  // larger than 32/28
   EXPECT_DOUBLE_EQ(pool->current_strides()[0], floor);
   EXPECT_DOUBLE_EQ(pool->current_strides()[1], floor);
-  EXPECT_LE(relative_error(y, ref::diffstride(x, floor, floor, 4.0, true)), 1e-10);
+  EXPECT_LE(relative_error(y, ref::diffstride(x, floor, floor, 4.0, true)),
+            1e-10);
 }
 
 TEST(DiffStrideModule, NonTrainableStridesGetNoGradient) {
@@ -319,8 +336,10 @@ TEST(DiffStrideModule, NonTrainableStridesGetNoGradient) {
 }
 
 TEST(DiffStrideModule, CloneIsDeepAndKeepsStridesAndOptions) {
-  DiffStride pool(DiffStrideOptions().strides({2.5, 3.0}).smoothness_factor(2.0));
-  auto copy = std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(pool->clone());
+  DiffStride pool(
+      DiffStrideOptions().strides({2.5, 3.0}).smoothness_factor(2.0));
+  auto copy =
+      std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(pool->clone());
   ASSERT_TRUE(copy);
   EXPECT_EQ(copy->current_strides(), pool->current_strides());
   EXPECT_EQ(copy->options.smoothness_factor(), 2.0);
@@ -343,7 +362,8 @@ TEST(DiffStrideModule, SaveAndLoadRoundTripsStrides) {
 }
 
 TEST(DiffStrideModule, PrettyPrintShowsStridesAndOptions) {
-  DiffStride pool(DiffStrideOptions().strides({2.5, 3.0}).upper_limit_stride(4.0));
+  DiffStride pool(
+      DiffStrideOptions().strides({2.5, 3.0}).upper_limit_stride(4.0));
   std::ostringstream stream;
   stream << pool;
   EXPECT_EQ(stream.str(),
@@ -354,34 +374,59 @@ TEST(DiffStrideModule, PrettyPrintShowsStridesAndOptions) {
 
 TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
   const auto strides = torch::tensor({2.0, 2.0});
-  expect_error_containing([&] { F::diffstride(torch::randn({3, 8, 8}), strides); },
-                          "expected a 4-D NCHW input, got a 3-D tensor");
   expect_error_containing(
-      [&] { F::diffstride(torch::ones({1, 1, 8, 8}, torch::kLong), strides); },
+      [&] {
+        F::diffstride(torch::randn({3, 8, 8}), strides);
+      },
+      "expected a 4-D NCHW input, got a 3-D tensor");
+  expect_error_containing(
+      [&] {
+        F::diffstride(torch::ones({1, 1, 8, 8}, torch::kLong), strides);
+      },
       "expected a float32 or float64 input, got Long");
-  expect_error_containing([&] { F::diffstride(torch::randn({1, 1, 4, 9}), strides); },
-                          "must exceed the smoothness factor R = 4");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({0.5, 2.0})); },
+      [&] {
+        F::diffstride(torch::randn({1, 1, 4, 9}), strides);
+      },
+      "must exceed the smoothness factor R = 4");
+  expect_error_containing(
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({0.5, 2.0}));
+      },
       "strides must be finite and >= 1, got 0.5");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({static_cast<double>(NAN), 2.0})); },
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}),
+                      torch::tensor({static_cast<double>(NAN), 2.0}));
+      },
       "strides must be finite and >= 1, got nan");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({static_cast<double>(INFINITY), 2.0})); },
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}),
+                      torch::tensor({static_cast<double>(INFINITY), 2.0}));
+      },
       "strides must be finite and >= 1, got inf");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({2.0, 2.0, 2.0})); },
-      "expected strides of shape (2,) [height, width] or (1,) [shared], got shape [3]");
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}),
+                      torch::tensor({2.0, 2.0, 2.0}));
+      },
+      "expected strides of shape (2,) [height, width] or (1,) [shared], got "
+      "shape [3]");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::ones({2, 1})); },
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}), torch::ones({2, 1}));
+      },
       "got shape [2, 1]");
   expect_error_containing(
-      [&] { F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({2, 2})); },
+      [&] {
+        F::diffstride(torch::randn({1, 1, 9, 8}), torch::tensor({2, 2}));
+      },
       "expected floating-point strides, got Long");
   expect_error_containing(
       [&] {
-        F::diffstride(torch::randn({1, 1, 9, 8}), strides,
+        F::diffstride(torch::randn({1, 1, 9, 8}),
+                      strides,
                       F::DiffStrideFuncOptions().smoothness_factor(0.0));
       },
       "smoothness_factor must be a finite number > 0, got 0");
@@ -389,17 +434,28 @@ TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
       [&] { DiffStride{DiffStrideOptions().smoothness_factor(-1.0)}; },
       "smoothness_factor must be a finite number > 0, got -1");
   expect_error_containing(
-      [&] { DiffStride{DiffStrideOptions().strides({2.0, 3.0}).shared_stride(true)}; },
+      [&] {
+        DiffStride{DiffStrideOptions().strides({2.0, 3.0}).shared_stride(true)};
+      },
       "shared_stride needs equal initial strides, got (2, 3)");
   expect_error_containing([&] { DiffStride{DiffStrideOptions().strides(0.9)}; },
                           "strides init must be finite and >= 1, got 0.9");
   expect_error_containing(
-      [&] { DiffStride{DiffStrideOptions().lower_limit_stride(2.0).upper_limit_stride(1.5)}; },
+      [&] {
+        DiffStride{
+            DiffStrideOptions().lower_limit_stride(2.0).upper_limit_stride(
+                1.5)};
+      },
       "upper_limit_stride must be >= lower_limit_stride (2), got 1.5");
   expect_error_containing(
-      [&] { DiffStride{DiffStrideOptions().strides(5.0).upper_limit_stride(4.0)}; },
+      [&] {
+        DiffStride{DiffStrideOptions().strides(5.0).upper_limit_stride(4.0)};
+      },
       "strides init 5 lies outside [lower_limit_stride, upper_limit_stride]");
   DiffStride pool;
-  expect_error_containing([&] { pool(torch::randn({2, 3, 3, 32})); },
-                          "got 3x32");
+  expect_error_containing(
+      [&] {
+        pool(torch::randn({2, 3, 3, 32}));
+      },
+      "got 3x32");
 }

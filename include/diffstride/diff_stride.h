@@ -4,8 +4,8 @@
 // (Riad et al., "Learning Strides in Convolutional Neural Networks", ICLR
 // 2022). Semantics: shared/spec/diffstride.md, section 1.
 
-#include <torch/arg.h>
 #include <diffstride/stride_pair.h>
+#include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 
 #include <array>

@@ -3,8 +3,8 @@
 // Spectral pooling with fixed (possibly fractional) strides: keep the lowest
 // frequencies of the 2-D DFT. Semantics: shared/spec/diffstride.md, section 2.
 
-#include <torch/arg.h>
 #include <diffstride/stride_pair.h>
+#include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 
 #include <ostream>
@@ -18,8 +18,7 @@ namespace diffstride {
 /// FixedSpectralPooling pool(FixedSpectralPoolingOptions({2.0, 4.0}));
 /// ```
 struct FixedSpectralPoolingOptions {
-  /* implicit */ FixedSpectralPoolingOptions(
-      StridePair strides = 2.0)
+  /* implicit */ FixedSpectralPoolingOptions(StridePair strides = 2.0)
       : strides_(strides) {}
 
   /// Strides (height, width), each >= 1. A single number sets both.

@@ -3,8 +3,8 @@
 // Plain subsampling: average pooling with a 1x1 window, integer strides and
 // 'same' padding. Semantics: shared/spec/diffstride.md, section 3.
 
-#include <torch/arg.h>
 #include <diffstride/stride_pair.h>
+#include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 
 #include <ostream>
@@ -18,8 +18,7 @@ namespace diffstride {
 /// SpatialPooling pool(SpatialPoolingOptions({2, 3}));
 /// ```
 struct SpatialPoolingOptions {
-  /* implicit */ SpatialPoolingOptions(
-      IntStridePair strides = 2)
+  /* implicit */ SpatialPoolingOptions(IntStridePair strides = 2)
       : strides_(strides) {}
 
   /// Strides (height, width), each >= 1. A single number sets both.

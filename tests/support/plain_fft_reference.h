@@ -17,9 +17,8 @@ namespace diffstride_reference {
 inline torch::Tensor ramp(const torch::Tensor& a,
                           const torch::Tensor& positions,
                           double smoothness_factor) {
-  return torch::clamp((smoothness_factor + a - positions) / smoothness_factor,
-                      0.0,
-                      1.0);
+  return torch::clamp(
+      (smoothness_factor + a - positions) / smoothness_factor, 0.0, 1.0);
 }
 
 // Mask positions of the rows of an FFT-ordered spectrum: the reference lays
@@ -27,10 +26,9 @@ inline torch::Tensor ramp(const torch::Tensor& a,
 // for odd ones, then moves the centre to index 0 (the spec's symmetric odd
 // layout uses ifftshift).
 inline torch::Tensor row_positions(int64_t height) {
-  const auto half =
-      torch::arange(height / 2 + height % 2, torch::TensorOptions(torch::kDouble));
-  const auto centred =
-      torch::cat({half.slice(0, height % 2).flip({0}), half});
+  const auto half = torch::arange(height / 2 + height % 2,
+                                  torch::TensorOptions(torch::kDouble));
+  const auto centred = torch::cat({half.slice(0, height % 2).flip({0}), half});
   return torch::fft::ifftshift(centred);
 }
 
@@ -70,15 +68,17 @@ inline torch::Tensor diffstride(const torch::Tensor& x,
                                 double stride_width,
                                 double smoothness_factor,
                                 bool cropping) {
-  return diffstride(x,
-                    torch::tensor({stride_height, stride_width}, torch::kDouble),
-                    smoothness_factor,
-                    cropping);
+  return diffstride(
+      x,
+      torch::tensor({stride_height, stride_width}, torch::kDouble),
+      smoothness_factor,
+      cropping);
 }
 
 // The floor step 1 of the spec raises strides to: size / (size - R).
 inline double stride_floor(int64_t size, double smoothness_factor) {
-  return static_cast<double>(size) / (static_cast<double>(size) - smoothness_factor);
+  return static_cast<double>(size) /
+         (static_cast<double>(size) - smoothness_factor);
 }
 
 // FixedSpectralPooling (spec section 2).
@@ -90,12 +90,13 @@ inline torch::Tensor fixed_spectral_pooling(const torch::Tensor& x,
   int64_t out_height = static_cast<int64_t>(std::floor(height / stride_height));
   out_height -= out_height % 2;
   out_height = std::max<int64_t>(out_height, 2);
-  const int64_t out_width =
-      std::max<int64_t>(static_cast<int64_t>(std::floor(width / stride_width)), 2);
+  const int64_t out_width = std::max<int64_t>(
+      static_cast<int64_t>(std::floor(width / stride_width)), 2);
   const auto spectrum = torch::fft::rfft2(x.to(torch::kDouble));
-  const auto rows = torch::cat({spectrum.slice(2, 0, out_height / 2),
-                                spectrum.slice(2, height - out_height / 2, height)},
-                               2);
+  const auto rows =
+      torch::cat({spectrum.slice(2, 0, out_height / 2),
+                  spectrum.slice(2, height - out_height / 2, height)},
+                 2);
   const auto kept = rows.slice(3, 0, out_width / 2 + 1);
   return torch::fft::irfft2(kept, std::vector<int64_t>{out_height, out_width})
       .to(x.scalar_type());
