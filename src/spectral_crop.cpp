@@ -1,6 +1,10 @@
 #include "spectral_crop.h"
 
+#include "ops/cpu/spectral_crop_kernel.h"
+
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <utility>
 
@@ -79,6 +83,77 @@ std::pair<at::Tensor, at::Tensor> column_matrices(
   return {real, imag};
 }
 
+// y = A_r x G_r + A_i x G_i per plane with the fused CPU kernels, and their
+// backward for x and the small matrices (gcat = [G_r | G_i], W x 2W').
+class FusedSpectralCrop
+    : public torch::autograd::Function<FusedSpectralCrop> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& input,
+                            const at::Tensor& a_real,
+                            const at::Tensor& a_imag,
+                            const at::Tensor& gcat) {
+    const auto x = input.contiguous();
+    const auto shape = shape_of(x, a_real, gcat);
+    auto y = at::empty({x.size(0), x.size(1), shape.out_height, shape.out_width},
+                       x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_crop_forward", [&] {
+      cpu::spectral_crop_forward<scalar_t>(x.data_ptr<scalar_t>(),
+                                           y.data_ptr<scalar_t>(),
+                                           gcat.data_ptr<scalar_t>(),
+                                           a_real.data_ptr<scalar_t>(),
+                                           a_imag.data_ptr<scalar_t>(),
+                                           shape);
+    });
+    ctx->save_for_backward({x, a_real, a_imag, gcat});
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::tensor_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& a_real = saved[1];
+    const auto& a_imag = saved[2];
+    const auto& gcat = saved[3];
+    const auto dy = grad_outputs[0].contiguous();
+    const auto shape = shape_of(x, a_real, gcat);
+    const bool want_input = ctx->needs_input_grad(0);
+    const bool want_matrices = ctx->needs_input_grad(1) ||
+                               ctx->needs_input_grad(2) ||
+                               ctx->needs_input_grad(3);
+    at::Tensor dx, da_real, da_imag, dgcat;
+    if (want_input) {
+      dx = at::empty_like(x);
+    }
+    if (want_matrices) {
+      da_real = at::empty_like(a_real);
+      da_imag = at::empty_like(a_imag);
+      dgcat = at::empty_like(gcat);
+    }
+    const auto gcat_t = gcat.t().contiguous();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_crop_backward", [&] {
+      const auto ptr = [](const at::Tensor& t) {
+        return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+      };
+      cpu::spectral_crop_backward<scalar_t>(ptr(x), ptr(dy), ptr(gcat),
+                                            ptr(gcat_t), ptr(a_real),
+                                            ptr(a_imag), ptr(dx), ptr(dgcat),
+                                            ptr(da_real), ptr(da_imag), shape);
+    });
+    return {dx, da_real, da_imag, dgcat};
+  }
+
+ private:
+  static cpu::SpectralCropShape shape_of(const at::Tensor& x,
+                                         const at::Tensor& a_real,
+                                         const at::Tensor& gcat) {
+    return {x.size(0) * x.size(1), x.size(2), x.size(3), a_real.size(0),
+            gcat.size(1) / 2};
+  }
+};
+
 }  // namespace
 
 void check_pooling_input(const at::Tensor& input, const char* layer) {
@@ -117,6 +192,12 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
 
   // The data-sized products run in the input's precision.
   const auto dtype = input.scalar_type();
+  if (input.device().is_cpu()) {
+    const auto gcat = at::cat({g_real, g_imag}, 1).to(dtype).contiguous();
+    const auto output = FusedSpectralCrop::apply(
+        input, a_real.to(dtype).contiguous(), a_imag.to(dtype).contiguous(), gcat);
+    return output.contiguous(input.suggest_memory_format());
+  }
   const auto along_width_real = at::matmul(input, g_real.to(dtype));
   const auto along_width_imag = at::matmul(input, g_imag.to(dtype));
   const auto output = at::matmul(a_real.to(dtype), along_width_real) +
