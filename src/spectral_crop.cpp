@@ -84,28 +84,27 @@ std::pair<at::Tensor, at::Tensor> column_matrices(
 }
 
 // y = A_r x G_r + A_i x G_i per plane with the fused CPU kernels, and their
-// backward for x and the small matrices (gcat = [G_r | G_i], W x 2W').
-class FusedSpectralCrop
-    : public torch::autograd::Function<FusedSpectralCrop> {
+// backward for x and the small matrices, in the interleaved layout of
+// ops/cpu/spectral_crop_kernel.h: gcat = [G_r | G_i] (W x 2W'), aint (H' x 2H)
+// with A_r and A_i in alternate columns.
+class FusedSpectralCrop : public torch::autograd::Function<FusedSpectralCrop> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& input,
-                            const at::Tensor& a_real,
-                            const at::Tensor& a_imag,
+                            const at::Tensor& aint,
                             const at::Tensor& gcat) {
     const auto x = input.contiguous();
-    const auto shape = shape_of(x, a_real, gcat);
-    auto y = at::empty({x.size(0), x.size(1), shape.out_height, shape.out_width},
-                       x.options());
+    const auto shape = shape_of(x, aint, gcat);
+    auto y = at::empty(
+        {x.size(0), x.size(1), shape.out_height, shape.out_width}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_crop_forward", [&] {
       cpu::spectral_crop_forward<scalar_t>(x.data_ptr<scalar_t>(),
                                            y.data_ptr<scalar_t>(),
                                            gcat.data_ptr<scalar_t>(),
-                                           a_real.data_ptr<scalar_t>(),
-                                           a_imag.data_ptr<scalar_t>(),
+                                           aint.data_ptr<scalar_t>(),
                                            shape);
     });
-    ctx->save_for_backward({x, a_real, a_imag, gcat});
+    ctx->save_for_backward({x, aint, gcat});
     return y;
   }
 
@@ -114,42 +113,36 @@ class FusedSpectralCrop
       torch::autograd::tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
-    const auto& a_real = saved[1];
-    const auto& a_imag = saved[2];
-    const auto& gcat = saved[3];
+    const auto& aint = saved[1];
+    const auto& gcat = saved[2];
     const auto dy = grad_outputs[0].contiguous();
-    const auto shape = shape_of(x, a_real, gcat);
-    const bool want_input = ctx->needs_input_grad(0);
-    const bool want_matrices = ctx->needs_input_grad(1) ||
-                               ctx->needs_input_grad(2) ||
-                               ctx->needs_input_grad(3);
-    at::Tensor dx, da_real, da_imag, dgcat;
-    if (want_input) {
+    const auto shape = shape_of(x, aint, gcat);
+    at::Tensor dx, daint_t, dgcat;
+    if (ctx->needs_input_grad(0)) {
       dx = at::empty_like(x);
     }
-    if (want_matrices) {
-      da_real = at::empty_like(a_real);
-      da_imag = at::empty_like(a_imag);
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      daint_t = at::empty({aint.size(1), aint.size(0)}, aint.options());
       dgcat = at::empty_like(gcat);
     }
     const auto gcat_t = gcat.t().contiguous();
+    const auto aint_t = aint.t().contiguous();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_crop_backward", [&] {
       const auto ptr = [](const at::Tensor& t) {
         return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
       };
       cpu::spectral_crop_backward<scalar_t>(ptr(x), ptr(dy), ptr(gcat),
-                                            ptr(gcat_t), ptr(a_real),
-                                            ptr(a_imag), ptr(dx), ptr(dgcat),
-                                            ptr(da_real), ptr(da_imag), shape);
+                                            ptr(gcat_t), ptr(aint_t), ptr(dx),
+                                            ptr(dgcat), ptr(daint_t), shape);
     });
-    return {dx, da_real, da_imag, dgcat};
+    return {dx, daint_t.defined() ? daint_t.t() : at::Tensor(), dgcat};
   }
 
  private:
   static cpu::SpectralCropShape shape_of(const at::Tensor& x,
-                                         const at::Tensor& a_real,
+                                         const at::Tensor& aint,
                                          const at::Tensor& gcat) {
-    return {x.size(0) * x.size(1), x.size(2), x.size(3), a_real.size(0),
+    return {x.size(0) * x.size(1), x.size(2), x.size(3), aint.size(0),
             gcat.size(1) / 2};
   }
 };
@@ -194,8 +187,11 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
   const auto dtype = input.scalar_type();
   if (input.device().is_cpu()) {
     const auto gcat = at::cat({g_real, g_imag}, 1).to(dtype).contiguous();
-    const auto output = FusedSpectralCrop::apply(
-        input, a_real.to(dtype).contiguous(), a_imag.to(dtype).contiguous(), gcat);
+    const auto aint = at::stack({a_real, a_imag}, 2)
+                          .view({a_real.size(0), 2 * height})
+                          .to(dtype)
+                          .contiguous();
+    const auto output = FusedSpectralCrop::apply(input, aint, gcat);
     return output.contiguous(input.suggest_memory_format());
   }
   const auto along_width_real = at::matmul(input, g_real.to(dtype));

@@ -1,8 +1,9 @@
 // The separable spectral crop on CPU, fused per plane so that every
 // intermediate stays in the L1/L2 cache: the data-sized tensors are read and
-// written once. The loops are written for the compiler's vectoriser (unit
-// stride, restrict pointers, `omp simd`), and each entry point is cloned for
-// AVX-512, AVX2+FMA and the baseline, picked at load time by the CPU.
+// written once. Each step is a small matrix product computed by a
+// register-blocked micro-kernel (blocks of 4 rows x 16 columns held in
+// registers), and each entry point is cloned for AVX-512, AVX2+FMA and the
+// baseline, picked at load time by the CPU.
 
 #include "spectral_crop_kernel.h"
 
@@ -11,37 +12,123 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DIFFSTRIDE_TARGET_CLONES \
-  __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define DIFFSTRIDE_TARGET_CLONES
-#endif
 #define DIFFSTRIDE_ALWAYS_INLINE __attribute__((always_inline)) inline
+// x86-64: each entry point is compiled three times, for AVX-512, AVX2+FMA and
+// the baseline, and picked by the CPU's features (not its model name, which
+// virtual machines often hide).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DIFFSTRIDE_X86_DISPATCH 1
+#define DIFFSTRIDE_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#define DIFFSTRIDE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
 
 namespace diffstride {
 namespace cpu {
 
 namespace {
 
-// t (H x 2W') = x (H x W) * gcat (W x 2W'): the column pipeline of every row.
+// C[0:MR, 0:NR] += A[0:MR, 0:K] B[0:K, 0:NR], all row-major with leading
+// dimensions lda, ldb, ldc. The MR x NR accumulators are GCC vectors of NR
+// elements, held in registers (the compiler splits them into the target's
+// vector width), loaded and stored unaligned.
+template <typename T, int MR, int NR>
+DIFFSTRIDE_ALWAYS_INLINE void micro_kernel(int64_t K,
+                                           const T* __restrict A,
+                                           int64_t lda,
+                                           const T* __restrict B,
+                                           int64_t ldb,
+                                           T* __restrict C,
+                                           int64_t ldc) {
+  typedef T Vec __attribute__((vector_size(NR * sizeof(T)), aligned(sizeof(T))));
+  Vec acc[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    acc[i] = *reinterpret_cast<const Vec*>(C + i * ldc);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec b = *reinterpret_cast<const Vec*>(B + k * ldb);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      acc[i] += A[i * lda + k] * b;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    *reinterpret_cast<Vec*>(C + i * ldc) = acc[i];
+  }
+}
+
+// The last columns, one at a time.
+template <typename T, int MR>
+DIFFSTRIDE_ALWAYS_INLINE void column_kernel(int64_t K,
+                                            const T* __restrict A,
+                                            int64_t lda,
+                                            const T* __restrict B,
+                                            int64_t ldb,
+                                            T* __restrict C,
+                                            int64_t ldc) {
+  for (int i = 0; i < MR; ++i) {
+    T acc = C[i * ldc];
+    for (int64_t k = 0; k < K; ++k) {
+      acc += A[i * lda + k] * B[k * ldb];
+    }
+    C[i * ldc] = acc;
+  }
+}
+
+template <typename T, int MR>
+DIFFSTRIDE_ALWAYS_INLINE void row_block(int64_t N,
+                                        int64_t K,
+                                        const T* __restrict A,
+                                        int64_t lda,
+                                        const T* __restrict B,
+                                        int64_t ldb,
+                                        T* __restrict C,
+                                        int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 16 <= N; j += 16) {
+    micro_kernel<T, MR, 16>(K, A, lda, B + j, ldb, C + j, ldc);
+  }
+  for (; j + 8 <= N; j += 8) {
+    micro_kernel<T, MR, 8>(K, A, lda, B + j, ldb, C + j, ldc);
+  }
+  for (; j + 4 <= N; j += 4) {
+    micro_kernel<T, MR, 4>(K, A, lda, B + j, ldb, C + j, ldc);
+  }
+  for (; j < N; ++j) {
+    column_kernel<T, MR>(K, A, lda, B + j, ldb, C + j, ldc);
+  }
+}
+
+// C (M x N) += A (M x K) B (K x N).
 template <typename T>
-DIFFSTRIDE_ALWAYS_INLINE void transform_rows(const T* __restrict x,
-                                             const T* __restrict gcat,
-                                             T* __restrict t,
-                                             int64_t height,
-                                             int64_t width,
-                                             int64_t columns) {
-  for (int64_t n = 0; n < height; ++n) {
-    T* __restrict row = t + n * columns;
-    std::fill(row, row + columns, T(0));
-    for (int64_t m = 0; m < width; ++m) {
-      const T value = x[n * width + m];
-      const T* __restrict g = gcat + m * columns;
-#pragma omp simd
-      for (int64_t c = 0; c < columns; ++c) {
-        row[c] += value * g[c];
-      }
+DIFFSTRIDE_ALWAYS_INLINE void small_gemm(int64_t M,
+                                         int64_t N,
+                                         int64_t K,
+                                         const T* __restrict A,
+                                         int64_t lda,
+                                         const T* __restrict B,
+                                         int64_t ldb,
+                                         T* __restrict C,
+                                         int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 4 <= M; i += 4) {
+    row_block<T, 4>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  }
+  for (; i < M; ++i) {
+    row_block<T, 1>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  }
+}
+
+template <typename T>
+DIFFSTRIDE_ALWAYS_INLINE void transpose(const T* __restrict in,
+                                        int64_t rows,
+                                        int64_t cols,
+                                        T* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      out[c * rows + r] = in[r * cols + c];
     }
   }
 }
@@ -50,31 +137,20 @@ template <typename T>
 DIFFSTRIDE_ALWAYS_INLINE void forward_planes(const T* __restrict x,
                                              T* __restrict y,
                                              const T* __restrict gcat,
-                                             const T* __restrict a_real,
-                                             const T* __restrict a_imag,
+                                             const T* __restrict aint,
                                              const SpectralCropShape& s,
                                              int64_t begin,
                                              int64_t end,
                                              T* __restrict t) {
-  const int64_t columns = 2 * s.out_width;
+  const int64_t H = s.height, W = s.width, Hp = s.out_height, Wp = s.out_width;
   for (int64_t p = begin; p < end; ++p) {
-    transform_rows(x + p * s.height * s.width, gcat, t, s.height, s.width, columns);
-    // y[j] = sum_n A_r[j, n] t_r[n] + A_i[j, n] t_i[n]: the row pipeline.
-    T* __restrict out_plane = y + p * s.out_height * s.out_width;
-    for (int64_t j = 0; j < s.out_height; ++j) {
-      T* __restrict out = out_plane + j * s.out_width;
-      std::fill(out, out + s.out_width, T(0));
-      for (int64_t n = 0; n < s.height; ++n) {
-        const T ar = a_real[j * s.height + n];
-        const T ai = a_imag[j * s.height + n];
-        const T* __restrict tr = t + n * columns;
-        const T* __restrict ti = tr + s.out_width;
-#pragma omp simd
-        for (int64_t w = 0; w < s.out_width; ++w) {
-          out[w] += ar * tr[w] + ai * ti[w];
-        }
-      }
-    }
+    // Columns: t (H x 2W') = x gcat.
+    std::fill(t, t + H * 2 * Wp, T(0));
+    small_gemm<T>(H, 2 * Wp, W, x + p * H * W, W, gcat, 2 * Wp, t, 2 * Wp);
+    // Rows: y (H' x W') = aint (t as 2H x W').
+    T* __restrict out = y + p * Hp * Wp;
+    std::fill(out, out + Hp * Wp, T(0));
+    small_gemm<T>(Hp, Wp, 2 * H, aint, 2 * H, t, Wp, out, Wp);
   }
 }
 
@@ -83,127 +159,125 @@ DIFFSTRIDE_ALWAYS_INLINE void backward_planes(const T* __restrict x,
                                               const T* __restrict dy,
                                               const T* __restrict gcat,
                                               const T* __restrict gcat_t,
-                                              const T* __restrict a_real,
-                                              const T* __restrict a_imag,
+                                              const T* __restrict aint_t,
                                               T* __restrict dx,
                                               T* __restrict dgcat,
-                                              T* __restrict da_real,
-                                              T* __restrict da_imag,
+                                              T* __restrict daint_t,
                                               const SpectralCropShape& s,
                                               int64_t begin,
                                               int64_t end,
                                               T* __restrict v,
-                                              T* __restrict t) {
+                                              T* __restrict t,
+                                              T* __restrict x_t,
+                                              T* __restrict dy_t) {
   const int64_t H = s.height, W = s.width, Hp = s.out_height, Wp = s.out_width;
-  const int64_t columns = 2 * Wp;
   for (int64_t p = begin; p < end; ++p) {
     const T* __restrict x_plane = x + p * H * W;
     const T* __restrict dy_plane = dy + p * Hp * Wp;
-    // v (H x 2W') = [A_r^T dy | A_i^T dy]: dy brought back through the rows.
-    std::fill(v, v + H * columns, T(0));
-    for (int64_t j = 0; j < Hp; ++j) {
-      const T* __restrict d = dy_plane + j * Wp;
-      for (int64_t n = 0; n < H; ++n) {
-        const T ar = a_real[j * H + n];
-        const T ai = a_imag[j * H + n];
-        T* __restrict vr = v + n * columns;
-        T* __restrict vi = vr + Wp;
-#pragma omp simd
-        for (int64_t w = 0; w < Wp; ++w) {
-          vr[w] += ar * d[w];
-          vi[w] += ai * d[w];
-        }
-      }
-    }
+    // Back through the rows: v (2H x W') = aint^T dy, read as H x 2W'.
+    std::fill(v, v + H * 2 * Wp, T(0));
+    small_gemm<T>(2 * H, Wp, Hp, aint_t, Hp, dy_plane, Wp, v, Wp);
     if (dx != nullptr) {
-      // dx[n] = sum_c v[n, c] gcat^T[c]: then through the columns.
-      T* __restrict dx_plane = dx + p * H * W;
-      for (int64_t n = 0; n < H; ++n) {
-        T* __restrict out = dx_plane + n * W;
-        std::fill(out, out + W, T(0));
-        for (int64_t c = 0; c < columns; ++c) {
-          const T value = v[n * columns + c];
-          const T* __restrict g = gcat_t + c * W;
-#pragma omp simd
-          for (int64_t m = 0; m < W; ++m) {
-            out[m] += value * g[m];
-          }
-        }
-      }
+      // Back through the columns: dx (H x W) = v gcat^T.
+      T* __restrict out = dx + p * H * W;
+      std::fill(out, out + H * W, T(0));
+      small_gemm<T>(H, W, 2 * Wp, v, 2 * Wp, gcat_t, W, out, W);
     }
     if (dgcat != nullptr) {
-      // dL/dgcat += x^T v.
-      for (int64_t n = 0; n < H; ++n) {
-        const T* __restrict vn = v + n * columns;
-        for (int64_t m = 0; m < W; ++m) {
-          const T value = x_plane[n * W + m];
-          T* __restrict acc = dgcat + m * columns;
-#pragma omp simd
-          for (int64_t c = 0; c < columns; ++c) {
-            acc[c] += value * vn[c];
-          }
-        }
-      }
-    }
-    if (da_real != nullptr) {
-      // dL/dA_r[j, n] += <dy[j], t_r[n]>, dL/dA_i[j, n] += <dy[j], t_i[n]>,
-      // with t = x gcat recomputed (cheaper than keeping it from forward).
-      transform_rows(x_plane, gcat, t, H, W, columns);
-      for (int64_t j = 0; j < Hp; ++j) {
-        const T* __restrict d = dy_plane + j * Wp;
-        for (int64_t n = 0; n < H; ++n) {
-          const T* __restrict tr = t + n * columns;
-          const T* __restrict ti = tr + Wp;
-          T sum_real = 0, sum_imag = 0;
-#pragma omp simd reduction(+ : sum_real, sum_imag)
-          for (int64_t w = 0; w < Wp; ++w) {
-            sum_real += d[w] * tr[w];
-            sum_imag += d[w] * ti[w];
-          }
-          da_real[j * H + n] += sum_real;
-          da_imag[j * H + n] += sum_imag;
-        }
-      }
+      // dL/dgcat += x^T v (v as H x 2W').
+      transpose(x_plane, H, W, x_t);
+      small_gemm<T>(W, 2 * Wp, H, x_t, H, v, 2 * Wp, dgcat, 2 * Wp);
+      // dL/daint^T += t dy^T with t = x gcat (2H x W') recomputed, cheaper
+      // than keeping it from the forward pass.
+      std::fill(t, t + H * 2 * Wp, T(0));
+      small_gemm<T>(H, 2 * Wp, W, x_plane, W, gcat, 2 * Wp, t, 2 * Wp);
+      transpose(dy_plane, Hp, Wp, dy_t);
+      small_gemm<T>(2 * H, Hp, Wp, t, Wp, dy_t, Hp, daint_t, Hp);
     }
   }
 }
 
-// Entry points cloned per instruction set; the templates above are inlined
-// into each clone and vectorised for it.
-#define DIFFSTRIDE_DEFINE_PLANE_ENTRY_POINTS(T, suffix)                       \
-  DIFFSTRIDE_TARGET_CLONES void forward_planes_##suffix(                     \
-      const T* x, T* y, const T* gcat, const T* a_real, const T* a_imag,     \
-      const SpectralCropShape& s, int64_t begin, int64_t end, T* t) {        \
-    forward_planes<T>(x, y, gcat, a_real, a_imag, s, begin, end, t);         \
-  }                                                                          \
-  DIFFSTRIDE_TARGET_CLONES void backward_planes_##suffix(                    \
-      const T* x, const T* dy, const T* gcat, const T* gcat_t,               \
-      const T* a_real, const T* a_imag, T* dx, T* dgcat, T* da_real,         \
-      T* da_imag, const SpectralCropShape& s, int64_t begin, int64_t end,    \
-      T* v, T* t) {                                                          \
-    backward_planes<T>(x, dy, gcat, gcat_t, a_real, a_imag, dx, dgcat,       \
-                       da_real, da_imag, s, begin, end, v, t);               \
-  }                                                                          \
-  void run_forward(const T* x, T* y, const T* gcat, const T* a_real,         \
-                   const T* a_imag, const SpectralCropShape& s, int64_t begin, \
-                   int64_t end, T* t) {                                      \
-    forward_planes_##suffix(x, y, gcat, a_real, a_imag, s, begin, end, t);   \
-  }                                                                          \
-  void run_backward(const T* x, const T* dy, const T* gcat, const T* gcat_t, \
-                    const T* a_real, const T* a_imag, T* dx, T* dgcat,       \
-                    T* da_real, T* da_imag, const SpectralCropShape& s,      \
-                    int64_t begin, int64_t end, T* v, T* t) {                \
-    backward_planes_##suffix(x, dy, gcat, gcat_t, a_real, a_imag, dx, dgcat, \
-                             da_real, da_imag, s, begin, end, v, t);         \
+// Entry points per instruction set; the templates above are inlined into
+// each and vectorised for it.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+#ifdef DIFFSTRIDE_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("fma")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return Isa::kAvx2;
+  }
+#endif
+  return Isa::kBaseline;
+}
+
+const Isa kIsa = detect_isa();
+
+#define DIFFSTRIDE_DEFINE_ENTRY_POINTS(ATTRIBUTE, suffix)                      \
+  template <typename T>                                                        \
+  ATTRIBUTE void forward_##suffix(const T* x, T* y, const T* gcat,             \
+                                  const T* aint, const SpectralCropShape& s,   \
+                                  int64_t begin, int64_t end, T* t) {          \
+    forward_planes<T>(x, y, gcat, aint, s, begin, end, t);                     \
+  }                                                                            \
+  template <typename T>                                                        \
+  ATTRIBUTE void backward_##suffix(                                            \
+      const T* x, const T* dy, const T* gcat, const T* gcat_t,                 \
+      const T* aint_t, T* dx, T* dgcat, T* daint_t,                            \
+      const SpectralCropShape& s, int64_t begin, int64_t end, T* v, T* t,      \
+      T* x_t, T* dy_t) {                                                       \
+    backward_planes<T>(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,     \
+                       begin, end, v, t, x_t, dy_t);                           \
   }
 
-DIFFSTRIDE_DEFINE_PLANE_ENTRY_POINTS(float, f32)
-DIFFSTRIDE_DEFINE_PLANE_ENTRY_POINTS(double, f64)
+DIFFSTRIDE_DEFINE_ENTRY_POINTS(, baseline)
+#ifdef DIFFSTRIDE_X86_DISPATCH
+DIFFSTRIDE_DEFINE_ENTRY_POINTS(DIFFSTRIDE_TARGET_AVX2, avx2)
+DIFFSTRIDE_DEFINE_ENTRY_POINTS(DIFFSTRIDE_TARGET_AVX512, avx512)
+#endif
+
+template <typename T>
+void run_forward(const T* x, T* y, const T* gcat, const T* aint,
+                 const SpectralCropShape& s, int64_t begin, int64_t end,
+                 T* t) {
+#ifdef DIFFSTRIDE_X86_DISPATCH
+  if (kIsa == Isa::kAvx512) {
+    return forward_avx512(x, y, gcat, aint, s, begin, end, t);
+  }
+  if (kIsa == Isa::kAvx2) {
+    return forward_avx2(x, y, gcat, aint, s, begin, end, t);
+  }
+#endif
+  forward_baseline(x, y, gcat, aint, s, begin, end, t);
+}
+
+template <typename T>
+void run_backward(const T* x, const T* dy, const T* gcat, const T* gcat_t,
+                  const T* aint_t, T* dx, T* dgcat, T* daint_t,
+                  const SpectralCropShape& s, int64_t begin, int64_t end,
+                  T* v, T* t, T* x_t, T* dy_t) {
+#ifdef DIFFSTRIDE_X86_DISPATCH
+  if (kIsa == Isa::kAvx512) {
+    return backward_avx512(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,
+                           begin, end, v, t, x_t, dy_t);
+  }
+  if (kIsa == Isa::kAvx2) {
+    return backward_avx2(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,
+                         begin, end, v, t, x_t, dy_t);
+  }
+#endif
+  backward_baseline(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s, begin,
+                    end, v, t, x_t, dy_t);
+}
 
 // Splits the planes into one contiguous chunk per thread.
 int64_t chunk_count(int64_t planes) {
-  return std::max<int64_t>(
-      1, std::min<int64_t>(planes, at::get_num_threads()));
+  return std::max<int64_t>(1, std::min<int64_t>(planes, at::get_num_threads()));
 }
 
 int64_t chunk_begin(int64_t chunk, int64_t chunks, int64_t planes) {
@@ -216,8 +290,7 @@ template <typename T>
 void spectral_crop_forward(const T* x,
                            T* y,
                            const T* gcat,
-                           const T* a_real,
-                           const T* a_imag,
+                           const T* aint,
                            const SpectralCropShape& shape) {
   if (shape.planes == 0) {
     return;
@@ -226,7 +299,7 @@ void spectral_crop_forward(const T* x,
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     std::vector<T> t(shape.height * 2 * shape.out_width);
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      run_forward(x, y, gcat, a_real, a_imag, shape,
+      run_forward(x, y, gcat, aint, shape,
                   chunk_begin(chunk, chunks, shape.planes),
                   chunk_begin(chunk + 1, chunks, shape.planes), t.data());
     }
@@ -238,21 +311,19 @@ void spectral_crop_backward(const T* x,
                             const T* dy,
                             const T* gcat,
                             const T* gcat_t,
-                            const T* a_real,
-                            const T* a_imag,
+                            const T* aint_t,
                             T* dx,
                             T* dgcat,
-                            T* da_real,
-                            T* da_imag,
+                            T* daint_t,
                             const SpectralCropShape& shape) {
-  const int64_t columns = 2 * shape.out_width;
-  const int64_t gcat_size = shape.width * columns;
-  const int64_t a_size = shape.out_height * shape.height;
+  const int64_t H = shape.height, W = shape.width;
+  const int64_t Hp = shape.out_height, Wp = shape.out_width;
+  const int64_t gcat_size = W * 2 * Wp;
+  const int64_t aint_size = 2 * H * Hp;
   const bool matrices = dgcat != nullptr;
   if (matrices) {
     std::fill(dgcat, dgcat + gcat_size, T(0));
-    std::fill(da_real, da_real + a_size, T(0));
-    std::fill(da_imag, da_imag + a_size, T(0));
+    std::fill(daint_t, daint_t + aint_size, T(0));
   }
   if (shape.planes == 0) {
     return;
@@ -260,46 +331,43 @@ void spectral_crop_backward(const T* x,
   // Each chunk sums its planes' contributions to the small matrices in its
   // own buffer; the buffers are added up at the end.
   const int64_t chunks = chunk_count(shape.planes);
-  const int64_t per_chunk = matrices ? gcat_size + 2 * a_size : 0;
+  const int64_t per_chunk = matrices ? gcat_size + aint_size : 0;
   std::vector<T> partial(per_chunk * chunks, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
-    std::vector<T> v(shape.height * columns);
-    std::vector<T> t(shape.height * columns);
+    std::vector<T> v(H * 2 * Wp), t(H * 2 * Wp), x_t(H * W), dy_t(Hp * Wp);
     for (int64_t chunk = first; chunk < last; ++chunk) {
       T* mine = partial.data() + chunk * per_chunk;
-      run_backward(x, dy, gcat, gcat_t, a_real, a_imag, dx,
+      run_backward(x, dy, gcat, gcat_t, aint_t, dx,
                    matrices ? mine : nullptr,
-                   matrices ? mine + gcat_size : nullptr,
-                   matrices ? mine + gcat_size + a_size : nullptr, shape,
+                   matrices ? mine + gcat_size : nullptr, shape,
                    chunk_begin(chunk, chunks, shape.planes),
                    chunk_begin(chunk + 1, chunks, shape.planes), v.data(),
-                   t.data());
+                   t.data(), x_t.data(), dy_t.data());
     }
   });
   if (matrices) {
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       const T* mine = partial.data() + chunk * per_chunk;
       for (int64_t i = 0; i < gcat_size; ++i) dgcat[i] += mine[i];
-      for (int64_t i = 0; i < a_size; ++i) da_real[i] += mine[gcat_size + i];
-      for (int64_t i = 0; i < a_size; ++i) da_imag[i] += mine[gcat_size + a_size + i];
+      for (int64_t i = 0; i < aint_size; ++i) daint_t[i] += mine[gcat_size + i];
     }
   }
 }
 
 template void spectral_crop_forward<float>(const float*, float*, const float*,
-                                           const float*, const float*,
+                                           const float*,
                                            const SpectralCropShape&);
 template void spectral_crop_forward<double>(const double*, double*,
                                             const double*, const double*,
-                                            const double*,
                                             const SpectralCropShape&);
-template void spectral_crop_backward<float>(
-    const float*, const float*, const float*, const float*, const float*,
-    const float*, float*, float*, float*, float*, const SpectralCropShape&);
-template void spectral_crop_backward<double>(
-    const double*, const double*, const double*, const double*,
-    const double*, const double*, double*, double*, double*, double*,
-    const SpectralCropShape&);
+template void spectral_crop_backward<float>(const float*, const float*,
+                                            const float*, const float*,
+                                            const float*, float*, float*,
+                                            float*, const SpectralCropShape&);
+template void spectral_crop_backward<double>(const double*, const double*,
+                                             const double*, const double*,
+                                             const double*, double*, double*,
+                                             double*, const SpectralCropShape&);
 
 }  // namespace cpu
 }  // namespace diffstride

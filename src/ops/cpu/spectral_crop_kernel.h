@@ -4,6 +4,15 @@
 // per H x W plane, y = A_r x G_r + A_i x G_i, and its backward. No LibTorch
 // types here: raw, contiguous arrays, so the kernel translation unit stays
 // lean and can be compiled for several instruction sets.
+//
+// The small matrices come interleaved so that each step is one small matrix
+// product per plane:
+//   gcat (W x 2W'):  row m = [G_r[m, :] | G_i[m, :]], so t = x gcat holds
+//                    row n = [x G_r row n | x G_i row n], which read as a
+//                    2H x W' matrix has rows (x G_r)[n] and (x G_i)[n] at 2n
+//                    and 2n + 1;
+//   aint (H' x 2H):  aint[j, 2n] = A_r[j, n], aint[j, 2n + 1] = A_i[j, n],
+// so that y = aint (2H x W' view of t).
 
 #include <cstdint>
 
@@ -18,31 +27,28 @@ struct SpectralCropShape {
   int64_t out_width;   // W'
 };
 
-/// y (planes x H' x W') from x (planes x H x W). `gcat` is W x 2W' (each row
-/// [G_r row | G_i row]); `a_real`, `a_imag` are H' x H.
+/// y (planes x H' x W') from x (planes x H x W).
 template <typename T>
 void spectral_crop_forward(const T* x,
                            T* y,
                            const T* gcat,
-                           const T* a_real,
-                           const T* a_imag,
+                           const T* aint,
                            const SpectralCropShape& shape);
 
 /// Given dy (planes x H' x W'): dx = A_r^T dy G_r^T + A_i^T dy G_i^T when `dx`
-/// is not null, and the gradients of the small matrices, summed over all
-/// planes, when `dgcat` (W x 2W') and `da_real`, `da_imag` (H' x H) are not
-/// null. `gcat_t` is gcat transposed (2W' x W).
+/// is not null; when `dgcat` (W x 2W') and `daint_t` (2H x H', the gradient of
+/// aint transposed) are not null, the gradients of the small matrices summed
+/// over all planes. `gcat_t` (2W' x W) and `aint_t` (2H x H') are the
+/// transposes of gcat and aint.
 template <typename T>
 void spectral_crop_backward(const T* x,
                             const T* dy,
                             const T* gcat,
                             const T* gcat_t,
-                            const T* a_real,
-                            const T* a_imag,
+                            const T* aint_t,
                             T* dx,
                             T* dgcat,
-                            T* da_real,
-                            T* da_imag,
+                            T* daint_t,
                             const SpectralCropShape& shape);
 
 }  // namespace cpu
