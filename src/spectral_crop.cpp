@@ -131,9 +131,15 @@ class FusedSpectralCrop : public torch::autograd::Function<FusedSpectralCrop> {
       const auto ptr = [](const at::Tensor& t) {
         return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
       };
-      cpu::spectral_crop_backward<scalar_t>(ptr(x), ptr(dy), ptr(gcat),
-                                            ptr(gcat_t), ptr(aint_t), ptr(dx),
-                                            ptr(dgcat), ptr(daint_t), shape);
+      cpu::spectral_crop_backward<scalar_t>(ptr(x),
+                                            ptr(dy),
+                                            ptr(gcat),
+                                            ptr(gcat_t),
+                                            ptr(aint_t),
+                                            ptr(dx),
+                                            ptr(dgcat),
+                                            ptr(daint_t),
+                                            shape);
     });
     return {dx, daint_t.defined() ? daint_t.t() : at::Tensor(), dgcat};
   }
@@ -142,7 +148,10 @@ class FusedSpectralCrop : public torch::autograd::Function<FusedSpectralCrop> {
   static cpu::SpectralCropShape shape_of(const at::Tensor& x,
                                          const at::Tensor& aint,
                                          const at::Tensor& gcat) {
-    return {x.size(0) * x.size(1), x.size(2), x.size(3), aint.size(0),
+    return {x.size(0) * x.size(1),
+            x.size(2),
+            x.size(3),
+            aint.size(0),
             gcat.size(1) / 2};
   }
 };

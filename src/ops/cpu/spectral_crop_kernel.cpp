@@ -40,7 +40,8 @@ DIFFSTRIDE_ALWAYS_INLINE void micro_kernel(int64_t K,
                                            int64_t ldb,
                                            T* __restrict C,
                                            int64_t ldc) {
-  typedef T Vec __attribute__((vector_size(NR * sizeof(T)), aligned(sizeof(T))));
+  typedef T Vec
+      __attribute__((vector_size(NR * sizeof(T)), aligned(sizeof(T))));
   Vec acc[MR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -205,8 +206,8 @@ Isa detect_isa() {
 #ifdef DIFFSTRIDE_X86_DISPATCH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("fma")) {
+      __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
     return Isa::kAvx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
@@ -218,21 +219,49 @@ Isa detect_isa() {
 
 const Isa kIsa = detect_isa();
 
-#define DIFFSTRIDE_DEFINE_ENTRY_POINTS(ATTRIBUTE, suffix)                      \
-  template <typename T>                                                        \
-  ATTRIBUTE void forward_##suffix(const T* x, T* y, const T* gcat,             \
-                                  const T* aint, const SpectralCropShape& s,   \
-                                  int64_t begin, int64_t end, T* t) {          \
-    forward_planes<T>(x, y, gcat, aint, s, begin, end, t);                     \
-  }                                                                            \
-  template <typename T>                                                        \
-  ATTRIBUTE void backward_##suffix(                                            \
-      const T* x, const T* dy, const T* gcat, const T* gcat_t,                 \
-      const T* aint_t, T* dx, T* dgcat, T* daint_t,                            \
-      const SpectralCropShape& s, int64_t begin, int64_t end, T* v, T* t,      \
-      T* x_t, T* dy_t) {                                                       \
-    backward_planes<T>(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,     \
-                       begin, end, v, t, x_t, dy_t);                           \
+#define DIFFSTRIDE_DEFINE_ENTRY_POINTS(ATTRIBUTE, suffix)      \
+  template <typename T>                                        \
+  ATTRIBUTE void forward_##suffix(const T* x,                  \
+                                  T* y,                        \
+                                  const T* gcat,               \
+                                  const T* aint,               \
+                                  const SpectralCropShape& s,  \
+                                  int64_t begin,               \
+                                  int64_t end,                 \
+                                  T* t) {                      \
+    forward_planes<T>(x, y, gcat, aint, s, begin, end, t);     \
+  }                                                            \
+  template <typename T>                                        \
+  ATTRIBUTE void backward_##suffix(const T* x,                 \
+                                   const T* dy,                \
+                                   const T* gcat,              \
+                                   const T* gcat_t,            \
+                                   const T* aint_t,            \
+                                   T* dx,                      \
+                                   T* dgcat,                   \
+                                   T* daint_t,                 \
+                                   const SpectralCropShape& s, \
+                                   int64_t begin,              \
+                                   int64_t end,                \
+                                   T* v,                       \
+                                   T* t,                       \
+                                   T* x_t,                     \
+                                   T* dy_t) {                  \
+    backward_planes<T>(x,                                      \
+                       dy,                                     \
+                       gcat,                                   \
+                       gcat_t,                                 \
+                       aint_t,                                 \
+                       dx,                                     \
+                       dgcat,                                  \
+                       daint_t,                                \
+                       s,                                      \
+                       begin,                                  \
+                       end,                                    \
+                       v,                                      \
+                       t,                                      \
+                       x_t,                                    \
+                       dy_t);                                  \
   }
 
 DIFFSTRIDE_DEFINE_ENTRY_POINTS(, baseline)
@@ -242,8 +271,13 @@ DIFFSTRIDE_DEFINE_ENTRY_POINTS(DIFFSTRIDE_TARGET_AVX512, avx512)
 #endif
 
 template <typename T>
-void run_forward(const T* x, T* y, const T* gcat, const T* aint,
-                 const SpectralCropShape& s, int64_t begin, int64_t end,
+void run_forward(const T* x,
+                 T* y,
+                 const T* gcat,
+                 const T* aint,
+                 const SpectralCropShape& s,
+                 int64_t begin,
+                 int64_t end,
                  T* t) {
 #ifdef DIFFSTRIDE_X86_DISPATCH
   if (kIsa == Isa::kAvx512) {
@@ -257,22 +291,72 @@ void run_forward(const T* x, T* y, const T* gcat, const T* aint,
 }
 
 template <typename T>
-void run_backward(const T* x, const T* dy, const T* gcat, const T* gcat_t,
-                  const T* aint_t, T* dx, T* dgcat, T* daint_t,
-                  const SpectralCropShape& s, int64_t begin, int64_t end,
-                  T* v, T* t, T* x_t, T* dy_t) {
+void run_backward(const T* x,
+                  const T* dy,
+                  const T* gcat,
+                  const T* gcat_t,
+                  const T* aint_t,
+                  T* dx,
+                  T* dgcat,
+                  T* daint_t,
+                  const SpectralCropShape& s,
+                  int64_t begin,
+                  int64_t end,
+                  T* v,
+                  T* t,
+                  T* x_t,
+                  T* dy_t) {
 #ifdef DIFFSTRIDE_X86_DISPATCH
   if (kIsa == Isa::kAvx512) {
-    return backward_avx512(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,
-                           begin, end, v, t, x_t, dy_t);
+    return backward_avx512(x,
+                           dy,
+                           gcat,
+                           gcat_t,
+                           aint_t,
+                           dx,
+                           dgcat,
+                           daint_t,
+                           s,
+                           begin,
+                           end,
+                           v,
+                           t,
+                           x_t,
+                           dy_t);
   }
   if (kIsa == Isa::kAvx2) {
-    return backward_avx2(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s,
-                         begin, end, v, t, x_t, dy_t);
+    return backward_avx2(x,
+                         dy,
+                         gcat,
+                         gcat_t,
+                         aint_t,
+                         dx,
+                         dgcat,
+                         daint_t,
+                         s,
+                         begin,
+                         end,
+                         v,
+                         t,
+                         x_t,
+                         dy_t);
   }
 #endif
-  backward_baseline(x, dy, gcat, gcat_t, aint_t, dx, dgcat, daint_t, s, begin,
-                    end, v, t, x_t, dy_t);
+  backward_baseline(x,
+                    dy,
+                    gcat,
+                    gcat_t,
+                    aint_t,
+                    dx,
+                    dgcat,
+                    daint_t,
+                    s,
+                    begin,
+                    end,
+                    v,
+                    t,
+                    x_t,
+                    dy_t);
 }
 
 // Splits the planes into one contiguous chunk per thread.
@@ -299,9 +383,14 @@ void spectral_crop_forward(const T* x,
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     std::vector<T> t(shape.height * 2 * shape.out_width);
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      run_forward(x, y, gcat, aint, shape,
+      run_forward(x,
+                  y,
+                  gcat,
+                  aint,
+                  shape,
                   chunk_begin(chunk, chunks, shape.planes),
-                  chunk_begin(chunk + 1, chunks, shape.planes), t.data());
+                  chunk_begin(chunk + 1, chunks, shape.planes),
+                  t.data());
     }
   });
 }
@@ -337,37 +426,59 @@ void spectral_crop_backward(const T* x,
     std::vector<T> v(H * 2 * Wp), t(H * 2 * Wp), x_t(H * W), dy_t(Hp * Wp);
     for (int64_t chunk = first; chunk < last; ++chunk) {
       T* mine = partial.data() + chunk * per_chunk;
-      run_backward(x, dy, gcat, gcat_t, aint_t, dx,
+      run_backward(x,
+                   dy,
+                   gcat,
+                   gcat_t,
+                   aint_t,
+                   dx,
                    matrices ? mine : nullptr,
-                   matrices ? mine + gcat_size : nullptr, shape,
+                   matrices ? mine + gcat_size : nullptr,
+                   shape,
                    chunk_begin(chunk, chunks, shape.planes),
-                   chunk_begin(chunk + 1, chunks, shape.planes), v.data(),
-                   t.data(), x_t.data(), dy_t.data());
+                   chunk_begin(chunk + 1, chunks, shape.planes),
+                   v.data(),
+                   t.data(),
+                   x_t.data(),
+                   dy_t.data());
     }
   });
   if (matrices) {
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       const T* mine = partial.data() + chunk * per_chunk;
-      for (int64_t i = 0; i < gcat_size; ++i) dgcat[i] += mine[i];
-      for (int64_t i = 0; i < aint_size; ++i) daint_t[i] += mine[gcat_size + i];
+      for (int64_t i = 0; i < gcat_size; ++i)
+        dgcat[i] += mine[i];
+      for (int64_t i = 0; i < aint_size; ++i)
+        daint_t[i] += mine[gcat_size + i];
     }
   }
 }
 
-template void spectral_crop_forward<float>(const float*, float*, const float*,
-                                           const float*,
-                                           const SpectralCropShape&);
-template void spectral_crop_forward<double>(const double*, double*,
-                                            const double*, const double*,
+template void spectral_crop_forward<float>(
+    const float*, float*, const float*, const float*, const SpectralCropShape&);
+template void spectral_crop_forward<double>(const double*,
+                                            double*,
+                                            const double*,
+                                            const double*,
                                             const SpectralCropShape&);
-template void spectral_crop_backward<float>(const float*, const float*,
-                                            const float*, const float*,
-                                            const float*, float*, float*,
-                                            float*, const SpectralCropShape&);
-template void spectral_crop_backward<double>(const double*, const double*,
-                                             const double*, const double*,
-                                             const double*, double*, double*,
-                                             double*, const SpectralCropShape&);
+template void spectral_crop_backward<float>(const float*,
+                                            const float*,
+                                            const float*,
+                                            const float*,
+                                            const float*,
+                                            float*,
+                                            float*,
+                                            float*,
+                                            const SpectralCropShape&);
+template void spectral_crop_backward<double>(const double*,
+                                             const double*,
+                                             const double*,
+                                             const double*,
+                                             const double*,
+                                             double*,
+                                             double*,
+                                             double*,
+                                             const SpectralCropShape&);
 
 }  // namespace cpu
 }  // namespace diffstride
