@@ -156,7 +156,15 @@ class FusedSpectralCrop : public torch::autograd::Function<FusedSpectralCrop> {
   }
 };
 
+bool fused_cpu_kernel_enabled = true;
+
 }  // namespace
+
+bool use_fused_cpu_kernel(bool enabled) {
+  const bool previous = fused_cpu_kernel_enabled;
+  fused_cpu_kernel_enabled = enabled;
+  return previous;
+}
 
 void check_pooling_input(const at::Tensor& input, const char* layer) {
   TORCH_CHECK(input.defined(), layer, ": expected an input tensor, got none");
@@ -194,7 +202,7 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
 
   // The data-sized products run in the input's precision.
   const auto dtype = input.scalar_type();
-  if (input.device().is_cpu()) {
+  if (input.device().is_cpu() && fused_cpu_kernel_enabled) {
     const auto gcat = at::cat({g_real, g_imag}, 1).to(dtype).contiguous();
     const auto aint = at::stack({a_real, a_imag}, 2)
                           .view({a_real.size(0), 2 * height})

@@ -35,5 +35,10 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
                                    const at::Tensor& column_mask,
                                    int64_t output_width);
 
+/// Whether CPU tensors take the fused CPU kernel (default) or the generic
+/// batched-matmul path every other device takes. For tests, which check both
+/// paths on CPU; returns the previous setting. Not thread-safe.
+bool use_fused_cpu_kernel(bool enabled);
+
 }  // namespace detail
 }  // namespace diffstride

@@ -3,6 +3,7 @@
 
 #include <diffstride/diff_stride.h>
 
+#include "spectral_crop.h"
 #include "support/plain_fft_reference.h"
 #include "test_helpers.h"
 
@@ -37,6 +38,14 @@ torch::Tensor run(const torch::Tensor& x,
 torch::Tensor random_input(std::vector<int64_t> sizes) {
   return torch::randn(sizes, torch::kDouble);
 }
+
+double stride_finite_difference(const torch::Tensor& x,
+                                const torch::Tensor& weights,
+                                std::array<double, 2> strides,
+                                int axis,
+                                double smoothness,
+                                bool cropping,
+                                bool from_the_right = false);
 
 }  // namespace
 
@@ -85,6 +94,39 @@ TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
     }
   }
   EXPECT_EQ(cases, 14 * 3 * 2 * 2);
+}
+
+// The generic path (batched ATen matrix products, what CUDA runs) on CPU:
+// values and both gradients against the reference.
+TEST(DiffStrideValues, GenericDevicePathMatchesReferenceToo) {
+  struct Restore {
+    bool previous = diffstride::detail::use_fused_cpu_kernel(false);
+    ~Restore() {
+      diffstride::detail::use_fused_cpu_kernel(previous);
+    }
+  } restore;
+  torch::manual_seed(7);
+  for (const auto& size :
+       std::vector<std::array<int64_t, 2>>{{32, 32}, {17, 24}, {9, 7}}) {
+    const auto x = random_input({2, 3, size[0], size[1]}).requires_grad_();
+    const auto strides =
+        torch::tensor({2.2, 1.9}, torch::kDouble).requires_grad_();
+    const auto y = F::diffstride(
+        x, strides, F::DiffStrideFuncOptions().smoothness_factor(2.0));
+    const auto expected = ref::diffstride(x.detach(), 2.2, 1.9, 2.0, true);
+    ASSERT_EQ(y.sizes(), expected.sizes());
+    EXPECT_LE(relative_error(y, expected), 1e-10);
+    const auto weights = torch::randn_like(y);
+    (y * weights).sum().backward();
+    // Linear in x: <y, w> = <x, dL/dx>.
+    EXPECT_NEAR((y * weights).sum().item<double>(),
+                (x.detach() * x.grad()).sum().item<double>(),
+                1e-9);
+    const double numeric =
+        stride_finite_difference(x.detach(), weights, {2.2, 1.9}, 0, 2.0, true);
+    EXPECT_NEAR(
+        strides.grad()[0].item<double>(), numeric, 1e-6 * std::abs(numeric));
+  }
 }
 
 TEST(DiffStrideValues, SpecShapeExamples) {
@@ -178,7 +220,7 @@ double stride_finite_difference(const torch::Tensor& x,
                                 int axis,  // 0, 1, or -1 for both (shared)
                                 double smoothness,
                                 bool cropping,
-                                bool from_the_right = false) {
+                                bool from_the_right) {
   const auto loss = [&](double h) {
     auto s = strides;
     if (axis != 1)
