@@ -270,6 +270,19 @@ DIFFSTRIDE_DEFINE_ENTRY_POINTS(DIFFSTRIDE_TARGET_AVX2, avx2)
 DIFFSTRIDE_DEFINE_ENTRY_POINTS(DIFFSTRIDE_TARGET_AVX512, avx512)
 #endif
 
+// The entry point for this CPU's instruction set.
+template <typename Entry>
+Entry pick(Entry baseline, Entry avx2, Entry avx512) {
+  switch (kIsa) {
+    case Isa::kAvx512:
+      return avx512;
+    case Isa::kAvx2:
+      return avx2;
+    default:
+      return baseline;
+  }
+}
+
 template <typename T>
 void run_forward(const T* x,
                  T* y,
@@ -280,14 +293,12 @@ void run_forward(const T* x,
                  int64_t end,
                  T* t) {
 #ifdef DIFFSTRIDE_X86_DISPATCH
-  if (kIsa == Isa::kAvx512) {
-    return forward_avx512(x, y, gcat, aint, s, begin, end, t);
-  }
-  if (kIsa == Isa::kAvx2) {
-    return forward_avx2(x, y, gcat, aint, s, begin, end, t);
-  }
+  const auto entry =
+      pick(&forward_baseline<T>, &forward_avx2<T>, &forward_avx512<T>);
+#else
+  const auto entry = &forward_baseline<T>;
 #endif
-  forward_baseline(x, y, gcat, aint, s, begin, end, t);
+  entry(x, y, gcat, aint, s, begin, end, t);
 }
 
 template <typename T>
@@ -307,56 +318,26 @@ void run_backward(const T* x,
                   T* x_t,
                   T* dy_t) {
 #ifdef DIFFSTRIDE_X86_DISPATCH
-  if (kIsa == Isa::kAvx512) {
-    return backward_avx512(x,
-                           dy,
-                           gcat,
-                           gcat_t,
-                           aint_t,
-                           dx,
-                           dgcat,
-                           daint_t,
-                           s,
-                           begin,
-                           end,
-                           v,
-                           t,
-                           x_t,
-                           dy_t);
-  }
-  if (kIsa == Isa::kAvx2) {
-    return backward_avx2(x,
-                         dy,
-                         gcat,
-                         gcat_t,
-                         aint_t,
-                         dx,
-                         dgcat,
-                         daint_t,
-                         s,
-                         begin,
-                         end,
-                         v,
-                         t,
-                         x_t,
-                         dy_t);
-  }
+  const auto entry =
+      pick(&backward_baseline<T>, &backward_avx2<T>, &backward_avx512<T>);
+#else
+  const auto entry = &backward_baseline<T>;
 #endif
-  backward_baseline(x,
-                    dy,
-                    gcat,
-                    gcat_t,
-                    aint_t,
-                    dx,
-                    dgcat,
-                    daint_t,
-                    s,
-                    begin,
-                    end,
-                    v,
-                    t,
-                    x_t,
-                    dy_t);
+  entry(x,
+        dy,
+        gcat,
+        gcat_t,
+        aint_t,
+        dx,
+        dgcat,
+        daint_t,
+        s,
+        begin,
+        end,
+        v,
+        t,
+        x_t,
+        dy_t);
 }
 
 // Splits the planes into one contiguous chunk per thread.
