@@ -202,19 +202,20 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
 
   // The data-sized products run in the input's precision.
   const auto dtype = input.scalar_type();
+  at::Tensor output;
   if (input.device().is_cpu() && fused_cpu_kernel_enabled) {
     const auto gcat = at::cat({g_real, g_imag}, 1).to(dtype).contiguous();
     const auto aint = at::stack({a_real, a_imag}, 2)
                           .view({a_real.size(0), 2 * height})
                           .to(dtype)
                           .contiguous();
-    const auto output = FusedSpectralCrop::apply(input, aint, gcat);
-    return output.contiguous(input.suggest_memory_format());
+    output = FusedSpectralCrop::apply(input, aint, gcat);
+  } else {
+    const auto along_width_real = at::matmul(input, g_real.to(dtype));
+    const auto along_width_imag = at::matmul(input, g_imag.to(dtype));
+    output = at::matmul(a_real.to(dtype), along_width_real) +
+             at::matmul(a_imag.to(dtype), along_width_imag);
   }
-  const auto along_width_real = at::matmul(input, g_real.to(dtype));
-  const auto along_width_imag = at::matmul(input, g_imag.to(dtype));
-  const auto output = at::matmul(a_real.to(dtype), along_width_real) +
-                      at::matmul(a_imag.to(dtype), along_width_imag);
   return output.contiguous(input.suggest_memory_format());
 }
 

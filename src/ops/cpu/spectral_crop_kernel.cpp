@@ -134,6 +134,18 @@ DIFFSTRIDE_ALWAYS_INLINE void transpose(const T* __restrict in,
   }
 }
 
+// The column pipeline of one plane: t (H x 2W') = x gcat.
+template <typename T>
+DIFFSTRIDE_ALWAYS_INLINE void transform_columns(const T* __restrict x_plane,
+                                                const T* __restrict gcat,
+                                                const SpectralCropShape& s,
+                                                T* __restrict t) {
+  const int64_t columns = 2 * s.out_width;
+  std::fill(t, t + s.height * columns, T(0));
+  small_gemm<T>(
+      s.height, columns, s.width, x_plane, s.width, gcat, columns, t, columns);
+}
+
 template <typename T>
 DIFFSTRIDE_ALWAYS_INLINE void forward_planes(const T* __restrict x,
                                              T* __restrict y,
@@ -145,9 +157,7 @@ DIFFSTRIDE_ALWAYS_INLINE void forward_planes(const T* __restrict x,
                                              T* __restrict t) {
   const int64_t H = s.height, W = s.width, Hp = s.out_height, Wp = s.out_width;
   for (int64_t p = begin; p < end; ++p) {
-    // Columns: t (H x 2W') = x gcat.
-    std::fill(t, t + H * 2 * Wp, T(0));
-    small_gemm<T>(H, 2 * Wp, W, x + p * H * W, W, gcat, 2 * Wp, t, 2 * Wp);
+    transform_columns(x + p * H * W, gcat, s, t);
     // Rows: y (H' x W') = aint (t as 2H x W').
     T* __restrict out = y + p * Hp * Wp;
     std::fill(out, out + Hp * Wp, T(0));
@@ -190,8 +200,7 @@ DIFFSTRIDE_ALWAYS_INLINE void backward_planes(const T* __restrict x,
       small_gemm<T>(W, 2 * Wp, H, x_t, H, v, 2 * Wp, dgcat, 2 * Wp);
       // dL/daint^T += t dy^T with t = x gcat (2H x W') recomputed, cheaper
       // than keeping it from the forward pass.
-      std::fill(t, t + H * 2 * Wp, T(0));
-      small_gemm<T>(H, 2 * Wp, W, x_plane, W, gcat, 2 * Wp, t, 2 * Wp);
+      transform_columns(x_plane, gcat, s, t);
       transpose(dy_plane, Hp, Wp, dy_t);
       small_gemm<T>(2 * H, Hp, Wp, t, Wp, dy_t, Hp, daint_t, Hp);
     }
