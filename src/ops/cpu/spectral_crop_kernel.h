@@ -1,18 +1,18 @@
 #pragma once
 
-// Fused CPU kernels of the separable spectral crop (see src/spectral_crop.h):
-// per H x W plane, y = A_r x G_r + A_i x G_i, and its backward. No LibTorch
-// types here: raw, contiguous arrays, so the kernel translation unit stays
-// lean and can be compiled for several instruction sets.
+// CPU kernels of the separable spectral crop (see src/spectral_crop.h): for
+// every H x W plane, y = A_r x G_r + A_i x G_i, and its backward. No LibTorch
+// types here: raw, contiguous row-major arrays, so the kernel translation
+// unit stays lean and can be compiled for several instruction sets.
 //
-// The small matrices come interleaved so that each step is one small matrix
-// product per plane:
-//   gcat (W x 2W'):  row m = [G_r[m, :] | G_i[m, :]], so t = x gcat holds
-//                    row n = [x G_r row n | x G_i row n], which read as a
-//                    2H x W' matrix has rows (x G_r)[n] and (x G_i)[n] at 2n
-//                    and 2n + 1;
-//   aint (H' x 2H):  aint[j, 2n] = A_r[j, n], aint[j, 2n + 1] = A_i[j, n],
-// so that y = aint (2H x W' view of t).
+// The small matrices come concatenated so that each step is one matrix
+// product over a chunk of planes:
+//   a_cat   (H' x 2H)  = [A_r | A_i]
+//   g_cat   (W x 2W')  = [G_r | G_i]
+// and, for the backward,
+//   a_cat_t (H x 2H')  = [A_r^T | A_i^T]
+//   g_cat_t (W' x 2W)  = [G_r^T | G_i^T]
+//   a_stack (2H' x H)  = [A_r ; A_i]
 
 #include <cstdint>
 
@@ -31,24 +31,26 @@ struct SpectralCropShape {
 template <typename T>
 void spectral_crop_forward(const T* x,
                            T* y,
-                           const T* gcat,
-                           const T* aint,
+                           const T* a_cat,
+                           const T* g_cat,
                            const SpectralCropShape& shape);
 
-/// Given dy (planes x H' x W'): dx = A_r^T dy G_r^T + A_i^T dy G_i^T when `dx`
-/// is not null; when `dgcat` (W x 2W') and `daint_t` (2H x H', the gradient of
-/// aint transposed) are not null, the gradients of the small matrices summed
-/// over all planes. `gcat_t` (2W' x W) and `aint_t` (2H x H') are the
-/// transposes of gcat and aint.
+/// Given dy (planes x H' x W'):
+///   dx = A_r^T dy G_r^T + A_i^T dy G_i^T          when `dx` is not null;
+///   da_stack (2H' x H) = [dA_r ; dA_i], dA_c = sum over planes of
+///       dy G_c^T x^T,                             when `da_stack` is not null;
+///   dg_stack (2W x W') = [dG_r ; dG_i], dG_c = sum over planes of
+///       x^T A_c^T dy,                             when `dg_stack` is not null.
+/// `da_stack` and `dg_stack` are both given or both null.
 template <typename T>
 void spectral_crop_backward(const T* x,
                             const T* dy,
-                            const T* gcat,
-                            const T* gcat_t,
-                            const T* aint_t,
+                            const T* a_cat_t,
+                            const T* g_cat_t,
+                            const T* a_stack,
                             T* dx,
-                            T* dgcat,
-                            T* daint_t,
+                            T* da_stack,
+                            T* dg_stack,
                             const SpectralCropShape& shape);
 
 }  // namespace cpu

@@ -1,0 +1,464 @@
+#pragma once
+
+// The passes of the CPU spectral crop as templates (see
+// spectral_crop_kernel.cpp for the layout). Included once per instruction
+// set by spectral_crop_ranges_<isa>.cpp, each compiled with that set's flags;
+// everything here has internal linkage, so the copies never mix.
+
+#include "spectral_crop_ranges.h"
+
+
+namespace diffstride {
+namespace cpu {
+namespace {
+
+// 64-byte vectors: one AVX-512 register, two AVX2 or four SSE registers (the
+// compiler splits them for the target). Unaligned: loads and stores go to
+// arbitrary element offsets.
+template <typename T>
+struct Simd {
+  static constexpr int kLanes = 64 / sizeof(T);
+  typedef T Vec __attribute__((vector_size(64), aligned(sizeof(T))));
+};
+static_assert(Simd<float>::kLanes == kLanes<float>, "one vector length");
+
+// C[0:MR, 0:NV lanes] = A[0:MR, 0:K] B[0:K, 0:NV lanes]; A's elements are
+// broadcast, B's rows loaded as vectors.
+template <typename T, int MR, int NV>
+void gemm_block(int64_t K,
+                                         const T* __restrict A,
+                                         int64_t lda,
+                                         const T* __restrict B,
+                                         int64_t ldb,
+                                         T* __restrict C,
+                                         int64_t ldc) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[i][v] = Vec{};
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    Vec b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      b[v] = *reinterpret_cast<const Vec*>(B + k * ldb + v * L);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const T a = A[i * lda + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[i][v] += a * b[v];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      *reinterpret_cast<Vec*>(C + i * ldc + v * L) = acc[i][v];
+    }
+  }
+}
+
+// C (M x NV lanes) = A (M x K) B (K x NV lanes): blocks of kBlockRows rows,
+// then the remaining rows.
+template <typename T, int NV>
+void gemm_panel(int64_t M,
+                                         int64_t K,
+                                         const T* __restrict A,
+                                         int64_t lda,
+                                         const T* __restrict B,
+                                         int64_t ldb,
+                                         T* __restrict C,
+                                         int64_t ldc) {
+  int64_t i = 0;
+  for (; i + kBlockRows <= M; i += kBlockRows) {
+    gemm_block<T, kBlockRows, NV>(K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  }
+  A += i * lda;
+  C += i * ldc;
+  static_assert(kBlockRows == 6, "the switch covers 1..kBlockRows-1 rows");
+  switch (M - i) {
+    case 5:
+      gemm_block<T, 5, NV>(K, A, lda, B, ldb, C, ldc);
+      break;
+    case 4:
+      gemm_block<T, 4, NV>(K, A, lda, B, ldb, C, ldc);
+      break;
+    case 3:
+      gemm_block<T, 3, NV>(K, A, lda, B, ldb, C, ldc);
+      break;
+    case 2:
+      gemm_block<T, 2, NV>(K, A, lda, B, ldb, C, ldc);
+      break;
+    case 1:
+      gemm_block<T, 1, NV>(K, A, lda, B, ldb, C, ldc);
+      break;
+    default:
+      break;
+  }
+}
+
+// C (M x N) = A (M x K) B (K x N) for N a multiple of the vector length:
+// panels of kBlockVectors vectors, each swept over all rows while its slice
+// of B stays in the L1 cache.
+template <typename T>
+void gemm(int64_t M,
+                                   int64_t N,
+                                   int64_t K,
+                                   const T* __restrict A,
+                                   int64_t lda,
+                                   const T* __restrict B,
+                                   int64_t ldb,
+                                   T* __restrict C,
+                                   int64_t ldc) {
+  constexpr int L = Simd<T>::kLanes;
+  int64_t j = 0;
+  for (; j + kBlockVectors * L <= N; j += kBlockVectors * L) {
+    gemm_panel<T, kBlockVectors>(M, K, A, lda, B + j, ldb, C + j, ldc);
+  }
+  static_assert(kBlockVectors == 4, "the switch covers 1..3 vectors");
+  switch ((N - j) / L) {
+    case 3:
+      gemm_panel<T, 3>(M, K, A, lda, B + j, ldb, C + j, ldc);
+      break;
+    case 2:
+      gemm_panel<T, 2>(M, K, A, lda, B + j, ldb, C + j, ldc);
+      break;
+    case 1:
+      gemm_panel<T, 1>(M, K, A, lda, B + j, ldb, C + j, ldc);
+      break;
+    default:
+      break;
+  }
+}
+
+// C (M x N) += A (M x len) B (N x len)^T, the contraction running along the
+// rows of both, which are zero-padded to a multiple of the vector length; M
+// and N are multiples of 4. C holds one vector of partial sums per element
+// (M x N x lanes, row-major), added across lanes once all chunks are done.
+template <typename T>
+void gemm_nt(int64_t M,
+             int64_t N,
+             int64_t len,
+             const T* __restrict A,
+             int64_t lda,
+             const T* __restrict B,
+             int64_t ldb,
+             T* __restrict C) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  for (int64_t i = 0; i < M; i += 4) {
+    for (int64_t j = 0; j < N; j += 4) {
+      Vec acc[4][4];
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          acc[r][c] = Vec{};
+        }
+      }
+      for (int64_t k = 0; k < len; k += L) {
+        Vec a[4], b[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          a[r] = *reinterpret_cast<const Vec*>(A + (i + r) * lda + k);
+          b[r] = *reinterpret_cast<const Vec*>(B + (j + r) * ldb + k);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 4
+          for (int c = 0; c < 4; ++c) {
+            acc[r][c] += a[r] * b[c];
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          *reinterpret_cast<Vec*>(C + ((i + r) * N + j + c) * L) += acc[r][c];
+        }
+      }
+    }
+  }
+}
+
+// C[0:MR, 0:NV lanes] += sum over planes p and rows k of
+//   a[p, k][0:MR] (outer) b[p, k][0:NV lanes]
+// with a[p, k] = A + k * lda + p * a_plane and b[p, k] = B + (p * rows + k) *
+// ldb: the gradient of the column matrices, accumulated over planes.
+template <typename T, int MR, int NV>
+void outer_product_block(int64_t planes,
+                                                  int64_t rows,
+                                                  const T* __restrict A,
+                                                  int64_t lda,
+                                                  int64_t a_plane,
+                                                  const T* __restrict B,
+                                                  int64_t ldb,
+                                                  T* __restrict C,
+                                                  int64_t ldc) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[i][v] = Vec{};
+    }
+  }
+  for (int64_t p = 0; p < planes; ++p) {
+    for (int64_t k = 0; k < rows; ++k) {
+      const T* __restrict a = A + k * lda + p * a_plane;
+      const T* __restrict b = B + (p * rows + k) * ldb;
+      Vec bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        bv[v] = *reinterpret_cast<const Vec*>(b + v * L);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          acc[i][v] += a[i] * bv[v];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      *reinterpret_cast<Vec*>(C + i * ldc + v * L) += acc[i][v];
+    }
+  }
+}
+
+// Plain loops instead of <algorithm>: a library template instantiated here
+// would be compiled for this instruction set under a name shared with the
+// other translation units, and the linker could hand that copy to them.
+template <typename T>
+void copy_n(const T* __restrict from, int64_t n, T* __restrict to) {
+  for (int64_t i = 0; i < n; ++i) {
+    to[i] = from[i];
+  }
+}
+
+template <typename T>
+void zero_n(T* to, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    to[i] = T(0);
+  }
+}
+
+int64_t min_of(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// Column pass over `count` planes: row (c, h) of `t` (leading dimension ld)
+// receives, plane after plane, the out_width values of (in_p G_c)[h, :].
+// g_pad (in_width x np) is [G_r | G_i] padded with zero columns to np, a
+// multiple of the vector length; `block` holds kBlockRows x np scratch.
+template <typename T>
+void column_pass(const T* __restrict in,
+                 int64_t count,
+                 const PassDims& d,
+                 const T* __restrict g_pad,
+                 int64_t np,
+                 T* __restrict t,
+                 int64_t ld,
+                 T* __restrict block) {
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t rows = count * d.in_height;
+  const int64_t wo = d.out_width;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t n = min_of(kBlockRows, rows - r0);
+    gemm<T>(n, np, d.in_width, in + r0 * d.in_width, d.in_width, g_pad, np,
+            block, np);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = (r0 + i) / d.in_height;
+      const int64_t h = (r0 + i) % d.in_height;
+      copy_n(block + i * np, wo, t + h * ld + p * wo);
+      copy_n(block + i * np + wo, wo, t + (d.in_height + h) * ld + p * wo);
+    }
+  }
+  // Zero the columns up to the next vector boundary: later contractions run
+  // over whole vectors.
+  const int64_t used = count * wo;
+  for (int64_t r = 0; r < 2 * d.in_height; ++r) {
+    zero_n(t + r * ld + used, round_up(used, L) - used);
+  }
+}
+
+// Row pass over `count` planes: out_p = [A_r | A_i] (t's rows) for every
+// plane, through `y_buf` (out_height x ld).
+template <typename T>
+void row_pass(const T* __restrict t,
+              int64_t count,
+              const PassDims& d,
+              const T* __restrict a_cat,
+              int64_t ld,
+              T* __restrict y_buf,
+              T* __restrict out) {
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t wo = d.out_width;
+  gemm<T>(d.out_height, round_up(count * wo, L), 2 * d.in_height, a_cat,
+          2 * d.in_height, t, ld, y_buf, ld);
+  for (int64_t p = 0; p < count; ++p) {
+    for (int64_t h = 0; h < d.out_height; ++h) {
+      copy_n(y_buf + h * ld + p * wo, wo, out + (p * d.out_height + h) * wo);
+    }
+  }
+}
+
+template <typename T>
+void forward_range(const ForwardArgs<T>& args, int64_t begin, int64_t end) {
+  const PassDims& d = args.dims;
+  const ForwardWorkspace ws = forward_workspace(d, args.np, kLanes<T>);
+  T* t = args.workspace + ws.t;
+  T* y_buf = args.workspace + ws.y_buf;
+  T* block = args.workspace + ws.block;
+  for (int64_t p = begin; p < end; p += ws.chunk) {
+    const int64_t count = min_of(ws.chunk, end - p);
+    column_pass(args.x + p * d.in_height * d.in_width, count, d, args.g_pad,
+                args.np, t, ws.ld, block);
+    row_pass(t, count, d, args.a_cat, ws.ld, y_buf,
+             args.y + p * d.out_height * d.out_width);
+  }
+}
+
+// dG_c[w, w'] += sum over planes and h' of u[(c, h'), (p, w)] dy_pad[(p, h'),
+// w'], in blocks of kBlockRows values of w by up to kBlockVectors vectors of
+// w'.
+template <typename T>
+void accumulate_column_gradient(const T* u,
+                                const T* dy_pad,
+                                int64_t count,
+                                const SpectralCropShape& s,
+                                int64_t ld,
+                                T* dg) {
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t W = s.width, Hp = s.out_height;
+  const int64_t dg_rows = round_up(W, kBlockRows);
+  const int64_t ldw = round_up(s.out_width, L);
+  for (int64_t c = 0; c < 2; ++c) {
+    for (int64_t w0 = 0; w0 < W; w0 += kBlockRows) {
+      const T* a = u + c * Hp * ld + w0;
+      T* out = dg + (c * dg_rows + w0) * ldw;
+      for (int64_t v = 0; v < ldw; v += kBlockVectors * L) {
+        const T* b = dy_pad + v;
+        switch (min_of(kBlockVectors, (ldw - v) / L)) {
+          case 4:
+            outer_product_block<T, kBlockRows, 4>(count, Hp, a, ld, W, b, ldw,
+                                                  out + v, ldw);
+            break;
+          case 3:
+            outer_product_block<T, kBlockRows, 3>(count, Hp, a, ld, W, b, ldw,
+                                                  out + v, ldw);
+            break;
+          case 2:
+            outer_product_block<T, kBlockRows, 2>(count, Hp, a, ld, W, b, ldw,
+                                                  out + v, ldw);
+            break;
+          default:
+            outer_product_block<T, kBlockRows, 1>(count, Hp, a, ld, W, b, ldw,
+                                                  out + v, ldw);
+            break;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
+  constexpr int L = Simd<T>::kLanes;
+  const SpectralCropShape& s = args.s;
+  const int64_t H = s.height, W = s.width;
+  const int64_t Hp = s.out_height, Wp = s.out_width;
+  // dx = A_r^T dy G_r^T + A_i^T dy G_i^T: the forward map with transposed
+  // matrices, from dy (H' x W') to dx (H x W).
+  const PassDims d{Hp, Wp, H, W};
+  const bool matrices = args.da != nullptr;
+  const BackwardWorkspace ws = backward_workspace(s, args.np, kLanes<T>);
+  const int64_t ld = ws.ld;
+  // s_buf: rows (c, h') hold dy_p G_c^T, plane after plane (the column pass
+  // of dx), and zero rows up to da_rows for gemm_nt. x_t: rows h hold x_p[h,
+  // :] plane after plane, and zero rows up to da_cols. u = [A_r ; A_i] x_t.
+  // dy_pad: dy's rows, zero-padded to whole vectors.
+  T* s_buf = args.workspace + ws.s_buf;
+  T* dx_buf = args.workspace + ws.dx_buf;
+  T* block = args.workspace + ws.block;
+  T* x_t = args.workspace + ws.x_t;
+  T* u = args.workspace + ws.u;
+  T* dy_pad = args.workspace + ws.dy_pad;
+  zero_n(s_buf + 2 * Hp * ld, (ws.da_rows - 2 * Hp) * ld);
+  if (matrices) {
+    zero_n(x_t + H * ld, (ws.da_cols - H) * ld);
+    zero_n(dy_pad, ws.chunk * Hp * ws.ldw);
+  }
+  for (int64_t p = begin; p < end; p += ws.chunk) {
+    const int64_t count = min_of(ws.chunk, end - p);
+    const T* dy = args.dy + p * Hp * Wp;
+    column_pass(dy, count, d, args.gt_pad, args.np, s_buf, ld, block);
+    if (args.dx != nullptr) {
+      row_pass(s_buf, count, d, args.a_cat_t, ld, dx_buf, args.dx + p * H * W);
+    }
+    if (!matrices) {
+      continue;
+    }
+    const T* x = args.x + p * H * W;
+    const int64_t used = round_up(count * W, L);
+    for (int64_t h = 0; h < H; ++h) {
+      T* row = x_t + h * ld;
+      for (int64_t q = 0; q < count; ++q) {
+        copy_n(x + (q * H + h) * W, W, row + q * W);
+      }
+      zero_n(row + count * W, used - count * W);
+    }
+    // dA_c[h', h] += sum over (p, w) of (dy_p G_c^T)[h', w] x_p[h, w].
+    gemm_nt<T>(ws.da_rows, ws.da_cols, used, s_buf, ld, x_t, ld, args.da);
+    // dG_c[w, w'] += sum over (p, h') of (A_c x_p)[h', w] dy_p[h', w'].
+    gemm<T>(2 * Hp, used, H, args.a_stack, H, x_t, ld, u, ld);
+    for (int64_t r = 0; r < count * Hp; ++r) {
+      copy_n(dy + r * Wp, Wp, dy_pad + r * ws.ldw);
+    }
+    accumulate_column_gradient(u, dy_pad, count, s, ld, args.dg);
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace diffstride
+
+// The entry points of this instruction set, for float and double.
+#define DIFFSTRIDE_DEFINE_RANGES(isa)                                         \
+  namespace diffstride {                                                      \
+  namespace cpu {                                                             \
+  template <typename T>                                                       \
+  void forward_range_##isa(const ForwardArgs<T>& args, int64_t begin,         \
+                           int64_t end) {                                     \
+    forward_range<T>(args, begin, end);                                       \
+  }                                                                           \
+  template <typename T>                                                       \
+  void backward_range_##isa(const BackwardArgs<T>& args, int64_t begin,       \
+                            int64_t end) {                                    \
+    backward_range<T>(args, begin, end);                                      \
+  }                                                                           \
+  template void forward_range_##isa<float>(const ForwardArgs<float>&,         \
+                                           int64_t, int64_t);                 \
+  template void forward_range_##isa<double>(const ForwardArgs<double>&,       \
+                                            int64_t, int64_t);                \
+  template void backward_range_##isa<float>(const BackwardArgs<float>&,       \
+                                            int64_t, int64_t);                \
+  template void backward_range_##isa<double>(const BackwardArgs<double>&,     \
+                                             int64_t, int64_t);               \
+  }                                                                           \
+  }
