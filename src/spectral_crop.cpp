@@ -249,10 +249,20 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
                                       g_real.to(dtype),
                                       g_imag.to(dtype));
   } else {
-    const auto along_width_real = at::matmul(input, g_real.to(dtype));
-    const auto along_width_imag = at::matmul(input, g_imag.to(dtype));
-    output = at::matmul(a_real.to(dtype), along_width_real) +
-             at::matmul(a_imag.to(dtype), along_width_imag);
+    // Two matrix products over all planes at once, each one plain 2-D
+    // product (so is its backward, whose small-matrix gradient is then one
+    // product too rather than a per-plane batch summed afterwards):
+    //   t  (N, C, H, 2W')  = x [G_r | G_i]
+    //   y^T (N, C, W', H') = t rearranged to (N, C, W', 2H) [A_r | A_i]^T
+    const int64_t out_width = g_real.size(1);
+    const auto g_cat = at::cat({g_real, g_imag}, 1).to(dtype);
+    const auto a_cat = at::cat({a_real, a_imag}, 1).to(dtype);
+    const auto t = at::matmul(input.contiguous(), g_cat);
+    const auto rows_last =
+        t.view({input.size(0), input.size(1), height, 2, out_width})
+            .permute({0, 1, 4, 3, 2})
+            .reshape({input.size(0), input.size(1), out_width, 2 * height});
+    output = at::matmul(rows_last, a_cat.t()).transpose(2, 3);
   }
   return output.contiguous(input.suggest_memory_format());
 }

@@ -27,8 +27,8 @@ void check_pooling_input(const at::Tensor& input, const char* layer);
 /// (H' x H, complex) the row pipeline IDFT * crop * diag(mask) * DFT and G_r,
 /// G_i (W x W') the real-to-real column pipeline applied to unit rows and to
 /// i times their spectra. The small matrices are built in float64; the
-/// data-sized work is a fused per-plane kernel on CPU (ops/cpu/), four
-/// batched matrix products on other devices.
+/// data-sized work is the CPU kernel of ops/cpu/ on CPU, two matrix products
+/// over all planes on other devices.
 at::Tensor separable_spectral_crop(const at::Tensor& input,
                                    c10::ArrayRef<int64_t> kept_rows,
                                    const at::Tensor& row_mask,

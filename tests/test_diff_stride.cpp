@@ -273,6 +273,112 @@ TEST(DiffStrideGradients, StrideGradientMatchesFiniteDifferences) {
   }
 }
 
+// Issue 3's accuracy contract for the fast kernels: at the ResNet-18/CIFAR
+// layer sizes (fewer channels), strides about 2 (exactly 2 puts a bin on the
+// crop's edge, where the output size jumps), R = 4: float32 output,
+// input gradient and stride gradient within 1e-5 of float64 references: the
+// plain FFT formulation, its autograd gradient, and central differences.
+void expect_float32_matches_reference(const torch::Device& device) {
+  torch::manual_seed(11);
+  for (const auto& shape : std::vector<std::array<int64_t, 2>>{
+           {16, 32}, {32, 24}, {64, 18}}) {
+    const auto x64 =
+        random_input({4, shape[0], shape[1], shape[1]}).requires_grad_();
+    const auto x = x64.detach().to(device, torch::kFloat).requires_grad_();
+    const auto strides =
+        torch::tensor({2.1f, 1.9f}, torch::TensorOptions(device))
+            .requires_grad_();
+    const auto y = F::diffstride(x, strides);
+    const auto expected = ref::diffstride(x64, 2.1f, 1.9f, 4.0, true);
+    SCOPED_TRACE(::testing::Message() << shape[0] << "x" << shape[1] << "x"
+                                      << shape[1] << " on " << device);
+    ASSERT_EQ(y.sizes(), expected.sizes());
+    EXPECT_EQ(y.device(), device);
+    EXPECT_LE(relative_error(y.cpu(), expected), 1e-5);
+    const auto weights = torch::randn_like(expected);
+    (y * weights.to(y)).sum().backward();
+    (expected * weights).sum().backward();
+    EXPECT_LE(relative_error(x.grad().cpu(), x64.grad()), 1e-5);
+    for (const int axis : {0, 1}) {
+      const double numeric = stride_finite_difference(
+          x64.detach(), weights, {2.1f, 1.9f}, axis, 4.0, true);
+      EXPECT_NEAR(strides.grad()[axis].item<double>(),
+                  numeric,
+                  1e-5 * std::abs(numeric));
+    }
+  }
+}
+
+TEST(DiffStrideGradients, Float32MatchesReferenceAtResNetLayerSizes) {
+  expect_float32_matches_reference(torch::kCPU);
+}
+
+// The same on a GPU, and float64 values and gradients to 1e-10 there.
+TEST(DiffStrideCuda, Float32MatchesReferenceAtResNetLayerSizes) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  expect_float32_matches_reference(torch::kCUDA);
+}
+
+TEST(DiffStrideCuda, Float64ValuesAndGradientsMatchReference) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  torch::manual_seed(12);
+  for (const bool cropping : {true, false}) {
+    for (const auto& size :
+         std::vector<std::array<int64_t, 2>>{{13, 10}, {32, 32}, {21, 28}}) {
+      const auto x = random_input({3, 4, size[0], size[1]});
+      const auto x_gpu = x.to(torch::kCUDA).requires_grad_();
+      const auto strides =
+          torch::tensor({2.3, 1.7}, torch::dtype(torch::kDouble).device(torch::kCUDA))
+              .requires_grad_();
+      const auto options =
+          F::DiffStrideFuncOptions().smoothness_factor(2.5).cropping(cropping);
+      const auto y = F::diffstride(x_gpu, strides, options);
+      const auto expected = ref::diffstride(x, 2.3, 1.7, 2.5, cropping);
+      SCOPED_TRACE(::testing::Message() << size[0] << "x" << size[1]
+                                        << " cropping " << cropping);
+      EXPECT_TRUE(y.is_cuda());
+      EXPECT_LE(relative_error(y.cpu(), expected), 1e-10);
+      const auto weights = torch::randn_like(expected);
+      (y * weights.to(y.device())).sum().backward();
+      // Linear in x: <y, w> = <x, dL/dx>.
+      EXPECT_NEAR((expected * weights).sum().item<double>(),
+                  (x * x_gpu.grad().cpu()).sum().item<double>(),
+                  1e-9);
+      for (const int axis : {0, 1}) {
+        const double numeric = stride_finite_difference(
+            x, weights, {2.3, 1.7}, axis, 2.5, cropping);
+        EXPECT_NEAR(strides.grad()[axis].item<double>(),
+                    numeric,
+                    1e-6 * std::abs(numeric));
+      }
+    }
+  }
+}
+
+TEST(DiffStrideCuda, ModuleMovesToGpuTrainsAndClamps) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  DiffStride pool(DiffStrideOptions().strides({1.0, 3.0}).upper_limit_stride(2.5));
+  pool->to(torch::kCUDA);
+  const auto x = torch::randn({2, 3, 32, 32}, torch::kCUDA);
+  const auto y = pool(x);
+  EXPECT_TRUE(y.is_cuda());
+  // Floored at the forward: 32 / (32 - 4) on both axes.
+  EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 3, 28, 28}));
+  y.square().mean().backward();
+  ASSERT_TRUE(pool->strides.grad().defined());
+  EXPECT_TRUE(pool->strides.grad().is_cuda());
+  pool->constrain_strides();
+  const auto strides = pool->current_strides();
+  EXPECT_NEAR(strides[0], 32.0 / 28.0, 1e-6);
+  EXPECT_NEAR(strides[1], 2.5, 1e-6);
+}
+
 TEST(DiffStrideGradients, SharedStrideGradientIsTheTotalDerivative) {
   torch::manual_seed(4);
   const auto x = random_input({2, 3, 20, 15});

@@ -42,7 +42,8 @@ inline torch::Tensor diffstride(const torch::Tensor& x,
                                 bool cropping) {
   const int64_t height = x.size(2);
   const int64_t width = x.size(3);
-  const auto s = strides.to(torch::kDouble);
+  // Masks on the CPU in float64, then moved to x's device and precision.
+  const auto s = strides.to(torch::kCPU, torch::kDouble);
   const auto target_height = torch::clamp_min(height / s[0], 2.0);
   const auto target_width = torch::clamp_min(width / s[1], 2.0);
   const auto vertical =
@@ -52,11 +53,13 @@ inline torch::Tensor diffstride(const torch::Tensor& x,
            torch::arange(width / 2 + 1, torch::TensorOptions(torch::kDouble)),
            smoothness_factor);
   auto spectrum = torch::fft::rfft2(x);
-  spectrum = spectrum * vertical.to(x.scalar_type()).unsqueeze(1) *
-             horizontal.to(x.scalar_type()).unsqueeze(0);
+  spectrum = spectrum * vertical.to(x.device(), x.scalar_type()).unsqueeze(1) *
+             horizontal.to(x.device(), x.scalar_type()).unsqueeze(0);
   if (cropping) {
-    const auto rows = torch::nonzero(vertical.detach() > 0).flatten();
-    const auto columns = torch::nonzero(horizontal.detach() > 0).flatten();
+    const auto rows =
+        torch::nonzero(vertical.detach() > 0).flatten().to(x.device());
+    const auto columns =
+        torch::nonzero(horizontal.detach() > 0).flatten().to(x.device());
     spectrum = spectrum.index_select(2, rows).index_select(3, columns);
   }
   return torch::fft::irfft2(spectrum);
@@ -81,7 +84,7 @@ inline double stride_floor(int64_t size, double smoothness_factor) {
          (static_cast<double>(size) - smoothness_factor);
 }
 
-// FixedSpectralPooling (spec section 2).
+// FixedSpectralPooling (spec section 2), in x's precision.
 inline torch::Tensor fixed_spectral_pooling(const torch::Tensor& x,
                                             double stride_height,
                                             double stride_width) {
@@ -92,14 +95,13 @@ inline torch::Tensor fixed_spectral_pooling(const torch::Tensor& x,
   out_height = std::max<int64_t>(out_height, 2);
   const int64_t out_width = std::max<int64_t>(
       static_cast<int64_t>(std::floor(width / stride_width)), 2);
-  const auto spectrum = torch::fft::rfft2(x.to(torch::kDouble));
+  const auto spectrum = torch::fft::rfft2(x);
   const auto rows =
       torch::cat({spectrum.slice(2, 0, out_height / 2),
                   spectrum.slice(2, height - out_height / 2, height)},
                  2);
   const auto kept = rows.slice(3, 0, out_width / 2 + 1);
-  return torch::fft::irfft2(kept, std::vector<int64_t>{out_height, out_width})
-      .to(x.scalar_type());
+  return torch::fft::irfft2(kept, std::vector<int64_t>{out_height, out_width});
 }
 
 }  // namespace diffstride_reference

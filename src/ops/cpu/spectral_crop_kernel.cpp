@@ -32,6 +32,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -108,7 +109,9 @@ void spectral_crop_forward(const T* x,
   const PassDims dims{s.height, s.width, s.out_height, s.out_width};
   const int64_t per_worker = forward_workspace(dims, np, kLanes<T>).total;
   const int64_t workers = worker_count(s.planes);
-  std::vector<T> workspace(workers * per_worker);
+  // Scratch is written before it is read, except the padding the ranges
+  // zero themselves: no need to initialise it here.
+  const std::unique_ptr<T[]> workspace(new T[workers * per_worker]);
   const auto entry = pick(&forward_range_baseline<T>,
                           &forward_range_avx2<T>,
                           &forward_range_avx512<T>);
@@ -116,7 +119,7 @@ void spectral_crop_forward(const T* x,
     for (int64_t w = first; w < last; ++w) {
       const ForwardArgs<T> args{x,    y,    a_cat,
                                 g_pad.data(), np, dims,
-                                workspace.data() + w * per_worker};
+                                workspace.get() + w * per_worker};
       entry(args,
             worker_begin(w, workers, s.planes),
             worker_begin(w + 1, workers, s.planes));
