@@ -138,8 +138,10 @@ at::Tensor diffstride(const at::Tensor& input,
   const int64_t width = input.size(3);
   const bool shared = strides.numel() == 1;
 
-  // The output's shape depends on the strides' values: read them on the host.
-  const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+  // The output's shape depends on the strides' values: read them on the host
+  // (one copy from the device, kept in the graph for the masks below).
+  const auto strides64 = strides.to(at::kCPU, at::kDouble);
+  const auto host = strides64.detach().contiguous();
   std::vector<double> values(host.data_ptr<double>(),
                              host.data_ptr<double>() + host.numel());
   for (const double value : values) {
@@ -147,7 +149,9 @@ at::Tensor diffstride(const at::Tensor& input,
   }
 
   // Step 1 of the spec: floor each stride at size/(size - R), in float64.
-  const auto strides64 = strides.to(input.device(), at::kDouble);
+  // The masks and the small matrices built from them are host work on any
+  // device: a few dozen tiny operations that on a GPU would each cost a
+  // kernel launch (the copy back to the device is one per matrix).
   double floor_height = stride_floor(height, smoothness_factor);
   double floor_width = stride_floor(width, smoothness_factor);
   if (shared) {

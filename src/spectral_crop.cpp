@@ -231,8 +231,11 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
   TORCH_INTERNAL_ASSERT(!kept_rows.empty() && output_width > 0);
   TORCH_INTERNAL_ASSERT(kept_columns == output_width / 2 + 1 &&
                         kept_columns <= width / 2 + 1);
-  const auto index =
-      at::TensorOptions().dtype(at::kLong).device(input.device());
+  // The small matrices are built on the host in float64 (masks are host
+  // tensors too, see diff_stride.cpp) and moved to the input's device once.
+  const auto index = at::TensorOptions().dtype(at::kLong);
+  TORCH_INTERNAL_ASSERT(!row_mask.defined() || row_mask.is_cpu());
+  TORCH_INTERNAL_ASSERT(!column_mask.defined() || column_mask.is_cpu());
 
   const auto [a_real, a_imag] =
       row_matrices(kept_rows, row_mask, height, index);
@@ -255,8 +258,9 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
     //   t  (N, C, H, 2W')  = x [G_r | G_i]
     //   y^T (N, C, W', H') = t rearranged to (N, C, W', 2H) [A_r | A_i]^T
     const int64_t out_width = g_real.size(1);
-    const auto g_cat = at::cat({g_real, g_imag}, 1).to(dtype);
-    const auto a_cat = at::cat({a_real, a_imag}, 1).to(dtype);
+    const auto on_device = input.options().dtype(dtype);
+    const auto g_cat = at::cat({g_real, g_imag}, 1).to(on_device);
+    const auto a_cat = at::cat({a_real, a_imag}, 1).to(on_device);
     const auto t = at::matmul(input.contiguous(), g_cat);
     const auto rows_last =
         t.view({input.size(0), input.size(1), height, 2, out_width})
