@@ -99,6 +99,21 @@ void register_pairs(const std::string& layer,
   }
 }
 
+// The machine's copy bandwidth, the yardstick for the bytes_per_second of
+// the benchmarks above: copy_ of a float32 tensor of the largest input,
+// counting the bytes read and written.
+void BM_CopyBandwidth(benchmark::State& state) {
+  const auto from = torch::randn({kBatch, 64, 32, 32});
+  auto to = torch::empty_like(from);
+  for (auto _ : state) {
+    to.copy_(from);
+    benchmark::DoNotOptimize(to.data_ptr());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(2 * from.nbytes()) *
+                          state.iterations());
+}
+BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 const bool registered = [] {
   std::vector<torch::Device> devices = {torch::kCPU};
   if (torch::cuda::is_available()) {

@@ -32,6 +32,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <numeric>
 #include <vector>
@@ -73,13 +74,28 @@ Entry pick(Entry baseline, Entry avx2, Entry avx512) {
   }
 }
 
-// One contiguous range of planes per thread.
-int64_t worker_count(int64_t planes) {
-  return std::max<int64_t>(1, std::min<int64_t>(planes, at::get_num_threads()));
+// Threads that take part: no more than there are chunks of planes.
+int64_t worker_count(int64_t planes, int64_t chunk) {
+  const int64_t chunks = (planes + chunk - 1) / chunk;
+  return std::max<int64_t>(1, std::min<int64_t>(chunks, at::get_num_threads()));
 }
 
-int64_t worker_begin(int64_t worker, int64_t workers, int64_t planes) {
-  return planes * worker / workers;
+// Calls body(worker, begin, end) for every chunk of `chunk` planes, handing
+// the chunks out one at a time to whichever worker is free: on a shared
+// machine threads rarely run at the same speed, and a fixed split leaves
+// the faster one waiting.
+template <typename Body>
+void for_each_chunk(int64_t planes, int64_t chunk, int64_t workers,
+                    const Body& body) {
+  const int64_t chunks = (planes + chunk - 1) / chunk;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
+    for (int64_t worker = first; worker < last; ++worker) {
+      for (int64_t c = next++; c < chunks; c = next++) {
+        body(worker, c * chunk, std::min(planes, (c + 1) * chunk));
+      }
+    }
+  });
 }
 
 // m (rows x cols) with zero columns appended up to `padded`.
@@ -107,24 +123,22 @@ void spectral_crop_forward(const T* x,
   const int64_t np = round_up(2 * s.out_width, kLanes<T>);
   const auto g_pad = pad_columns(g_cat, s.width, 2 * s.out_width, np);
   const PassDims dims{s.height, s.width, s.out_height, s.out_width};
-  const int64_t per_worker = forward_workspace(dims, np, kLanes<T>).total;
-  const int64_t workers = worker_count(s.planes);
+  const ForwardWorkspace ws = forward_workspace(dims, np, kLanes<T>);
+  const int64_t per_worker = ws.total;
+  const int64_t workers = worker_count(s.planes, ws.chunk);
   // Scratch is written before it is read, except the padding the ranges
   // zero themselves: no need to initialise it here.
   const std::unique_ptr<T[]> workspace(new T[workers * per_worker]);
   const auto entry = pick(&forward_range_baseline<T>,
                           &forward_range_avx2<T>,
                           &forward_range_avx512<T>);
-  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t w = first; w < last; ++w) {
-      const ForwardArgs<T> args{x,    y,    a_cat,
-                                g_pad.data(), np, dims,
-                                workspace.get() + w * per_worker};
-      entry(args,
-            worker_begin(w, workers, s.planes),
-            worker_begin(w + 1, workers, s.planes));
-    }
-  });
+  for_each_chunk(s.planes, ws.chunk, workers,
+                 [&](int64_t worker, int64_t begin, int64_t end) {
+                   const ForwardArgs<T> args{
+                       x,  y,    a_cat, g_pad.data(),
+                       np, dims, workspace.get() + worker * per_worker};
+                   entry(args, begin, end);
+                 });
 }
 
 template <typename T>
@@ -155,30 +169,29 @@ void spectral_crop_backward(const T* x,
   const int64_t da_size = ws.da_rows * ws.da_cols * kLanes<T>;
   const int64_t dg_size = 2 * ws.dg_rows * ws.ldw;
   const int64_t per_worker = ws.total + (matrices ? da_size + dg_size : 0);
-  const int64_t workers = worker_count(s.planes);
+  const int64_t workers = worker_count(s.planes, ws.chunk);
   std::vector<T> workspace(workers * per_worker, T(0));
   const auto entry = pick(&backward_range_baseline<T>,
                           &backward_range_avx2<T>,
                           &backward_range_avx512<T>);
-  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t w = first; w < last; ++w) {
-      T* mine = workspace.data() + w * per_worker;
-      const BackwardArgs<T> args{x,
-                                 dy,
-                                 a_cat_t,
-                                 gt_pad.data(),
-                                 np,
-                                 a_stack,
-                                 dx,
-                                 matrices ? mine + ws.total : nullptr,
-                                 matrices ? mine + ws.total + da_size : nullptr,
-                                 s,
-                                 mine};
-      entry(args,
-            worker_begin(w, workers, s.planes),
-            worker_begin(w + 1, workers, s.planes));
-    }
-  });
+  for_each_chunk(
+      s.planes, ws.chunk, workers,
+      [&](int64_t worker, int64_t begin, int64_t end) {
+        T* mine = workspace.data() + worker * per_worker;
+        const BackwardArgs<T> args{
+            x,
+            dy,
+            a_cat_t,
+            gt_pad.data(),
+            np,
+            a_stack,
+            dx,
+            matrices ? mine + ws.total : nullptr,
+            matrices ? mine + ws.total + da_size : nullptr,
+            s,
+            mine};
+        entry(args, begin, end);
+      });
   if (!matrices) {
     return;
   }
