@@ -2,6 +2,11 @@
 //   layer   run the three pooling layers on one input size and show what they
 //           do (output shapes, DiffStride's floored strides and their
 //           gradient, time per forward+backward).
+//   summary a model's stage shapes, DiffStride output sizes, parameters and
+//           multiply-adds for one input size.
+
+#include "cli_parsing.h"
+#include "summary_command.h"
 
 #include <diffstride/diffstride.h>
 
@@ -16,22 +21,6 @@
 
 namespace {
 
-// Parses "CxHxW" (e.g. 3x32x32) into its three positive sizes.
-std::array<int64_t, 3> parse_input_size(const std::string& text) {
-  std::array<int64_t, 3> sizes{};
-  char x1 = 0, x2 = 0;
-  std::istringstream stream(text);
-  if (!(stream >> sizes[0] >> x1 >> sizes[1] >> x2 >> sizes[2]) || x1 != 'x' ||
-      x2 != 'x' || !stream.eof() || sizes[0] < 1 || sizes[1] < 1 ||
-      sizes[2] < 1) {
-    throw CLI::ValidationError("--input",
-                               "expected CxHxW with positive integers, e.g. "
-                               "3x32x32; got '" +
-                                   text + "'");
-  }
-  return sizes;
-}
-
 std::string shape(const torch::Tensor& t) {
   std::ostringstream out;
   out << t.sizes();
@@ -42,7 +31,7 @@ int run_layer(const std::string& input_text,
               std::vector<double> strides,
               double smoothness,
               int64_t batch) {
-  const auto size = parse_input_size(input_text);
+  const auto size = diffstride_cli::parse_input_size(input_text, "--input");
   if (strides.size() == 1) {
     strides.push_back(strides[0]);
   }
@@ -109,11 +98,17 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
 
+  diffstride_cli::SummaryArgs summary_args;
+  auto* summary = diffstride_cli::add_summary_command(app, summary_args);
+
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
   try {
     if (*layer) {
       return run_layer(input, strides, smoothness, batch);
+    }
+    if (*summary) {
+      return diffstride_cli::run_summary(summary_args);
     }
   } catch (const CLI::Error& error) {
     return app.exit(error);

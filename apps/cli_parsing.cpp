@@ -1,0 +1,60 @@
+#include "cli_parsing.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <sstream>
+
+namespace diffstride_cli {
+
+std::array<int64_t, 3> parse_input_size(const std::string& text,
+                                        const std::string& option) {
+  std::array<int64_t, 3> sizes{};
+  char x1 = 0, x2 = 0;
+  std::istringstream stream(text);
+  if (!(stream >> sizes[0] >> x1 >> sizes[1] >> x2 >> sizes[2]) || x1 != 'x' ||
+      x2 != 'x' || !stream.eof() || sizes[0] < 1 || sizes[1] < 1 ||
+      sizes[2] < 1) {
+    throw CLI::ValidationError(option,
+                               "expected CxHxW with positive integers, e.g. "
+                               "3x32x32; got '" +
+                                   text + "'");
+  }
+  return sizes;
+}
+
+std::vector<diffstride::StridePair> parse_stage_strides(
+    const std::string& text, const std::string& option) {
+  std::vector<diffstride::StridePair> strides;
+  std::istringstream items(text);
+  std::string item;
+  const auto fail = [&] {
+    throw CLI::ValidationError(option,
+                               "expected comma-separated strides >= 1, each a "
+                               "number or HxW, e.g. 1,1,2x3,2,2; got '" +
+                                   text + "'");
+  };
+  while (std::getline(items, item, ',')) {
+    std::istringstream stream(item);
+    double height = 0, width = 0;
+    char x = 0;
+    if (!(stream >> height)) {
+      fail();
+    }
+    width = height;
+    if (!stream.eof() && !(stream >> x >> width && x == 'x')) {
+      fail();
+    }
+    if (!stream.eof() || !std::isfinite(height) || !std::isfinite(width) ||
+        height < 1 || width < 1) {
+      fail();
+    }
+    strides.push_back(diffstride::StridePair({height, width}));
+  }
+  if (strides.empty() || text.back() == ',') {
+    fail();
+  }
+  return strides;
+}
+
+}  // namespace diffstride_cli

@@ -1,0 +1,25 @@
+#pragma once
+
+// Parsing of the command-line tool's size and stride arguments, with errors
+// that say what is accepted.
+
+#include <diffstride/stride_pair.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffstride_cli {
+
+/// "CxHxW" (e.g. 3x32x32) into its three positive sizes; throws
+/// CLI::ValidationError naming `option` otherwise.
+std::array<int64_t, 3> parse_input_size(const std::string& text,
+                                        const std::string& option);
+
+/// "1,1,2x3,2" into one stride per stage: a number, or HxW for a pair;
+/// throws CLI::ValidationError naming `option` otherwise.
+std::vector<diffstride::StridePair> parse_stage_strides(
+    const std::string& text, const std::string& option);
+
+}  // namespace diffstride_cli
