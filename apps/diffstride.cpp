@@ -4,7 +4,9 @@
 //           gradient, time per forward+backward).
 //   summary a model's stage shapes, DiffStride output sizes, parameters and
 //           multiply-adds for one input size.
+//   bench   one training step of a model timed for each pooling choice.
 
+#include "bench_command.h"
 #include "cli_parsing.h"
 #include "summary_command.h"
 
@@ -100,6 +102,8 @@ int main(int argc, char** argv) {
 
   diffstride_cli::SummaryArgs summary_args;
   auto* summary = diffstride_cli::add_summary_command(app, summary_args);
+  diffstride_cli::BenchArgs bench_args;
+  auto* bench = diffstride_cli::add_bench_command(app, bench_args);
 
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
@@ -109,6 +113,9 @@ int main(int argc, char** argv) {
     }
     if (*summary) {
       return diffstride_cli::run_summary(summary_args);
+    }
+    if (*bench) {
+      return diffstride_cli::run_bench(bench_args, threads);
     }
   } catch (const CLI::Error& error) {
     return app.exit(error);

@@ -1,0 +1,144 @@
+#include "bench_command.h"
+
+#include "cli_parsing.h"
+
+#include <diffstride/resnet.h>
+#include <torch/torch.h>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <iostream>
+
+namespace diffstride_cli {
+
+namespace {
+
+// Peak resident memory of this process so far, in MiB.
+double peak_memory_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+// One pooling choice in this process: prints one table row.
+int bench_one(const BenchArgs& args) {
+  const auto size = parse_input_size(args.input, "--input");
+  torch::manual_seed(0);
+  diffstride::ResNet model(diffstride::resnet_options(args.model)
+                               .pooling(diffstride::parse_pooling(args.pooling))
+                               .in_channels(size[0]));
+  torch::optim::SGD optimizer(
+      model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  const auto images = torch::randn({args.batch, size[0], size[1], size[2]});
+  const auto labels = torch::randint(10, {args.batch}, torch::kLong);
+  const auto step = [&] {
+    optimizer.zero_grad();
+    const auto loss =
+        torch::nn::functional::cross_entropy(model(images), labels);
+    loss.backward();
+    optimizer.step();
+    model->constrain_strides();
+  };
+  for (int64_t i = 0; i < args.warmup; ++i) {
+    step();
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < args.steps; ++i) {
+    step();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::cerr << "\r  " << args.pooling << ": step " << i + 1 << "/"
+              << args.steps << ", " << std::fixed << std::setprecision(2)
+              << elapsed / (i + 1) << " s/step, ETA "
+              << elapsed / (i + 1) * (args.steps - i - 1) << " s   "
+              << std::flush;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count() /
+      static_cast<double>(args.steps);
+  std::cerr << "\n";
+  std::cout << std::left << std::setw(12) << args.pooling << std::right
+            << std::fixed << std::setprecision(3) << std::setw(10) << seconds
+            << std::setprecision(1) << std::setw(12)
+            << static_cast<double>(args.batch) / seconds << std::setprecision(0)
+            << std::setw(12) << peak_memory_mib() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
+  auto* command = app.add_subcommand(
+      "bench",
+      "time one training step (forward, backward, SGD) for each pooling "
+      "choice: seconds per step, examples per second, peak memory");
+  command->add_option("--model", args.model, "resnet18 or resnet56")
+      ->check(CLI::IsMember({"resnet18", "resnet56"}))
+      ->capture_default_str();
+  command
+      ->add_option("--pooling",
+                   args.pooling,
+                   "one of none, spatial, spectral, diffstride (default: all, "
+                   "each in its own process so that peak memory is its own)")
+      ->check(CLI::IsMember(diffstride::pooling_names()));
+  command->add_option("--input", args.input, "input size CxHxW")
+      ->capture_default_str();
+  command->add_option("--batch", args.batch, "batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--steps", args.steps, "timed steps")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--warmup", args.warmup, "untimed steps first")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command->add_flag("--child", args.child)->group("");  // hidden
+  return command;
+}
+
+int run_bench(const BenchArgs& args, int threads) {
+  if (args.child) {
+    return bench_one(args);
+  }
+  std::cout << args.model << ", batch " << args.batch << ", input "
+            << args.input << ", " << threads << " threads, mean of "
+            << args.steps << " steps after " << args.warmup << " warm-up\n"
+            << std::left << std::setw(12) << "pooling" << std::right
+            << std::setw(10) << "s/step" << std::setw(12) << "examples/s"
+            << std::setw(12) << "peak MiB" << std::endl;
+  if (!args.pooling.empty()) {
+    return bench_one(args);
+  }
+  // Each choice in a child process of this same program: peak memory is a
+  // per-process figure, and a fork of a process that has run OpenMP threads
+  // is not safe.
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof(self) - 1) <= 0) {
+    std::cerr << "error: cannot find this program's path to run the "
+                 "poolings one by one; pass --pooling\n";
+    return 1;
+  }
+  for (const auto& pooling : diffstride::pooling_names()) {
+    const std::string command =
+        std::string(self) + " --threads " + std::to_string(threads) +
+        " bench --child --model " + args.model + " --pooling " + pooling +
+        " --input " + args.input + " --batch " + std::to_string(args.batch) +
+        " --steps " + std::to_string(args.steps) + " --warmup " +
+        std::to_string(args.warmup);
+    if (std::system(command.c_str()) != 0) {
+      std::cerr << "error: the benchmark of pooling '" << pooling
+                << "' failed\n";
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace diffstride_cli
