@@ -32,8 +32,8 @@ int bench_one(const BenchArgs& args) {
   diffstride::ResNet model(diffstride::resnet_options(args.model)
                                .pooling(diffstride::parse_pooling(args.pooling))
                                .in_channels(size[0]));
-  torch::optim::SGD optimizer(
-      model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(0.01).momentum(0.9));
   const auto images = torch::randn({args.batch, size[0], size[1], size[2]});
   const auto labels = torch::randint(10, {args.batch}, torch::kLong);
   const auto step = [&] {

@@ -83,15 +83,15 @@ int run_summary(const SummaryArgs& args) {
         torch::zeros({1, size[0], size[1], size[2]}), &trace, &stages);
   }
 
-  std::cout << args.model << " with pooling '" << args.pooling
-            << "', input " << args.input << ", " << args.classes
-            << " classes\n\n"
-            << std::left << std::setw(10) << "stage" << "output (C x H x W)\n";
+  std::cout << args.model << " with pooling '" << args.pooling << "', input "
+            << args.input << ", " << args.classes << " classes\n\n"
+            << std::left << std::setw(10) << "stage"
+            << "output (C x H x W)\n";
   for (size_t i = 0; i < stages.size(); ++i) {
-    const std::string name = i == 0                   ? "stem"
-                             : i + 1 == stages.size() ? "head"
-                                                      : "block " +
-                                                            std::to_string(i);
+    const std::string name = i == 0 ? "stem"
+                             : i + 1 == stages.size()
+                                 ? "head"
+                                 : "block " + std::to_string(i);
     std::cout << std::setw(10) << name << join(stages[i], 1) << "\n";
   }
   const auto strides = model->current_strides();

@@ -49,11 +49,10 @@ void forward_backward(benchmark::State& state,
   const int64_t channels = state.range(0);
   const int64_t size = state.range(1);
   torch::manual_seed(0);
-  const auto x = torch::randn({kBatch, channels, size, size}, device)
-                     .requires_grad_();
-  const auto strides =
-      torch::tensor({2.0f, 2.0f}, torch::TensorOptions(device))
-          .requires_grad_();
+  const auto x =
+      torch::randn({kBatch, channels, size, size}, device).requires_grad_();
+  const auto strides = torch::tensor({2.0f, 2.0f}, torch::TensorOptions(device))
+                           .requires_grad_();
   const auto grad_output = torch::randn_like(pool(x, strides).detach());
   const auto sync = [&] {
     if (device.is_cuda()) {

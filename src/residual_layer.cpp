@@ -30,9 +30,9 @@ void he_normal_(at::Tensor weight) {
   weight.normal_();
   for (auto outside = weight.abs() > 2.0; outside.any().item<bool>();
        outside = weight.abs() > 2.0) {
-    weight.masked_scatter_(outside,
-                           torch::randn({outside.sum().item<int64_t>()},
-                                        weight.options()));
+    weight.masked_scatter_(
+        outside,
+        torch::randn({outside.sum().item<int64_t>()}, weight.options()));
   }
   weight.mul_(std);
 }
@@ -75,8 +75,8 @@ void ResidualLayerImpl::reset() {
               " -> ",
               options.filters());
   const bool pooled = options.project() && options.pooling() != Pooling::kNone;
-  const IntStridePair stride =
-      options.project() && !pooled ? whole_strides(options.strides())
+  const IntStridePair stride = options.project() && !pooled
+                                   ? whole_strides(options.strides())
                                    : IntStridePair(1);
   bn0 = register_module("bn0", make_batch_norm(options.in_channels()));
   conv0 = register_module("conv0",

@@ -27,10 +27,8 @@ ResNetOptions resnet_options(const std::string& name) {
   if (name == "resnet56") {
     return resnet56_options();
   }
-  TORCH_CHECK(false,
-              "unknown model '",
-              name,
-              "': expected one of resnet18, resnet56");
+  TORCH_CHECK(
+      false, "unknown model '", name, "': expected one of resnet18, resnet56");
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
@@ -62,12 +60,13 @@ void ResNetImpl::reset() {
                 " blocks");
   }
   const bool pooled = options.pooling() != Pooling::kNone;
-  stem = register_module(
-      "stem",
-      make_conv(options.in_channels(),
-                filters[0],
-                options.kernel_size(),
-                pooled ? IntStridePair(1) : whole_strides(options.strides()[0])));
+  stem =
+      register_module("stem",
+                      make_conv(options.in_channels(),
+                                filters[0],
+                                options.kernel_size(),
+                                pooled ? IntStridePair(1)
+                                       : whole_strides(options.strides()[0])));
   if (pooled) {
     stem_pooling = make_pooling_layer(
         options.pooling(), options.strides()[0], options.diffstride());
@@ -98,7 +97,8 @@ void ResNetImpl::reset() {
     blocks.push_back(std::move(layers));
   }
   head_bn = register_module("head_bn", make_batch_norm(channels));
-  fc = register_module("fc", torch::nn::Linear(channels, options.num_classes()));
+  fc =
+      register_module("fc", torch::nn::Linear(channels, options.num_classes()));
   he_normal_(fc->weight);
   torch::nn::init::zeros_(fc->bias);
 }
@@ -114,9 +114,10 @@ at::Tensor ResNetImpl::forward(const at::Tensor& input) {
   return forward_traced(input, nullptr, nullptr);
 }
 
-at::Tensor ResNetImpl::forward_traced(const at::Tensor& input,
-                                      ForwardTrace* trace,
-                               std::vector<std::vector<int64_t>>* stage_shapes) {
+at::Tensor ResNetImpl::forward_traced(
+    const at::Tensor& input,
+    ForwardTrace* trace,
+    std::vector<std::vector<int64_t>>* stage_shapes) {
   TORCH_CHECK(input.dim() == 4 && input.size(1) == options.in_channels(),
               "ResNet: expected an N x ",
               options.in_channels(),

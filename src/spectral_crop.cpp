@@ -92,7 +92,8 @@ std::pair<at::Tensor, at::Tensor> column_matrices(
 // allocated memory, where every first touch of a 4 KiB page is a page fault
 // (about a tenth of the op's time at ResNet-18 sizes). Where Linux offers
 // transparent huge pages on request, ask for them: one fault per 2 MiB.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+at::Tensor empty_output(at::IntArrayRef sizes,
+                        const at::TensorOptions& options) {
   auto out = at::empty(sizes, options);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;

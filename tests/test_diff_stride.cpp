@@ -280,8 +280,8 @@ TEST(DiffStrideGradients, StrideGradientMatchesFiniteDifferences) {
 // plain FFT formulation, its autograd gradient, and central differences.
 void expect_float32_matches_reference(const torch::Device& device) {
   torch::manual_seed(11);
-  for (const auto& shape : std::vector<std::array<int64_t, 2>>{
-           {16, 32}, {32, 24}, {64, 18}}) {
+  for (const auto& shape :
+       std::vector<std::array<int64_t, 2>>{{16, 32}, {32, 24}, {64, 18}}) {
     const auto x64 =
         random_input({4, shape[0], shape[1], shape[1]}).requires_grad_();
     const auto x = x64.detach().to(device, torch::kFloat).requires_grad_();
@@ -332,14 +332,15 @@ TEST(DiffStrideCuda, Float64ValuesAndGradientsMatchReference) {
       const auto x = random_input({3, 4, size[0], size[1]});
       const auto x_gpu = x.to(torch::kCUDA).requires_grad_();
       const auto strides =
-          torch::tensor({2.3, 1.7}, torch::dtype(torch::kDouble).device(torch::kCUDA))
+          torch::tensor({2.3, 1.7},
+                        torch::dtype(torch::kDouble).device(torch::kCUDA))
               .requires_grad_();
       const auto options =
           F::DiffStrideFuncOptions().smoothness_factor(2.5).cropping(cropping);
       const auto y = F::diffstride(x_gpu, strides, options);
       const auto expected = ref::diffstride(x, 2.3, 1.7, 2.5, cropping);
-      SCOPED_TRACE(::testing::Message() << size[0] << "x" << size[1]
-                                        << " cropping " << cropping);
+      SCOPED_TRACE(::testing::Message()
+                   << size[0] << "x" << size[1] << " cropping " << cropping);
       EXPECT_TRUE(y.is_cuda());
       EXPECT_LE(relative_error(y.cpu(), expected), 1e-10);
       const auto weights = torch::randn_like(expected);
@@ -363,7 +364,8 @@ TEST(DiffStrideCuda, ModuleMovesToGpuTrainsAndClamps) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
   }
-  DiffStride pool(DiffStrideOptions().strides({1.0, 2.4}).upper_limit_stride(2.5));
+  DiffStride pool(
+      DiffStrideOptions().strides({1.0, 2.4}).upper_limit_stride(2.5));
   pool->to(torch::kCUDA);
   const auto x = torch::randn({2, 3, 32, 32}, torch::kCUDA);
   const auto y = pool(x);

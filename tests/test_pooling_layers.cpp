@@ -90,24 +90,24 @@ TEST(PoolingCuda, FixedSpectralAndSpatialPoolingMatchReferenceOnGpu) {
   torch::manual_seed(5);
   const auto x = torch::randn({2, 3, 33, 16}, torch::kDouble);
   const auto x_gpu = x.to(torch::kCUDA).requires_grad_();
-  const auto y = F::fixed_spectral_pooling(
-      x_gpu, FixedSpectralPoolingOptions({2.0, 1.5}));
+  const auto y =
+      F::fixed_spectral_pooling(x_gpu, FixedSpectralPoolingOptions({2.0, 1.5}));
   EXPECT_TRUE(y.is_cuda());
-  EXPECT_LE(
-      relative_error(y.cpu(), ref::fixed_spectral_pooling(x, 2.0, 1.5)), 1e-10);
+  EXPECT_LE(relative_error(y.cpu(), ref::fixed_spectral_pooling(x, 2.0, 1.5)),
+            1e-10);
   const auto weights = torch::randn_like(y);
   (y * weights).sum().backward();
   EXPECT_NEAR((y * weights).sum().item<double>(),
               (x_gpu.detach() * x_gpu.grad()).sum().item<double>(),
               1e-9);
-  const auto sub = F::spatial_pooling(
-      x_gpu.detach(), SpatialPoolingOptions({2, 3}));
+  const auto sub =
+      F::spatial_pooling(x_gpu.detach(), SpatialPoolingOptions({2, 3}));
   EXPECT_TRUE(sub.is_cuda());
-  EXPECT_TRUE(
-      torch::equal(sub.cpu(), x.index({torch::indexing::Slice(),
-                                       torch::indexing::Slice(),
-                                       torch::indexing::Slice(0, 33, 2),
-                                       torch::indexing::Slice(0, 16, 3)})));
+  EXPECT_TRUE(torch::equal(sub.cpu(),
+                           x.index({torch::indexing::Slice(),
+                                    torch::indexing::Slice(),
+                                    torch::indexing::Slice(0, 33, 2),
+                                    torch::indexing::Slice(0, 16, 3)})));
 }
 
 TEST(FixedSpectralPooling, ErrorsNameTheProblem) {

@@ -22,8 +22,10 @@ using diffstride_test::expect_error_containing;
 
 namespace {
 
-const Pooling kAllPoolings[] = {
-    Pooling::kNone, Pooling::kSpatial, Pooling::kSpectral, Pooling::kDiffStride};
+const Pooling kAllPoolings[] = {Pooling::kNone,
+                                Pooling::kSpatial,
+                                Pooling::kSpectral,
+                                Pooling::kDiffStride};
 
 }  // namespace
 
@@ -37,8 +39,9 @@ TEST(ResidualLayer, ProjectingLayerWithStride2HalvesTheInput) {
         << diffstride::pooling_name(pooling);
   }
   // DiffStride's own output size at stride 2 on 32 (spec section 1): 24.
-  ResidualLayer learned(ResidualLayerOptions(3, 7).strides(2.0).project(true).pooling(
-      Pooling::kDiffStride));
+  ResidualLayer learned(
+      ResidualLayerOptions(3, 7).strides(2.0).project(true).pooling(
+          Pooling::kDiffStride));
   EXPECT_EQ(learned(torch::randn({2, 3, 32, 32})).sizes(),
             torch::IntArrayRef({2, 7, 24, 24}));
 }
@@ -60,8 +63,8 @@ TEST(ResidualLayer, BlockOfTenLayersWithStrides2And4) {
 }
 
 TEST(ResidualLayer, IdentityLayerKeepsShapeAndHasNoPoolingOrShortcut) {
-  ResidualLayer layer(ResidualLayerOptions(5, 5).strides(2.0).pooling(
-      Pooling::kDiffStride));
+  ResidualLayer layer(
+      ResidualLayerOptions(5, 5).strides(2.0).pooling(Pooling::kDiffStride));
   EXPECT_EQ(layer(torch::randn({2, 5, 9, 11})).sizes(),
             torch::IntArrayRef({2, 5, 9, 11}));
   EXPECT_TRUE(layer->pooling.is_empty());
@@ -145,20 +148,21 @@ TEST(ResNet, TracedForwardGivesStageShapesDiffStrideSizesAndMultiplyAdds) {
   // H' W' C_out C_in k^2 per convolution, plus the dense layer.
   ResNet strided(diffstride::resnet18_options());
   diffstride::ForwardTrace strided_trace;
-  strided->forward_traced(torch::zeros({1, 3, 32, 32}), &strided_trace, nullptr);
-  int64_t expected = 32 * 32 * 64 * 3 * 9;           // stem
-  expected += 2 * 2 * (32 * 32 * 64 * 64 * 9);       // block 0: 2 layers
+  strided->forward_traced(
+      torch::zeros({1, 3, 32, 32}), &strided_trace, nullptr);
+  int64_t expected = 32 * 32 * 64 * 3 * 9;      // stem
+  expected += 2 * 2 * (32 * 32 * 64 * 64 * 9);  // block 0: 2 layers
   int64_t size = 32, channels = 64;
   for (const int64_t filters : {128, 256, 512}) {
     size /= 2;
     const int64_t area = size * size;
-    expected += area * filters * channels * 9;       // conv0, strided
-    expected += area * filters * filters * 9;        // conv1
-    expected += area * filters * channels;           // 1x1 shortcut
-    expected += 2 * area * filters * filters * 9;    // identity layer
+    expected += area * filters * channels * 9;     // conv0, strided
+    expected += area * filters * filters * 9;      // conv1
+    expected += area * filters * channels;         // 1x1 shortcut
+    expected += 2 * area * filters * filters * 9;  // identity layer
     channels = filters;
   }
-  expected += 512 * 10;                              // dense
+  expected += 512 * 10;  // dense
   EXPECT_EQ(strided_trace.multiply_adds, expected);
 }
 
@@ -176,11 +180,12 @@ TEST(ResNet, TrainModeUpdatesBatchNormStatisticsAndEvalModeUsesThem) {
   EXPECT_TRUE(torch::equal(stats, model->head_bn->running_mean));
   // In eval mode each example's logits do not depend on the rest of the
   // batch; in train mode they do.
-  EXPECT_TRUE(torch::allclose(full.slice(0, 0, 1), model(x.slice(0, 0, 1)),
-                              1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(
+      full.slice(0, 0, 1), model(x.slice(0, 0, 1)), 1e-5, 1e-5));
   model->train();
   EXPECT_FALSE(torch::allclose(model(x).slice(0, 0, 1),
-                               model(x.slice(0, 0, 2)).slice(0, 0, 1), 1e-3,
+                               model(x.slice(0, 0, 2)).slice(0, 0, 1),
+                               1e-3,
                                1e-3));
 }
 
@@ -193,16 +198,22 @@ TEST(ResNet, BadOptionsNameTheProblem) {
                           "spatial, spectral, diffstride");
   expect_error_containing(
       [] {
-        ResNet(diffstride::resnet18_options().strides({1.0, 1.0, 1.5, 2.0, 2.0}));
+        ResNet(
+            diffstride::resnet18_options().strides({1.0, 1.0, 1.5, 2.0, 2.0}));
       },
       "strided convolutions (pooling 'none') need whole strides >= 1, got 1.5");
   expect_error_containing(
-      [] { ResNet(diffstride::resnet18_options().strides({1.0, 2.0})); },
+      [] {
+        ResNet(diffstride::resnet18_options().strides({1.0, 2.0}));
+      },
       "expected one stride per stage, got 5 filters and 2 strides");
   ResNet model(diffstride::resnet18_options());
-  expect_error_containing([&] { model(torch::randn({1, 1, 32, 32})); },
-                          "expected an N x 3 x H x W input, got shape [1, 1, "
-                          "32, 32]");
+  expect_error_containing(
+      [&] {
+        model(torch::randn({1, 1, 32, 32}));
+      },
+      "expected an N x 3 x H x W input, got shape [1, 1, "
+      "32, 32]");
 }
 
 TEST(ComplexityPenalty, ValueAndGradientMatchHandComputation) {

@@ -67,7 +67,7 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   /// output shape of every stage into `trace` and `stage_shapes`.
   at::Tensor forward_traced(const at::Tensor& input,
                             ForwardTrace* trace,
-                     std::vector<std::vector<int64_t>>* stage_shapes);
+                            std::vector<std::vector<int64_t>>* stage_shapes);
 
   /// The DiffStride layers in forward order (empty unless pooling is
   /// kDiffStride).

@@ -85,7 +85,9 @@ int64_t worker_count(int64_t planes, int64_t chunk) {
 // machine threads rarely run at the same speed, and a fixed split leaves
 // the faster one waiting.
 template <typename Body>
-void for_each_chunk(int64_t planes, int64_t chunk, int64_t workers,
+void for_each_chunk(int64_t planes,
+                    int64_t chunk,
+                    int64_t workers,
                     const Body& body) {
   const int64_t chunks = (planes + chunk - 1) / chunk;
   std::atomic<int64_t> next{0};
@@ -100,7 +102,9 @@ void for_each_chunk(int64_t planes, int64_t chunk, int64_t workers,
 
 // m (rows x cols) with zero columns appended up to `padded`.
 template <typename T>
-std::vector<T> pad_columns(const T* m, int64_t rows, int64_t cols,
+std::vector<T> pad_columns(const T* m,
+                           int64_t rows,
+                           int64_t cols,
                            int64_t padded) {
   std::vector<T> out(rows * padded, T(0));
   for (int64_t r = 0; r < rows; ++r) {
@@ -132,11 +136,18 @@ void spectral_crop_forward(const T* x,
   const auto entry = pick(&forward_range_baseline<T>,
                           &forward_range_avx2<T>,
                           &forward_range_avx512<T>);
-  for_each_chunk(s.planes, ws.chunk, workers,
+  for_each_chunk(s.planes,
+                 ws.chunk,
+                 workers,
                  [&](int64_t worker, int64_t begin, int64_t end) {
                    const ForwardArgs<T> args{
-                       x,  y,    a_cat, g_pad.data(),
-                       np, dims, workspace.get() + worker * per_worker};
+                       x,
+                       y,
+                       a_cat,
+                       g_pad.data(),
+                       np,
+                       dims,
+                       workspace.get() + worker * per_worker};
                    entry(args, begin, end);
                  });
 }
@@ -151,8 +162,7 @@ void spectral_crop_backward(const T* x,
                             T* da_stack,
                             T* dg_stack,
                             const SpectralCropShape& s) {
-  const int64_t H = s.height, W = s.width, Hp = s.out_height,
-                Wp = s.out_width;
+  const int64_t H = s.height, W = s.width, Hp = s.out_height, Wp = s.out_width;
   const bool matrices = da_stack != nullptr;
   if (matrices) {
     std::fill(da_stack, da_stack + 2 * Hp * H, T(0));
@@ -174,24 +184,25 @@ void spectral_crop_backward(const T* x,
   const auto entry = pick(&backward_range_baseline<T>,
                           &backward_range_avx2<T>,
                           &backward_range_avx512<T>);
-  for_each_chunk(
-      s.planes, ws.chunk, workers,
-      [&](int64_t worker, int64_t begin, int64_t end) {
-        T* mine = workspace.data() + worker * per_worker;
-        const BackwardArgs<T> args{
-            x,
-            dy,
-            a_cat_t,
-            gt_pad.data(),
-            np,
-            a_stack,
-            dx,
-            matrices ? mine + ws.total : nullptr,
-            matrices ? mine + ws.total + da_size : nullptr,
-            s,
-            mine};
-        entry(args, begin, end);
-      });
+  for_each_chunk(s.planes,
+                 ws.chunk,
+                 workers,
+                 [&](int64_t worker, int64_t begin, int64_t end) {
+                   T* mine = workspace.data() + worker * per_worker;
+                   const BackwardArgs<T> args{
+                       x,
+                       dy,
+                       a_cat_t,
+                       gt_pad.data(),
+                       np,
+                       a_stack,
+                       dx,
+                       matrices ? mine + ws.total : nullptr,
+                       matrices ? mine + ws.total + da_size : nullptr,
+                       s,
+                       mine};
+                   entry(args, begin, end);
+                 });
   if (!matrices) {
     return;
   }
@@ -207,18 +218,16 @@ void spectral_crop_backward(const T* x,
     for (int64_t c = 0; c < 2; ++c) {
       for (int64_t r = 0; r < W; ++r) {
         for (int64_t k = 0; k < Wp; ++k) {
-          dg_stack[(c * W + r) * Wp + k] += dg[(c * ws.dg_rows + r) * ws.ldw + k];
+          dg_stack[(c * W + r) * Wp + k] +=
+              dg[(c * ws.dg_rows + r) * ws.ldw + k];
         }
       }
     }
   }
 }
 
-template void spectral_crop_forward<float>(const float*,
-                                           float*,
-                                           const float*,
-                                           const float*,
-                                           const SpectralCropShape&);
+template void spectral_crop_forward<float>(
+    const float*, float*, const float*, const float*, const SpectralCropShape&);
 template void spectral_crop_forward<double>(const double*,
                                             double*,
                                             const double*,

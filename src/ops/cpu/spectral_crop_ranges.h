@@ -66,8 +66,9 @@ struct BackwardWorkspace {
   int64_t s_buf, dx_buf, block, x_t, u, dy_pad, total;
 };
 
-static inline BackwardWorkspace backward_workspace(
-    const SpectralCropShape& s, int64_t np, int64_t lanes) {
+static inline BackwardWorkspace backward_workspace(const SpectralCropShape& s,
+                                                   int64_t np,
+                                                   int64_t lanes) {
   BackwardWorkspace ws{};
   ws.chunk = chunk_planes(s.height, s.width);
   ws.ld = round_up(ws.chunk * s.width, lanes) + lanes;
@@ -115,13 +116,13 @@ struct BackwardArgs {
 };
 
 // One worker's planes [begin, end), per instruction set.
-#define DIFFSTRIDE_DECLARE_RANGES(isa)                                        \
-  template <typename T>                                                       \
-  void forward_range_##isa(const ForwardArgs<T>& args, int64_t begin,         \
-                           int64_t end);                                      \
-  template <typename T>                                                       \
-  void backward_range_##isa(const BackwardArgs<T>& args, int64_t begin,       \
-                            int64_t end);
+#define DIFFSTRIDE_DECLARE_RANGES(isa)                         \
+  template <typename T>                                        \
+  void forward_range_##isa(                                    \
+      const ForwardArgs<T>& args, int64_t begin, int64_t end); \
+  template <typename T>                                        \
+  void backward_range_##isa(                                   \
+      const BackwardArgs<T>& args, int64_t begin, int64_t end);
 DIFFSTRIDE_DECLARE_RANGES(baseline)
 DIFFSTRIDE_DECLARE_RANGES(avx2)
 DIFFSTRIDE_DECLARE_RANGES(avx512)

@@ -7,7 +7,6 @@
 
 #include "spectral_crop_ranges.h"
 
-
 namespace diffstride {
 namespace cpu {
 namespace {
@@ -26,12 +25,12 @@ static_assert(Simd<float>::kLanes == kLanes<float>, "one vector length");
 // broadcast, B's rows loaded as vectors.
 template <typename T, int MR, int NV>
 void gemm_block(int64_t K,
-                                         const T* __restrict A,
-                                         int64_t lda,
-                                         const T* __restrict B,
-                                         int64_t ldb,
-                                         T* __restrict C,
-                                         int64_t ldc) {
+                const T* __restrict A,
+                int64_t lda,
+                const T* __restrict B,
+                int64_t ldb,
+                T* __restrict C,
+                int64_t ldc) {
   using Vec = typename Simd<T>::Vec;
   constexpr int L = Simd<T>::kLanes;
   Vec acc[MR][NV];
@@ -70,16 +69,17 @@ void gemm_block(int64_t K,
 // then the remaining rows.
 template <typename T, int NV>
 void gemm_panel(int64_t M,
-                                         int64_t K,
-                                         const T* __restrict A,
-                                         int64_t lda,
-                                         const T* __restrict B,
-                                         int64_t ldb,
-                                         T* __restrict C,
-                                         int64_t ldc) {
+                int64_t K,
+                const T* __restrict A,
+                int64_t lda,
+                const T* __restrict B,
+                int64_t ldb,
+                T* __restrict C,
+                int64_t ldc) {
   int64_t i = 0;
   for (; i + kBlockRows <= M; i += kBlockRows) {
-    gemm_block<T, kBlockRows, NV>(K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+    gemm_block<T, kBlockRows, NV>(
+        K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
   }
   A += i * lda;
   C += i * ldc;
@@ -110,14 +110,14 @@ void gemm_panel(int64_t M,
 // of B stays in the L1 cache.
 template <typename T>
 void gemm(int64_t M,
-                                   int64_t N,
-                                   int64_t K,
-                                   const T* __restrict A,
-                                   int64_t lda,
-                                   const T* __restrict B,
-                                   int64_t ldb,
-                                   T* __restrict C,
-                                   int64_t ldc) {
+          int64_t N,
+          int64_t K,
+          const T* __restrict A,
+          int64_t lda,
+          const T* __restrict B,
+          int64_t ldb,
+          T* __restrict C,
+          int64_t ldc) {
   constexpr int L = Simd<T>::kLanes;
   int64_t j = 0;
   for (; j + kBlockVectors * L <= N; j += kBlockVectors * L) {
@@ -196,14 +196,14 @@ void gemm_nt(int64_t M,
 // ldb: the gradient of the column matrices, accumulated over planes.
 template <typename T, int MR, int NV>
 void outer_product_block(int64_t planes,
-                                                  int64_t rows,
-                                                  const T* __restrict A,
-                                                  int64_t lda,
-                                                  int64_t a_plane,
-                                                  const T* __restrict B,
-                                                  int64_t ldb,
-                                                  T* __restrict C,
-                                                  int64_t ldc) {
+                         int64_t rows,
+                         const T* __restrict A,
+                         int64_t lda,
+                         int64_t a_plane,
+                         const T* __restrict B,
+                         int64_t ldb,
+                         T* __restrict C,
+                         int64_t ldc) {
   using Vec = typename Simd<T>::Vec;
   constexpr int L = Simd<T>::kLanes;
   Vec acc[MR][NV];
@@ -280,8 +280,15 @@ void column_pass(const T* __restrict in,
   const int64_t wo = d.out_width;
   for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
     const int64_t n = min_of(kBlockRows, rows - r0);
-    gemm<T>(n, np, d.in_width, in + r0 * d.in_width, d.in_width, g_pad, np,
-            block, np);
+    gemm<T>(n,
+            np,
+            d.in_width,
+            in + r0 * d.in_width,
+            d.in_width,
+            g_pad,
+            np,
+            block,
+            np);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = (r0 + i) / d.in_height;
       const int64_t h = (r0 + i) % d.in_height;
@@ -309,8 +316,15 @@ void row_pass(const T* __restrict t,
               T* __restrict out) {
   constexpr int L = Simd<T>::kLanes;
   const int64_t wo = d.out_width;
-  gemm<T>(d.out_height, round_up(count * wo, L), 2 * d.in_height, a_cat,
-          2 * d.in_height, t, ld, y_buf, ld);
+  gemm<T>(d.out_height,
+          round_up(count * wo, L),
+          2 * d.in_height,
+          a_cat,
+          2 * d.in_height,
+          t,
+          ld,
+          y_buf,
+          ld);
   for (int64_t p = 0; p < count; ++p) {
     for (int64_t h = 0; h < d.out_height; ++h) {
       copy_n(y_buf + h * ld + p * wo, wo, out + (p * d.out_height + h) * wo);
@@ -327,9 +341,20 @@ void forward_range(const ForwardArgs<T>& args, int64_t begin, int64_t end) {
   T* block = args.workspace + ws.block;
   for (int64_t p = begin; p < end; p += ws.chunk) {
     const int64_t count = min_of(ws.chunk, end - p);
-    column_pass(args.x + p * d.in_height * d.in_width, count, d, args.g_pad,
-                args.np, t, ws.ld, block);
-    row_pass(t, count, d, args.a_cat, ws.ld, y_buf,
+    column_pass(args.x + p * d.in_height * d.in_width,
+                count,
+                d,
+                args.g_pad,
+                args.np,
+                t,
+                ws.ld,
+                block);
+    row_pass(t,
+             count,
+             d,
+             args.a_cat,
+             ws.ld,
+             y_buf,
              args.y + p * d.out_height * d.out_width);
   }
 }
@@ -356,20 +381,20 @@ void accumulate_column_gradient(const T* u,
         const T* b = dy_pad + v;
         switch (min_of(kBlockVectors, (ldw - v) / L)) {
           case 4:
-            outer_product_block<T, kBlockRows, 4>(count, Hp, a, ld, W, b, ldw,
-                                                  out + v, ldw);
+            outer_product_block<T, kBlockRows, 4>(
+                count, Hp, a, ld, W, b, ldw, out + v, ldw);
             break;
           case 3:
-            outer_product_block<T, kBlockRows, 3>(count, Hp, a, ld, W, b, ldw,
-                                                  out + v, ldw);
+            outer_product_block<T, kBlockRows, 3>(
+                count, Hp, a, ld, W, b, ldw, out + v, ldw);
             break;
           case 2:
-            outer_product_block<T, kBlockRows, 2>(count, Hp, a, ld, W, b, ldw,
-                                                  out + v, ldw);
+            outer_product_block<T, kBlockRows, 2>(
+                count, Hp, a, ld, W, b, ldw, out + v, ldw);
             break;
           default:
-            outer_product_block<T, kBlockRows, 1>(count, Hp, a, ld, W, b, ldw,
-                                                  out + v, ldw);
+            outer_product_block<T, kBlockRows, 1>(
+                count, Hp, a, ld, W, b, ldw, out + v, ldw);
             break;
         }
       }
@@ -439,26 +464,32 @@ void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
 }  // namespace diffstride
 
 // The entry points of this instruction set, for float and double.
-#define DIFFSTRIDE_DEFINE_RANGES(isa)                                         \
-  namespace diffstride {                                                      \
-  namespace cpu {                                                             \
-  template <typename T>                                                       \
-  void forward_range_##isa(const ForwardArgs<T>& args, int64_t begin,         \
-                           int64_t end) {                                     \
-    forward_range<T>(args, begin, end);                                       \
-  }                                                                           \
-  template <typename T>                                                       \
-  void backward_range_##isa(const BackwardArgs<T>& args, int64_t begin,       \
-                            int64_t end) {                                    \
-    backward_range<T>(args, begin, end);                                      \
-  }                                                                           \
-  template void forward_range_##isa<float>(const ForwardArgs<float>&,         \
-                                           int64_t, int64_t);                 \
-  template void forward_range_##isa<double>(const ForwardArgs<double>&,       \
-                                            int64_t, int64_t);                \
-  template void backward_range_##isa<float>(const BackwardArgs<float>&,       \
-                                            int64_t, int64_t);                \
-  template void backward_range_##isa<double>(const BackwardArgs<double>&,     \
-                                             int64_t, int64_t);               \
-  }                                                                           \
+#define DIFFSTRIDE_DEFINE_RANGES(isa)                                     \
+  namespace diffstride {                                                  \
+  namespace cpu {                                                         \
+  template <typename T>                                                   \
+  void forward_range_##isa(const ForwardArgs<T>& args,                    \
+                           int64_t begin,                                 \
+                           int64_t end) {                                 \
+    forward_range<T>(args, begin, end);                                   \
+  }                                                                       \
+  template <typename T>                                                   \
+  void backward_range_##isa(const BackwardArgs<T>& args,                  \
+                            int64_t begin,                                \
+                            int64_t end) {                                \
+    backward_range<T>(args, begin, end);                                  \
+  }                                                                       \
+  template void forward_range_##isa<float>(const ForwardArgs<float>&,     \
+                                           int64_t,                       \
+                                           int64_t);                      \
+  template void forward_range_##isa<double>(const ForwardArgs<double>&,   \
+                                            int64_t,                      \
+                                            int64_t);                     \
+  template void backward_range_##isa<float>(const BackwardArgs<float>&,   \
+                                            int64_t,                      \
+                                            int64_t);                     \
+  template void backward_range_##isa<double>(const BackwardArgs<double>&, \
+                                             int64_t,                     \
+                                             int64_t);                    \
+  }                                                                       \
   }
