@@ -79,9 +79,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
       "bench",
       "time one training step (forward, backward, SGD) for each pooling "
       "choice: seconds per step, examples per second, peak memory");
-  command->add_option("--model", args.model, "resnet18 or resnet56")
-      ->check(CLI::IsMember({"resnet18", "resnet56"}))
-      ->capture_default_str();
+  add_model_option(command, args.model);
   command
       ->add_option("--pooling",
                    args.pooling,

@@ -7,6 +7,12 @@
 
 namespace diffstride_cli {
 
+void add_model_option(CLI::App* command, std::string& model) {
+  command->add_option("--model", model, "resnet18 or resnet56")
+      ->check(CLI::IsMember({"resnet18", "resnet56"}))
+      ->capture_default_str();
+}
+
 std::array<int64_t, 3> parse_input_size(const std::string& text,
                                         const std::string& option) {
   std::array<int64_t, 3> sizes{};

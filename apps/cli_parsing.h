@@ -10,7 +10,14 @@
 #include <string>
 #include <vector>
 
+namespace CLI {
+class App;
+}
+
 namespace diffstride_cli {
+
+/// Adds --model (resnet18 or resnet56, default shown) to `command`.
+void add_model_option(CLI::App* command, std::string& model);
 
 /// "CxHxW" (e.g. 3x32x32) into its three positive sizes; throws
 /// CLI::ValidationError naming `option` otherwise.

@@ -37,9 +37,7 @@ CLI::App* add_summary_command(CLI::App& app, SummaryArgs& args) {
       "summary",
       "a model's stage output shapes, DiffStride output sizes, trainable "
       "parameters and multiply-adds for one input size");
-  command->add_option("--model", args.model, "resnet18 or resnet56")
-      ->check(CLI::IsMember({"resnet18", "resnet56"}))
-      ->capture_default_str();
+  add_model_option(command, args.model);
   command
       ->add_option(
           "--pooling", args.pooling, "none, spatial, spectral or diffstride")

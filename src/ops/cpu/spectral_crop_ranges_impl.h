@@ -21,8 +21,64 @@ struct Simd {
 };
 static_assert(Simd<float>::kLanes == kLanes<float>, "one vector length");
 
-// C[0:MR, 0:NV lanes] = A[0:MR, 0:K] B[0:K, 0:NV lanes]; A's elements are
-// broadcast, B's rows loaded as vectors.
+// MR x NV vectors of accumulators, meant to live in registers: every product
+// below is a sum of rank-1 updates into one of these blocks.
+template <typename T, int MR, int NV>
+struct RegisterBlock {
+  using Vec = typename Simd<T>::Vec;
+  static constexpr int L = Simd<T>::kLanes;
+  Vec acc[MR][NV];
+
+  RegisterBlock() {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[i][v] = Vec{};
+      }
+    }
+  }
+
+  // acc[i] += a[i * a_step] * b[0 : NV lanes]: A's elements broadcast, B's
+  // row loaded as vectors.
+  void rank1(const T* __restrict a, int64_t a_step, const T* __restrict b) {
+    Vec bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = *reinterpret_cast<const Vec*>(b + v * L);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[i * a_step];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[i][v] += ai * bv[v];
+      }
+    }
+  }
+
+  void store(T* __restrict C, int64_t ldc) const {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        *reinterpret_cast<Vec*>(C + i * ldc + v * L) = acc[i][v];
+      }
+    }
+  }
+
+  void add_to(T* __restrict C, int64_t ldc) const {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        *reinterpret_cast<Vec*>(C + i * ldc + v * L) += acc[i][v];
+      }
+    }
+  }
+};
+
+// C[0:MR, 0:NV lanes] = A[0:MR, 0:K] B[0:K, 0:NV lanes].
 template <typename T, int MR, int NV>
 void gemm_block(int64_t K,
                 const T* __restrict A,
@@ -31,38 +87,11 @@ void gemm_block(int64_t K,
                 int64_t ldb,
                 T* __restrict C,
                 int64_t ldc) {
-  using Vec = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
-  Vec acc[MR][NV];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      acc[i][v] = Vec{};
-    }
-  }
+  RegisterBlock<T, MR, NV> block;
   for (int64_t k = 0; k < K; ++k) {
-    Vec b[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      b[v] = *reinterpret_cast<const Vec*>(B + k * ldb + v * L);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const T a = A[i * lda + k];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        acc[i][v] += a * b[v];
-      }
-    }
+    block.rank1(A + k, lda, B + k * ldb);
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      *reinterpret_cast<Vec*>(C + i * ldc + v * L) = acc[i][v];
-    }
-  }
+  block.store(C, ldc);
 }
 
 // C (M x NV lanes) = A (M x K) B (K x NV lanes): blocks of kBlockRows rows,
@@ -204,41 +233,13 @@ void outer_product_block(int64_t planes,
                          int64_t ldb,
                          T* __restrict C,
                          int64_t ldc) {
-  using Vec = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
-  Vec acc[MR][NV];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      acc[i][v] = Vec{};
-    }
-  }
+  RegisterBlock<T, MR, NV> block;
   for (int64_t p = 0; p < planes; ++p) {
     for (int64_t k = 0; k < rows; ++k) {
-      const T* __restrict a = A + k * lda + p * a_plane;
-      const T* __restrict b = B + (p * rows + k) * ldb;
-      Vec bv[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        bv[v] = *reinterpret_cast<const Vec*>(b + v * L);
-      }
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) {
-          acc[i][v] += a[i] * bv[v];
-        }
-      }
+      block.rank1(A + k * lda + p * a_plane, 1, B + (p * rows + k) * ldb);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      *reinterpret_cast<Vec*>(C + i * ldc + v * L) += acc[i][v];
-    }
-  }
+  block.add_to(C, ldc);
 }
 
 // Plain loops instead of <algorithm>: a library template instantiated here
