@@ -5,9 +5,11 @@
 //   summary a model's stage shapes, DiffStride output sizes, parameters and
 //           multiply-adds for one input size.
 //   bench   one training step of a model timed for each pooling choice.
+//   data    what a dataset holds, split by split.
 
 #include "bench_command.h"
 #include "cli_parsing.h"
+#include "data_command.h"
 #include "summary_command.h"
 
 #include <diffstride/diffstride.h>
@@ -104,6 +106,8 @@ int main(int argc, char** argv) {
   auto* summary = diffstride_cli::add_summary_command(app, summary_args);
   diffstride_cli::BenchArgs bench_args;
   auto* bench = diffstride_cli::add_bench_command(app, bench_args);
+  diffstride_cli::DataArgs data_args;
+  auto* data = diffstride_cli::add_data_command(app, data_args);
 
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
@@ -116,6 +120,9 @@ int main(int argc, char** argv) {
     }
     if (*bench) {
       return diffstride_cli::run_bench(bench_args, threads);
+    }
+    if (*data) {
+      return diffstride_cli::run_data(data_args);
     }
   } catch (const CLI::Error& error) {
     return app.exit(error);

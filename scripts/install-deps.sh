@@ -13,6 +13,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # command-line tools
   libcli11-dev
+  # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself
+  zlib1g-dev dataset-fashion-mnist
   # Python interop test: the same LibTorch build for /usr/bin/python3
   python3 python3-torch
 )

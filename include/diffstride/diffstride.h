@@ -8,3 +8,7 @@
 #include <diffstride/residual_layer.h>
 #include <diffstride/resnet.h>
 #include <diffstride/spatial_pooling.h>
+#include <diffstride/batches.h>
+#include <diffstride/cifar.h>
+#include <diffstride/dataset.h>
+#include <diffstride/idx.h>

@@ -1,0 +1,19 @@
+#pragma once
+
+// `diffstride data`: what a dataset holds, split by split.
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace diffstride_cli {
+
+struct DataArgs {
+  std::string dataset = "fashion_mnist";
+  std::string data_dir;  // empty: the dataset's default folder
+};
+
+CLI::App* add_data_command(CLI::App& app, DataArgs& args);
+int run_data(const DataArgs& args);
+
+}  // namespace diffstride_cli
