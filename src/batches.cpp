@@ -21,7 +21,8 @@ struct SplitMix64 {
   }
   // Uniform in [0, n).
   uint64_t below(uint64_t n) {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>((*this)()) * n) >> 64);
+    return static_cast<uint64_t>(
+        (static_cast<unsigned __int128>((*this)()) * n) >> 64);
   }
   // Uniform in [0, 1).
   double uniform() {
@@ -45,7 +46,8 @@ double gamma_draw(SplitMix64& rng, double alpha) {
   while (true) {
     // A standard normal by Box-Muller.
     const double u1 = 1.0 - rng.uniform(), u2 = rng.uniform();
-    const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    const double z =
+        std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
     const double v = std::pow(1.0 + c * z, 3);
     if (v <= 0) {
       continue;
@@ -73,16 +75,22 @@ BatchMaker::BatchMaker(const Dataset& dataset,
   TORCH_CHECK(dataset.images.defined() && dataset.images.dim() == 4 &&
                   dataset.images.scalar_type() == at::kByte,
               "BatchMaker: expected N x C x H x W uint8 images");
-  TORCH_CHECK(options.batch_size() > 0, "BatchMaker: expected a positive batch size, got ",
+  TORCH_CHECK(options.batch_size() > 0,
+              "BatchMaker: expected a positive batch size, got ",
               options.batch_size());
-  TORCH_CHECK(options.mixup_alpha() >= 0 && std::isfinite(options.mixup_alpha()),
-              "BatchMaker: expected mixup alpha >= 0, got ", options.mixup_alpha());
+  TORCH_CHECK(
+      options.mixup_alpha() >= 0 && std::isfinite(options.mixup_alpha()),
+      "BatchMaker: expected mixup alpha >= 0, got ",
+      options.mixup_alpha());
   TORCH_CHECK(options.label_smoothing() >= 0 && options.label_smoothing() < 1,
               "BatchMaker: expected label smoothing in [0, 1), got ",
               options.label_smoothing());
   const auto channels = static_cast<size_t>(dataset.images.size(1));
-  TORCH_CHECK(normalization_.mean.size() == channels && normalization_.std.size() == channels,
-              "BatchMaker: expected a mean and std per channel (", channels, ")");
+  TORCH_CHECK(normalization_.mean.size() == channels &&
+                  normalization_.std.size() == channels,
+              "BatchMaker: expected a mean and std per channel (",
+              channels,
+              ")");
 }
 
 int64_t BatchMaker::batches_per_epoch() const {
@@ -114,8 +122,12 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
   const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
   const int64_t available = static_cast<int64_t>(order.size()) / per_example;
   const int64_t first = index * options_.batch_size();
-  TORCH_CHECK(index >= 0 && first < available, "BatchMaker: batch ", index,
-              " is past the end of the epoch");
+  TORCH_CHECK(index >= 0 && index < batches_per_epoch(),
+              "BatchMaker: batch ",
+              index,
+              " is past the end of the epoch (",
+              batches_per_epoch(),
+              " batches)");
   const int64_t count = std::min(options_.batch_size(), available - first);
   const int64_t C = dataset_.images.size(1), H = dataset_.images.size(2),
                 W = dataset_.images.size(3), K = dataset_.num_classes;
@@ -154,7 +166,8 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
             const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
             const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
             const double raw = inside ? image[(c * H + sy) * W + sx] : 0.0;
-            plane[y * W + x] += static_cast<float>(weight * (raw * scale + shift));
+            plane[y * W + x] +=
+                static_cast<float>(weight * (raw * scale + shift));
           }
         }
       }
@@ -174,7 +187,8 @@ BatchPrefetcher::BatchPrefetcher(const BatchMaker& maker,
                                  int64_t first_batch,
                                  size_t depth)
     : maker_(maker), depth_(std::max<size_t>(1, depth)) {
-  worker_ = std::thread([this, epoch, first_batch] { produce(epoch, first_batch); });
+  worker_ =
+      std::thread([this, epoch, first_batch] { produce(epoch, first_batch); });
 }
 
 BatchPrefetcher::~BatchPrefetcher() {

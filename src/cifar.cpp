@@ -19,8 +19,7 @@ fs::path find_folder(const std::string& dir,
                      const std::string& sub,
                      const std::string& first_file,
                      const std::string& layout) {
-  TORCH_CHECK(fs::is_directory(dir),
-              "folder ", dir, " not found; ", layout);
+  TORCH_CHECK(fs::is_directory(dir), "folder ", dir, " not found; ", layout);
   for (const auto& candidate : {fs::path(dir), fs::path(dir) / sub}) {
     if (fs::exists(candidate / first_file)) {
       return candidate;
@@ -43,13 +42,30 @@ void read_records(const fs::path& path,
   const int64_t record = label_bytes + kImageBytes;
   const auto size = static_cast<int64_t>(fs::file_size(path));
   TORCH_CHECK(size == records * record,
-              path, ": expected ", records, " records of ", record, " bytes (",
-              label_bytes, " label byte", label_bytes > 1 ? "s" : "",
-              " + 3072 image bytes) = ", records * record, " bytes, got ", size,
-              " bytes", size < records * record ? " (truncated?)" : "");
+              path,
+              ": expected ",
+              records,
+              " records of ",
+              record,
+              " bytes (",
+              label_bytes,
+              " label byte",
+              label_bytes > 1 ? "s" : "",
+              " + 3072 image bytes) = ",
+              records * record,
+              " bytes, got ",
+              size,
+              " bytes",
+              size < records * record ? " (truncated?)" : "");
   std::vector<uint8_t> buffer(static_cast<size_t>(size));
   in.read(reinterpret_cast<char*>(buffer.data()), size);
-  TORCH_CHECK(in.gcount() == size, path, ": read ", in.gcount(), " of ", size, " bytes");
+  TORCH_CHECK(in.gcount() == size,
+              path,
+              ": read ",
+              in.gcount(),
+              " of ",
+              size,
+              " bytes");
   for (int64_t r = 0; r < records; ++r) {
     const uint8_t* p = buffer.data() + r * record;
     labels.insert(labels.end(), p, p + label_bytes);
@@ -77,23 +93,34 @@ at::Tensor to_labels(const std::vector<uint8_t>& bytes,
   for (int64_t i = 0; i < n; ++i) {
     out[i] = bytes[i * stride + offset];
     TORCH_CHECK(out[i] < classes,
-                files, ": record ", i, " has ", what, " ", out[i],
-                ", out of range: expected below ", classes);
+                files,
+                ": record ",
+                i,
+                " has ",
+                what,
+                " ",
+                out[i],
+                ", out of range: expected below ",
+                classes);
   }
   return labels;
 }
 
 }  // namespace
 
-Dataset load_cifar10(const std::string& dir, bool train, int64_t records_per_file) {
+Dataset load_cifar10(const std::string& dir,
+                     bool train,
+                     int64_t records_per_file) {
   const std::string layout =
       "CIFAR-10 needs the binary version (cifar-10-binary.tar.gz from "
       "https://www.cs.toronto.edu/~kriz/cifar.html, which this machine cannot "
       "download: obtain it and unpack it): a folder with data_batch_1.bin .. "
       "data_batch_5.bin and test_batch.bin (or cifar-10-batches-bin/ holding "
       "them)";
-  const auto folder = find_folder(dir, "cifar-10-batches-bin",
-                                  train ? "data_batch_1.bin" : "test_batch.bin", layout);
+  const auto folder = find_folder(dir,
+                                  "cifar-10-batches-bin",
+                                  train ? "data_batch_1.bin" : "test_batch.bin",
+                                  layout);
   std::vector<std::string> files;
   if (train) {
     for (int i = 1; i <= 5; ++i) {
@@ -106,8 +133,12 @@ Dataset load_cifar10(const std::string& dir, bool train, int64_t records_per_fil
   for (const auto& file : files) {
     const auto before = labels.size();
     read_records(folder / file, records_per_file, 1, images, labels, layout);
-    to_labels(std::vector<uint8_t>(labels.begin() + before, labels.end()), 1, 0,
-              10, "label", (folder / file).string());
+    to_labels(std::vector<uint8_t>(labels.begin() + before, labels.end()),
+              1,
+              0,
+              10,
+              "label",
+              (folder / file).string());
   }
   Dataset dataset;
   dataset.name = "cifar10";
@@ -117,7 +148,9 @@ Dataset load_cifar10(const std::string& dir, bool train, int64_t records_per_fil
   return dataset;
 }
 
-Dataset load_cifar100(const std::string& dir, bool train, int64_t train_records,
+Dataset load_cifar100(const std::string& dir,
+                      bool train,
+                      int64_t train_records,
                       int64_t test_records) {
   const std::string layout =
       "CIFAR-100 needs the binary version (cifar-100-binary.tar.gz from "
@@ -127,14 +160,19 @@ Dataset load_cifar100(const std::string& dir, bool train, int64_t train_records,
   const std::string file = train ? "train.bin" : "test.bin";
   const auto folder = find_folder(dir, "cifar-100-binary", file, layout);
   std::vector<uint8_t> images, labels;
-  read_records(folder / file, train ? train_records : test_records, 2, images,
-               labels, layout);
+  read_records(folder / file,
+               train ? train_records : test_records,
+               2,
+               images,
+               labels,
+               layout);
   Dataset dataset;
   dataset.name = "cifar100";
   dataset.images = to_images(images);
   dataset.coarse_labels =
       to_labels(labels, 2, 0, 20, "coarse label", (folder / file).string());
-  dataset.labels = to_labels(labels, 2, 1, 100, "fine label", (folder / file).string());
+  dataset.labels =
+      to_labels(labels, 2, 1, 100, "fine label", (folder / file).string());
   dataset.num_classes = 100;
   return dataset;
 }

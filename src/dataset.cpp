@@ -21,7 +21,9 @@ Normalization dataset_normalization(const std::string& name) {
   if (name == "fashion_mnist") {
     return {{0.2860}, {0.3530}};
   }
-  TORCH_CHECK(false, "unknown dataset '", name,
+  TORCH_CHECK(false,
+              "unknown dataset '",
+              name,
               "': expected one of cifar10, cifar100, fashion_mnist");
 }
 
@@ -36,7 +38,9 @@ Dataset load_dataset(const std::string& name,
                      const std::string& split,
                      const std::string& data_dir) {
   dataset_normalization(name);  // checks the name
-  TORCH_CHECK(split == "train" || split == "test", "unknown split '", split,
+  TORCH_CHECK(split == "train" || split == "test",
+              "unknown split '",
+              split,
               "': expected train or test");
   const std::string dir = data_dir.empty() ? default_data_dir(name) : data_dir;
   const bool train = split == "train";
@@ -62,8 +66,10 @@ Dataset load_dataset(const std::string& name,
     return path.string();
   };
   const std::string prefix = train ? "train" : "t10k";
-  return load_idx_dataset(name, find(prefix + "-images-idx3-ubyte"),
-                          find(prefix + "-labels-idx1-ubyte"), 10);
+  return load_idx_dataset(name,
+                          find(prefix + "-images-idx3-ubyte"),
+                          find(prefix + "-labels-idx1-ubyte"),
+                          10);
 }
 
 }  // namespace diffstride

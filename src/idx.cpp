@@ -14,7 +14,11 @@ namespace {
 // through the same calls).
 std::vector<uint8_t> read_all(const std::string& path) {
   gzFile file = gzopen(path.c_str(), "rb");
-  TORCH_CHECK(file != nullptr, path, ": cannot open the file (", std::strerror(errno), ")");
+  TORCH_CHECK(file != nullptr,
+              path,
+              ": cannot open the file (",
+              std::strerror(errno),
+              ")");
   std::vector<uint8_t> bytes;
   uint8_t buffer[1 << 16];
   int n = 0;
@@ -42,8 +46,13 @@ uint32_t big_endian(const uint8_t* p) {
 at::Tensor parse_idx(const std::string& path,
                      const std::vector<uint8_t>& bytes,
                      int expected_dims) {
-  const uint32_t expected_magic = 0x00000800u + static_cast<uint32_t>(expected_dims);
-  TORCH_CHECK(bytes.size() >= 4, path, ": too short for an IDX header (", bytes.size(), " bytes)");
+  const uint32_t expected_magic =
+      0x00000800u + static_cast<uint32_t>(expected_dims);
+  TORCH_CHECK(bytes.size() >= 4,
+              path,
+              ": too short for an IDX header (",
+              bytes.size(),
+              " bytes)");
   const uint32_t magic = big_endian(bytes.data());
   TORCH_CHECK(magic == expected_magic,
               path,
@@ -65,7 +74,9 @@ at::Tensor parse_idx(const std::string& path,
   for (int d = 0; d < expected_dims; ++d) {
     sizes.push_back(big_endian(bytes.data() + 4 + 4 * d));
     TORCH_CHECK(sizes.back() > 0 && sizes.back() < (int64_t{1} << 31),
-                path, ": bad dimension size ", sizes.back());
+                path,
+                ": bad dimension size ",
+                sizes.back());
     count *= sizes.back();
   }
   const int64_t data = static_cast<int64_t>(bytes.size() - header);
@@ -79,7 +90,9 @@ at::Tensor parse_idx(const std::string& path,
               data,
               data < count ? " (truncated)" : " (trailing bytes)");
   auto out = at::empty(sizes, at::kByte);
-  std::memcpy(out.data_ptr<uint8_t>(), bytes.data() + header, static_cast<size_t>(count));
+  std::memcpy(out.data_ptr<uint8_t>(),
+              bytes.data() + header,
+              static_cast<size_t>(count));
   return out;
 }
 
@@ -87,7 +100,11 @@ at::Tensor parse_idx(const std::string& path,
 
 at::Tensor read_idx(const std::string& path) {
   const auto bytes = read_all(path);
-  TORCH_CHECK(bytes.size() >= 4, path, ": too short for an IDX header (", bytes.size(), " bytes)");
+  TORCH_CHECK(bytes.size() >= 4,
+              path,
+              ": too short for an IDX header (",
+              bytes.size(),
+              " bytes)");
   return parse_idx(path, bytes, bytes[3]);
 }
 
@@ -100,11 +117,20 @@ Dataset load_idx_dataset(const std::string& name,
   const auto label_bytes = read_all(labels_path);
   const auto labels = parse_idx(labels_path, label_bytes, 1);
   TORCH_CHECK(images.size(0) == labels.size(0),
-              images_path, " holds ", images.size(0), " images but ", labels_path,
-              " holds ", labels.size(0), " labels");
+              images_path,
+              " holds ",
+              images.size(0),
+              " images but ",
+              labels_path,
+              " holds ",
+              labels.size(0),
+              " labels");
   const int64_t largest = labels.max().item<int64_t>();
   TORCH_CHECK(largest < num_classes,
-              labels_path, ": label ", largest, " out of range: expected labels below ",
+              labels_path,
+              ": label ",
+              largest,
+              " out of range: expected labels below ",
               num_classes);
   Dataset dataset;
   dataset.name = name;
