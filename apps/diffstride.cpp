@@ -6,11 +6,14 @@
 //           multiply-adds for one input size.
 //   bench   one training step of a model timed for each pooling choice.
 //   data    what a dataset holds, split by split.
+//   train   train a model from a config (default: Fashion-MNIST, DiffStride).
+//   eval    test loss and accuracy of a checkpoint.
 
 #include "bench_command.h"
 #include "cli_parsing.h"
 #include "data_command.h"
 #include "summary_command.h"
+#include "train_command.h"
 
 #include <diffstride/diffstride.h>
 
@@ -108,6 +111,10 @@ int main(int argc, char** argv) {
   auto* bench = diffstride_cli::add_bench_command(app, bench_args);
   diffstride_cli::DataArgs data_args;
   auto* data = diffstride_cli::add_data_command(app, data_args);
+  diffstride_cli::TrainArgs train_args;
+  auto* train = diffstride_cli::add_train_command(app, train_args);
+  diffstride_cli::EvalArgs eval_args;
+  auto* eval = diffstride_cli::add_eval_command(app, eval_args);
 
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
@@ -123,6 +130,12 @@ int main(int argc, char** argv) {
     }
     if (*data) {
       return diffstride_cli::run_data(data_args);
+    }
+    if (*train) {
+      return diffstride_cli::run_train(train_args, threads);
+    }
+    if (*eval) {
+      return diffstride_cli::run_eval(eval_args);
     }
   } catch (const CLI::Error& error) {
     return app.exit(error);

@@ -15,6 +15,8 @@ packages=(
   libcli11-dev
   # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself
   zlib1g-dev dataset-fashion-mnist
+  # training configs (TOML)
+  libtomlplusplus-dev
   # Python interop test: the same LibTorch build for /usr/bin/python3
   python3 python3-torch
 )

@@ -32,7 +32,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <memory>
 #include <numeric>
 #include <vector>
@@ -80,20 +79,22 @@ int64_t worker_count(int64_t planes, int64_t chunk) {
   return std::max<int64_t>(1, std::min<int64_t>(chunks, at::get_num_threads()));
 }
 
-// Calls body(worker, begin, end) for every chunk of `chunk` planes, handing
-// the chunks out one at a time to whichever worker is free: on a shared
-// machine threads rarely run at the same speed, and a fixed split leaves
-// the faster one waiting.
+// Calls body(worker, begin, end) for every chunk of `chunk` planes; worker w
+// takes a fixed, contiguous share of the chunks. Fixed, so that for a given
+// thread count every worker sums the same planes in the same order: the
+// stride gradients are then bit-for-bit reproducible, which a resumed
+// training run needs to end exactly where an uninterrupted one does.
 template <typename Body>
 void for_each_chunk(int64_t planes,
                     int64_t chunk,
                     int64_t workers,
                     const Body& body) {
   const int64_t chunks = (planes + chunk - 1) / chunk;
-  std::atomic<int64_t> next{0};
   at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
     for (int64_t worker = first; worker < last; ++worker) {
-      for (int64_t c = next++; c < chunks; c = next++) {
+      for (int64_t c = chunks * worker / workers;
+           c < chunks * (worker + 1) / workers;
+           ++c) {
         body(worker, c * chunk, std::min(planes, (c + 1) * chunk));
       }
     }

@@ -1,0 +1,28 @@
+#pragma once
+
+// `diffstride train` and `diffstride eval`.
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace diffstride_cli {
+
+struct TrainArgs {
+  std::string config;  // empty: the built-in Fashion-MNIST recipe
+  std::vector<std::string> overrides;
+  std::string out;
+  std::string resume;
+};
+
+struct EvalArgs {
+  std::string checkpoint;
+};
+
+CLI::App* add_train_command(CLI::App& app, TrainArgs& args);
+CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);
+int run_train(const TrainArgs& args, int threads);
+int run_eval(const EvalArgs& args);
+
+}  // namespace diffstride_cli

@@ -1,0 +1,38 @@
+#pragma once
+
+// TensorBoard event files: scalars written as TFRecords (length, masked
+// CRC32C, Event protocol buffer, masked CRC32C), readable by TensorBoard
+// without TensorFlow or protobuf here.
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace diffstride {
+
+/// CRC-32C (Castagnoli) of `size` bytes, and the masked form TFRecords store:
+/// ((crc >> 15) | (crc << 17)) + 0xa282ead8.
+uint32_t crc32c(const uint8_t* data, size_t size);
+uint32_t masked_crc32c(const uint8_t* data, size_t size);
+
+class EventWriter {
+ public:
+  /// Creates `folder` if needed and a new file events.out.tfevents.<time>.
+  /// <host>.<pid> in it, starting with the file-version event.
+  explicit EventWriter(const std::string& folder);
+
+  void add_scalar(const std::string& tag, double value, int64_t step);
+  void flush();
+
+  const std::string& path() const {
+    return path_;
+  }
+
+ private:
+  void write_record(const std::string& event);
+
+  std::string path_;
+  std::ofstream out_;
+};
+
+}  // namespace diffstride
