@@ -28,20 +28,26 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
       "Fashion-MNIST); writes TensorBoard events, metrics.csv, checkpoints and "
       "the final model to the output folder");
   command->add_option("--config", args.config, "TOML config (see configs/)");
-  command->add_option("--set", args.overrides,
-                      "override a config key, e.g. --set model.pooling=spectral "
-                      "--set model.strides=1,1,3,2,3 (repeatable)");
+  command->add_option(
+      "--set",
+      args.overrides,
+      "override a config key, e.g. --set model.pooling=spectral "
+      "--set model.strides=1,1,3,2,3 (repeatable)");
   command->add_option("--out", args.out, "output folder (overrides train.out)");
-  command->add_option("--resume", args.resume,
-                      "continue the run in this folder from its last checkpoint");
-  command->excludes(command->get_option("--config"));
+  command->add_option(
+      "--resume",
+      args.resume,
+      "continue the run in this folder from its last checkpoint");
   return command;
 }
 
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
-  auto* command = app.add_subcommand(
-      "eval", "test loss and accuracy of a checkpoint (its run's config.toml beside it)");
-  command->add_option("--checkpoint", args.checkpoint, "checkpoint.pt or model.pt of a run")
+  auto* command = app.add_subcommand("eval",
+                                     "test loss and accuracy of a checkpoint "
+                                     "(its run's config.toml beside it)");
+  command
+      ->add_option(
+          "--checkpoint", args.checkpoint, "checkpoint.pt or model.pt of a run")
       ->required();
   return command;
 }
@@ -51,8 +57,9 @@ int run_train(const TrainArgs& args, int threads) {
   diffstride::TrainOptions options;
   if (!args.resume.empty()) {
     if (!args.config.empty() || !args.overrides.empty()) {
-      throw CLI::ValidationError("--resume",
-                                 "a resumed run keeps its own config: drop --config and --set");
+      throw CLI::ValidationError(
+          "--resume",
+          "a resumed run keeps its own config: drop --config and --set");
     }
     config = diffstride::load_train_config(
         (std::filesystem::path(args.resume) / "config.toml").string());
@@ -70,22 +77,24 @@ int run_train(const TrainArgs& args, int threads) {
   std::signal(SIGINT, on_interrupt);
   options.interrupt = &interrupted;
   options.progress = &std::cerr;
-  std::cout << "training " << config.model.factory << " (" << config.model.pooling
-            << ") on " << config.data.dataset << " for " << config.train.epochs
-            << " epochs into " << config.train.out << std::endl;
+  std::cout << "training " << config.model.factory << " ("
+            << config.model.pooling << ") on " << config.data.dataset << " for "
+            << config.train.epochs << " epochs into " << config.train.out
+            << std::endl;
   const auto start = std::chrono::steady_clock::now();
   const auto epochs = diffstride::train(config, options);
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   if (interrupted) {
     return 0;
   }
   if (!epochs.empty()) {
     const auto& last = epochs.back();
     std::cout << std::fixed << std::setprecision(4) << "final test accuracy "
-              << last.test_accuracy << ", test loss " << last.test_loss << " after "
-              << last.epoch << " epochs; " << std::setprecision(0) << seconds
-              << " s in this run\n";
+              << last.test_accuracy << ", test loss " << last.test_loss
+              << " after " << last.epoch << " epochs; " << std::setprecision(0)
+              << seconds << " s in this run\n";
     std::cout << "learned strides:";
     for (const auto& s : last.strides) {
       std::cout << std::setprecision(3) << " (" << s[0] << ", " << s[1] << ")";

@@ -96,7 +96,9 @@ EventWriter::EventWriter(const std::string& folder) {
   flush();
 }
 
-void EventWriter::add_scalar(const std::string& tag, double value, int64_t step) {
+void EventWriter::add_scalar(const std::string& tag,
+                             double value,
+                             int64_t step) {
   // Summary.Value { string tag = 1; float simple_value = 2; }
   std::string value_message;
   put_bytes_field(value_message, 1, tag);

@@ -57,14 +57,18 @@ void save_checkpoint(const fs::path& path,
     optimizer.save(optimizer_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
-    archive.write("position", torch::tensor({s.epoch, s.batch, s.step}, torch::kLong));
-    archive.write("sums", torch::tensor({s.loss_sum, s.correct, s.seen, s.seconds},
-                                        torch::kDouble));
+    archive.write("position",
+                  torch::tensor({s.epoch, s.batch, s.step}, torch::kLong));
+    archive.write("sums",
+                  torch::tensor({s.loss_sum, s.correct, s.seen, s.seconds},
+                                torch::kDouble));
     archive.save_to(to.string());
   });
 }
 
-RunState load_checkpoint(const fs::path& path, ResNet& model, torch::optim::SGD* optimizer) {
+RunState load_checkpoint(const fs::path& path,
+                         ResNet& model,
+                         torch::optim::SGD* optimizer) {
   TORCH_CHECK(fs::exists(path), path.string(), ": checkpoint not found");
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
@@ -72,8 +76,11 @@ RunState load_checkpoint(const fs::path& path, ResNet& model, torch::optim::SGD*
     archive.read("model", model_archive);
     model->load(model_archive);
   } catch (const c10::Error& error) {
-    TORCH_CHECK(false, path.string(), ": not a checkpoint of this model (",
-                error.what_without_backtrace(), ")");
+    TORCH_CHECK(false,
+                path.string(),
+                ": not a checkpoint of this model (",
+                error.what_without_backtrace(),
+                ")");
   }
   RunState s;
   if (optimizer == nullptr) {
@@ -100,9 +107,10 @@ const char* kMetricsHeader =
 
 std::string metrics_row(const EpochMetrics& m) {
   std::ostringstream row;
-  row << std::setprecision(8) << m.epoch << "," << m.step << "," << m.learning_rate
-      << "," << m.train_loss << "," << m.train_accuracy << "," << m.test_loss << ","
-      << m.test_accuracy << "," << m.examples_per_second << "," << m.multiply_adds;
+  row << std::setprecision(8) << m.epoch << "," << m.step << ","
+      << m.learning_rate << "," << m.train_loss << "," << m.train_accuracy
+      << "," << m.test_loss << "," << m.test_accuracy << ","
+      << m.examples_per_second << "," << m.multiply_adds;
   for (const auto& s : m.strides) {
     row << "," << s[0] << "," << s[1];
   }
@@ -131,9 +139,11 @@ int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
   ForwardTrace trace;
   {
     torch::NoGradGuard no_grad;
-    model->forward_traced(torch::zeros({1, data.images.size(1), data.images.size(2),
-                                        data.images.size(3)}),
-                          &trace, nullptr);
+    model->forward_traced(
+        torch::zeros(
+            {1, data.images.size(1), data.images.size(2), data.images.size(3)}),
+        &trace,
+        nullptr);
   }
   model->train(training);
   return trace.multiply_adds;
@@ -141,14 +151,20 @@ int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
 
 }  // namespace
 
-ResNet build_model(const TrainConfig& config, int64_t in_channels, int64_t num_classes) {
+ResNet build_model(const TrainConfig& config,
+                   int64_t in_channels,
+                   int64_t num_classes) {
   const auto& m = config.model;
-  ResNetOptions options = m.factory == "resnet"
-                              ? ResNetOptions(m.filters, m.strides).id_only(m.id_only)
-                              : resnet_options(m.factory);
-  if (!m.filters.empty()) options.filters(m.filters);
-  if (!m.strides.empty()) options.strides(m.strides);
-  if (m.layers_per_block > 0) options.layers_per_block(m.layers_per_block);
+  ResNetOptions options =
+      m.factory == "resnet"
+          ? ResNetOptions(m.filters, m.strides).id_only(m.id_only)
+          : resnet_options(m.factory);
+  if (!m.filters.empty())
+    options.filters(m.filters);
+  if (!m.strides.empty())
+    options.strides(m.strides);
+  if (m.layers_per_block > 0)
+    options.layers_per_block(m.layers_per_block);
   auto diffstride = DiffStrideOptions()
                         .smoothness_factor(m.smoothness_factor)
                         .cropping(m.cropping)
@@ -163,7 +179,8 @@ ResNet build_model(const TrainConfig& config, int64_t in_channels, int64_t num_c
   return ResNet(options);
 }
 
-at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+at::Tensor soft_cross_entropy(const at::Tensor& logits,
+                              const at::Tensor& targets) {
   return -(targets * torch::log_softmax(logits, 1)).sum(1).mean();
 }
 
@@ -174,7 +191,8 @@ at::Tensor l2_penalty(const ResNet& model) {
       total = total + conv->weight.square().sum();
     }
   }
-  return total + model->fc->weight.square().sum() + model->fc->bias.square().sum();
+  return total + model->fc->weight.square().sum() +
+         model->fc->bias.square().sum();
 }
 
 Evaluation evaluate(ResNet& model,
@@ -184,32 +202,41 @@ Evaluation evaluate(ResNet& model,
   const bool training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
-  BatchMaker maker(test, normalization,
-                   BatchOptions().batch_size(batch_size).shuffle(false).drop_last(false));
+  BatchMaker maker(
+      test,
+      normalization,
+      BatchOptions().batch_size(batch_size).shuffle(false).drop_last(false));
   Evaluation result;
   double loss_sum = 0, correct = 0;
   BatchPrefetcher batches(maker, 0);
   while (auto batch = batches.next()) {
     const auto logits = model(batch->images);
     loss_sum += torch::nn::functional::cross_entropy(
-                    logits, batch->labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    logits,
+                    batch->labels,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(
+                        torch::kSum))
                     .item<double>();
     correct += logits.argmax(1).eq(batch->labels).sum().item<double>();
     result.examples += batch->labels.size(0);
   }
   model->train(training);
-  result.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, result.examples));
-  result.accuracy = correct / static_cast<double>(std::max<int64_t>(1, result.examples));
+  result.loss =
+      loss_sum / static_cast<double>(std::max<int64_t>(1, result.examples));
+  result.accuracy =
+      correct / static_cast<double>(std::max<int64_t>(1, result.examples));
   return result;
 }
 
-std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& options) {
+std::vector<EpochMetrics> train(const TrainConfig& config,
+                                const TrainOptions& options) {
   const fs::path out = config.train.out;
   const auto checkpoint = out / "checkpoint.pt";
   if (!options.resume) {
-    TORCH_CHECK(!fs::exists(checkpoint) && !fs::exists(out / "config.toml"), out.string(),
-                " already holds a run: resume it with --resume ", out.string(),
+    TORCH_CHECK(!fs::exists(checkpoint) && !fs::exists(out / "config.toml"),
+                out.string(),
+                " already holds a run: resume it with --resume ",
+                out.string(),
                 " or choose another --out");
     fs::create_directories(out);
     write_text_atomically(out / "config.toml", to_toml(config));
@@ -217,15 +244,19 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
   if (config.train.threads > 0) {
     torch::set_num_threads(static_cast<int>(config.train.threads));
   }
-  const auto train_data = load_dataset(config.data.dataset, "train", config.data.data_dir);
-  const auto test_data = load_dataset(config.data.dataset, "test", config.data.data_dir);
+  const auto train_data =
+      load_dataset(config.data.dataset, "train", config.data.data_dir);
+  const auto test_data =
+      load_dataset(config.data.dataset, "test", config.data.data_dir);
   const auto normalization = dataset_normalization(config.data.dataset);
 
   torch::manual_seed(config.train.seed);
-  auto model = build_model(config, train_data.images.size(1), train_data.num_classes);
-  torch::optim::SGD optimizer(model->parameters(),
-                              torch::optim::SGDOptions(config.optimizer.values[0])
-                                  .momentum(config.optimizer.momentum));
+  auto model =
+      build_model(config, train_data.images.size(1), train_data.num_classes);
+  torch::optim::SGD optimizer(
+      model->parameters(),
+      torch::optim::SGDOptions(config.optimizer.values[0])
+          .momentum(config.optimizer.momentum));
   RunState state;
   if (options.resume) {
     state = load_checkpoint(checkpoint, model, &optimizer);
@@ -233,7 +264,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
       trim_metrics(out / "metrics.csv", state.epoch);
     }
   }
-  BatchMaker maker(train_data, normalization,
+  BatchMaker maker(train_data,
+                   normalization,
                    BatchOptions()
                        .batch_size(config.data.batch_size)
                        .seed(config.train.seed)
@@ -241,8 +273,12 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
                        .mixup_alpha(config.data.mixup_alpha)
                        .label_smoothing(config.loss.label_smoothing));
   const int64_t per_epoch = maker.batches_per_epoch();
-  TORCH_CHECK(per_epoch > 0, "data.batch_size ", config.data.batch_size,
-              " is larger than an epoch of ", train_data.images.size(0), " examples");
+  TORCH_CHECK(per_epoch > 0,
+              "data.batch_size ",
+              config.data.batch_size,
+              " is larger than an epoch of ",
+              train_data.images.size(0),
+              " examples");
   const int64_t total_steps = per_epoch * config.train.epochs;
   EventWriter events((out).string());
   std::vector<EpochMetrics> completed;
@@ -281,27 +317,34 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
       ++state.batch;
       ++steps_this_call;
       state.seconds = seconds_before + seconds_since(epoch_start);
-      if (options.progress != nullptr && (state.batch % 10 == 0 || state.batch == per_epoch)) {
-        const double rate = (state.step - first_step) / seconds_since(run_start);
-        *options.progress << "\repoch " << state.epoch + 1 << "/" << config.train.epochs
-                          << "  step " << state.step << "/" << total_steps << "  loss "
-                          << std::fixed << std::setprecision(4)
-                          << state.loss_sum / state.seen << "  " << std::setprecision(1)
+      if (options.progress != nullptr &&
+          (state.batch % 10 == 0 || state.batch == per_epoch)) {
+        const double rate =
+            (state.step - first_step) / seconds_since(run_start);
+        *options.progress << "\repoch " << state.epoch + 1 << "/"
+                          << config.train.epochs << "  step " << state.step
+                          << "/" << total_steps << "  loss " << std::fixed
+                          << std::setprecision(4) << state.loss_sum / state.seen
+                          << "  " << std::setprecision(1)
                           << rate * config.data.batch_size << " ex/s  ETA "
-                          << std::setprecision(0) << (total_steps - state.step) / rate
-                          << " s   " << std::defaultfloat << std::flush;
+                          << std::setprecision(0)
+                          << (total_steps - state.step) / rate << " s   "
+                          << std::defaultfloat << std::flush;
       }
       if (steps_this_call % 20 == 0) {
-        events.add_scalar("train/step_loss", data_loss.item<double>(), state.step);
+        events.add_scalar(
+            "train/step_loss", data_loss.item<double>(), state.step);
       }
-      const bool interrupted = options.interrupt != nullptr && options.interrupt->load();
-      if (interrupted ||
-          (options.stop_after_steps >= 0 && steps_this_call >= options.stop_after_steps)) {
+      const bool interrupted =
+          options.interrupt != nullptr && options.interrupt->load();
+      if (interrupted || (options.stop_after_steps >= 0 &&
+                          steps_this_call >= options.stop_after_steps)) {
         save_checkpoint(checkpoint, model, optimizer, state);
         events.flush();
         if (options.progress != nullptr) {
-          *options.progress << "\nstopped at step " << state.step << "; checkpoint written: "
-                            << "continue with --resume " << out.string() << "\n";
+          *options.progress
+              << "\nstopped at step " << state.step << "; checkpoint written: "
+              << "continue with --resume " << out.string() << "\n";
         }
         return completed;
       }
@@ -320,9 +363,11 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
     m.multiply_adds = multiply_adds_now(model, train_data);
     m.strides = model->current_strides();
     if (options.progress != nullptr) {
-      *options.progress << "\nepoch " << m.epoch << ": train loss " << m.train_loss
-                        << ", accuracy " << m.train_accuracy << "; test loss " << m.test_loss
-                        << ", accuracy " << m.test_accuracy << "\n";
+      *options.progress << std::fixed << std::setprecision(4) << "\nepoch "
+                        << m.epoch << ": train loss " << m.train_loss
+                        << ", accuracy " << m.train_accuracy << "; test loss "
+                        << m.test_loss << ", accuracy " << m.test_accuracy
+                        << std::defaultfloat << "\n";
     }
     const auto csv = out / "metrics.csv";
     const bool fresh = !fs::exists(csv);
@@ -342,10 +387,15 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
     events.add_scalar("test/accuracy", m.test_accuracy, m.step);
     events.add_scalar("learning_rate", m.learning_rate, m.step);
     events.add_scalar("examples_per_second", m.examples_per_second, m.step);
-    events.add_scalar("multiply_adds", static_cast<double>(m.multiply_adds), m.step);
+    events.add_scalar(
+        "multiply_adds", static_cast<double>(m.multiply_adds), m.step);
     for (size_t i = 0; i < m.strides.size(); ++i) {
-      events.add_scalar("strides/layer" + std::to_string(i) + "_height", m.strides[i][0], m.step);
-      events.add_scalar("strides/layer" + std::to_string(i) + "_width", m.strides[i][1], m.step);
+      events.add_scalar("strides/layer" + std::to_string(i) + "_height",
+                        m.strides[i][0],
+                        m.step);
+      events.add_scalar("strides/layer" + std::to_string(i) + "_width",
+                        m.strides[i][1],
+                        m.step);
     }
     events.flush();
     completed.push_back(m);
@@ -367,10 +417,13 @@ std::vector<EpochMetrics> train(const TrainConfig& config, const TrainOptions& o
 Evaluation evaluate_checkpoint(const std::string& path) {
   const fs::path file = path;
   const auto config_path = file.parent_path() / "config.toml";
-  TORCH_CHECK(fs::exists(config_path), config_path.string(),
-              " not found: a checkpoint is read with the config.toml of its run");
+  TORCH_CHECK(
+      fs::exists(config_path),
+      config_path.string(),
+      " not found: a checkpoint is read with the config.toml of its run");
   const auto config = load_train_config(config_path.string());
-  const auto test = load_dataset(config.data.dataset, "test", config.data.data_dir);
+  const auto test =
+      load_dataset(config.data.dataset, "test", config.data.data_dir);
   auto model = build_model(config, test.images.size(1), test.num_classes);
   load_checkpoint(file, model, nullptr);
   return evaluate(model, test, dataset_normalization(config.data.dataset), 256);

@@ -22,8 +22,9 @@ using diffstride_test::expect_error_containing;
 namespace {
 
 fs::path scratch(const std::string& name) {
-  const auto dir = fs::temp_directory_path() /
-                   ("diffstride_train_" + name + "_" + std::to_string(::getpid()));
+  const auto dir =
+      fs::temp_directory_path() /
+      ("diffstride_train_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -42,27 +43,37 @@ TEST(TrainConfig, ShippedConfigsParseAndTheDefaultIsFashionMnist) {
   const auto defaults = diffstride::load_train_config("");
   EXPECT_EQ(defaults.data.dataset, "fashion_mnist");
   EXPECT_EQ(defaults.model.pooling, "diffstride");
-  const auto shipped = diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR "/configs/fashion_mnist.toml");
+  const auto shipped = diffstride::load_train_config(
+      DIFFSTRIDE_SOURCE_DIR "/configs/fashion_mnist.toml");
   EXPECT_EQ(diffstride::to_toml(shipped), diffstride::to_toml(defaults));
-  const auto cifar10 = diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR "/configs/cifar10.toml");
+  const auto cifar10 = diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR
+                                                     "/configs/cifar10.toml");
   EXPECT_EQ(cifar10.model.factory, "resnet18");
   EXPECT_EQ(cifar10.data.mixup_alpha, 0.2);
   EXPECT_EQ(cifar10.loss.label_smoothing, 0.2);
-  EXPECT_EQ(cifar10.optimizer.boundaries, (std::vector<int64_t>{400, 18000, 32000}));
+  EXPECT_EQ(cifar10.optimizer.boundaries,
+            (std::vector<int64_t>{400, 18000, 32000}));
   EXPECT_EQ(cifar10.train.epochs, 400);
-  const auto cifar100 = diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR "/configs/cifar100.toml");
+  const auto cifar100 = diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR
+                                                      "/configs/cifar100.toml");
   EXPECT_EQ(cifar100.data.dataset, "cifar100");
   // The resolved copy a run writes reads back to the same config.
-  EXPECT_EQ(diffstride::to_toml(diffstride::parse_train_config(diffstride::to_toml(cifar10))),
+  EXPECT_EQ(diffstride::to_toml(
+                diffstride::parse_train_config(diffstride::to_toml(cifar10))),
             diffstride::to_toml(cifar10));
 }
 
 TEST(TrainConfig, OverridesSetKeysOfEveryType) {
   const auto c = diffstride::load_train_config(
       DIFFSTRIDE_SOURCE_DIR "/configs/cifar10.toml",
-      {"model.pooling=spectral", "model.strides=1,1,3,2x3,3", "data.batch_size=64",
-       "loss.weight_decay=0", "data.augment=true", "model.upper_limit_stride=5",
-       "optimizer.boundaries=[10, 20]", "optimizer.values=[0.1, 0.2, 0.3]"});
+      {"model.pooling=spectral",
+       "model.strides=1,1,3,2x3,3",
+       "data.batch_size=64",
+       "loss.weight_decay=0",
+       "data.augment=true",
+       "model.upper_limit_stride=5",
+       "optimizer.boundaries=[10, 20]",
+       "optimizer.values=[0.1, 0.2, 0.3]"});
   EXPECT_EQ(c.model.pooling, "spectral");
   ASSERT_EQ(c.model.strides.size(), 5u);
   EXPECT_EQ((*c.model.strides[2])[0], 3.0);
@@ -76,51 +87,74 @@ TEST(TrainConfig, OverridesSetKeysOfEveryType) {
 }
 
 TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
-  const auto bad = [](std::vector<std::string> overrides, const std::string& expected) {
+  const auto bad = [](std::vector<std::string> overrides,
+                      const std::string& expected) {
     expect_error_containing(
         [&] { diffstride::load_train_config("", overrides); }, expected);
   };
-  bad({"model.polling=spectral"}, "unknown key 'model.polling'; known keys of [model]:");
+  bad({"model.polling=spectral"},
+      "unknown key 'model.polling'; known keys of [model]:");
   bad({"modle.pooling=spectral"}, "unknown section [modle]");
   bad({"data.batch_size=\"many\""}, "data.batch_size: expected an integer");
   bad({"data.batch_size=0"}, "data.batch_size: expected an integer >= 1");
-  bad({"model.pooling=max"}, "model.pooling: 'max' is not one of diffstride, none, spatial, spectral");
-  bad({"model.strides=1,0.5,2"}, "model.strides: expected strides >= 1 per stage");
-  bad({"optimizer.values=[0.1]"}, "optimizer.values: expected one more value than optimizer.boundaries");
-  bad({"optimizer.boundaries=[5, 3, 9]"}, "optimizer.boundaries: expected increasing steps");
+  bad({"model.pooling=max"},
+      "model.pooling: 'max' is not one of diffstride, none, spatial, spectral");
+  bad({"model.strides=1,0.5,2"},
+      "model.strides: expected strides >= 1 per stage");
+  bad({"optimizer.values=[0.1]"},
+      "optimizer.values: expected one more value than optimizer.boundaries");
+  bad({"optimizer.boundaries=[5, 3, 9]"},
+      "optimizer.boundaries: expected increasing steps");
   bad({"data.dataset=imagenet"}, "data.dataset: 'imagenet' is not one of");
   bad({"pooling"}, "--set pooling: expected section.key=value");
-  expect_error_containing([] { diffstride::load_train_config("/no/such/config.toml"); },
-                          "/no/such/config.toml: config file not found");
-  expect_error_containing([] { diffstride::parse_train_config("[data\nx=1", {}, "broken.toml"); },
-                          "broken.toml: line 1:");
+  expect_error_containing(
+      [] { diffstride::load_train_config("/no/such/config.toml"); },
+      "/no/such/config.toml: config file not found");
+  expect_error_containing(
+      [] { diffstride::parse_train_config("[data\nx=1", {}, "broken.toml"); },
+      "broken.toml: line 1:");
 }
 
 TEST(TrainConfig, LearningRateIsPiecewiseConstantByStep) {
-  const TrainConfig::Optimizer recipe;  // 0.01 / 400 / 0.1 / 18000 / 0.01 / 32000 / 0.001
-  const std::vector<std::pair<int64_t, double>> expected = {
-      {0, 0.01},      {399, 0.01},     {400, 0.1},   {401, 0.1},      {17999, 0.1},
-      {18000, 0.01},  {31999, 0.01},   {32000, 0.001}, {1000000, 0.001}};
+  const TrainConfig::Optimizer
+      recipe;  // 0.01 / 400 / 0.1 / 18000 / 0.01 / 32000 / 0.001
+  const std::vector<std::pair<int64_t, double>> expected = {{0, 0.01},
+                                                            {399, 0.01},
+                                                            {400, 0.1},
+                                                            {401, 0.1},
+                                                            {17999, 0.1},
+                                                            {18000, 0.01},
+                                                            {31999, 0.01},
+                                                            {32000, 0.001},
+                                                            {1000000, 0.001}};
   for (const auto& [step, lr] : expected) {
-    EXPECT_EQ(diffstride::learning_rate_at(recipe, step), lr) << "step " << step;
+    EXPECT_EQ(diffstride::learning_rate_at(recipe, step), lr)
+        << "step " << step;
   }
 }
 
 TEST(Loss, LabelSmoothedSoftCrossEntropyAndL2MatchHandComputation) {
   // Two examples, three classes, targets smoothed by 0.3: 0.8 / 0.1 / 0.1.
-  const auto logits = torch::tensor({{1.0, 2.0, 0.5}, {0.0, -1.0, 3.0}}, torch::kDouble);
-  const auto targets = torch::tensor({{0.8, 0.1, 0.1}, {0.1, 0.1, 0.8}}, torch::kDouble);
+  const auto logits =
+      torch::tensor({{1.0, 2.0, 0.5}, {0.0, -1.0, 3.0}}, torch::kDouble);
+  const auto targets =
+      torch::tensor({{0.8, 0.1, 0.1}, {0.1, 0.1, 0.8}}, torch::kDouble);
   double expected = 0;
   for (int i = 0; i < 2; ++i) {
     double norm = 0;
-    for (int k = 0; k < 3; ++k) norm += std::exp(logits[i][k].item<double>());
+    for (int k = 0; k < 3; ++k)
+      norm += std::exp(logits[i][k].item<double>());
     for (int k = 0; k < 3; ++k) {
-      expected -= targets[i][k].item<double>() * (logits[i][k].item<double>() - std::log(norm));
+      expected -= targets[i][k].item<double>() *
+                  (logits[i][k].item<double>() - std::log(norm));
     }
   }
-  EXPECT_NEAR(diffstride::soft_cross_entropy(logits, targets).item<double>(), expected / 2, 1e-12);
+  EXPECT_NEAR(diffstride::soft_cross_entropy(logits, targets).item<double>(),
+              expected / 2,
+              1e-12);
 
-  auto config = diffstride::load_train_config("", {"model.filters=[4, 8]", "model.strides=[1, 2]"});
+  auto config = diffstride::load_train_config(
+      "", {"model.filters=[4, 8]", "model.strides=[1, 2]"});
   const auto model = diffstride::build_model(config, 1, 3);
   double sum = 0;
   int counted = 0;
@@ -134,7 +168,8 @@ TEST(Loss, LabelSmoothedSoftCrossEntropyAndL2MatchHandComputation) {
       ++counted;
     }
   }
-  EXPECT_EQ(counted, 1 + 3 + 2);  // stem, block conv0 conv1 shortcut, fc weight and bias
+  EXPECT_EQ(counted,
+            1 + 3 + 2);  // stem, block conv0 conv1 shortcut, fc weight and bias
   EXPECT_NEAR(diffstride::l2_penalty(model).item<double>(), sum, 1e-6 * sum);
 }
 
@@ -145,7 +180,8 @@ uint32_t crc32c_bitwise(const uint8_t* data, size_t size) {
   uint32_t crc = 0xFFFFFFFFu;
   for (size_t i = 0; i < size; ++i) {
     crc ^= data[i];
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    for (int k = 0; k < 8; ++k)
+      crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
   }
   return ~crc;
 }
@@ -159,7 +195,9 @@ uint32_t masked(uint32_t crc) {
 TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
   // The CRC-32C check value of "123456789".
   const std::string check = "123456789";
-  EXPECT_EQ(diffstride::crc32c(reinterpret_cast<const uint8_t*>(check.data()), 9), 0xE3069283u);
+  EXPECT_EQ(
+      diffstride::crc32c(reinterpret_cast<const uint8_t*>(check.data()), 9),
+      0xE3069283u);
   const auto dir = scratch("events");
   std::string path;
   {
@@ -177,11 +215,15 @@ TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
     uint32_t length_crc = 0, data_crc = 0;
     std::memcpy(&length, bytes.data() + at, 8);
     std::memcpy(&length_crc, bytes.data() + at + 8, 4);
-    EXPECT_EQ(length_crc, masked(crc32c_bitwise(reinterpret_cast<const uint8_t*>(bytes.data() + at), 8)));
+    EXPECT_EQ(length_crc,
+              masked(crc32c_bitwise(
+                  reinterpret_cast<const uint8_t*>(bytes.data() + at), 8)));
     ASSERT_LE(at + 12 + length + 4, bytes.size());
     const std::string data = bytes.substr(at + 12, length);
     std::memcpy(&data_crc, bytes.data() + at + 12 + length, 4);
-    EXPECT_EQ(data_crc, masked(crc32c_bitwise(reinterpret_cast<const uint8_t*>(data.data()), length)));
+    EXPECT_EQ(data_crc,
+              masked(crc32c_bitwise(
+                  reinterpret_cast<const uint8_t*>(data.data()), length)));
     records.push_back(data);
     at += 12 + length + 4;
   }
@@ -189,7 +231,9 @@ TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
   EXPECT_NE(records[0].find("brain.Event:2"), std::string::npos);
   EXPECT_NE(records[1].find("test/accuracy"), std::string::npos);
   const float value = 0.875f;
-  EXPECT_NE(records[1].find(std::string(reinterpret_cast<const char*>(&value), 4)), std::string::npos);
+  EXPECT_NE(
+      records[1].find(std::string(reinterpret_cast<const char*>(&value), 4)),
+      std::string::npos);
   // step 4 as the varint of field 2.
   EXPECT_NE(records[2].find(std::string("\x10\x04", 2)), std::string::npos);
 }
@@ -203,12 +247,16 @@ void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
   std::mt19937 rng(1);
   const auto write = [&](const std::string& prefix, int64_t n) {
     std::vector<uint8_t> images, labels;
-    const auto header = [](std::vector<uint8_t>& out, uint32_t magic, std::vector<uint32_t> sizes) {
+    const auto header = [](std::vector<uint8_t>& out,
+                           uint32_t magic,
+                           std::vector<uint32_t> sizes) {
       const auto put = [&](uint32_t v) {
-        for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
+        for (int s = 24; s >= 0; s -= 8)
+          out.push_back(static_cast<uint8_t>(v >> s));
       };
       put(magic);
-      for (const auto size : sizes) put(size);
+      for (const auto size : sizes)
+        put(size);
     };
     header(images, 0x803, {static_cast<uint32_t>(n), 12, 12});
     header(labels, 0x801, {static_cast<uint32_t>(n)});
@@ -217,8 +265,10 @@ void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
       labels.push_back(static_cast<uint8_t>(k));
       for (int64_t y = 0; y < 12; ++y)
         for (int64_t x = 0; x < 12; ++x) {
-          const bool block = y / 6 == k / 2 && x / 6 == k % 2 && y % 6 < 4 && x % 6 < 4;
-          images.push_back(static_cast<uint8_t>((block ? 180 : 20) + rng() % 60));
+          const bool block =
+              y / 6 == k / 2 && x / 6 == k % 2 && y % 6 < 4 && x % 6 < 4;
+          images.push_back(
+              static_cast<uint8_t>((block ? 180 : 20) + rng() % 60));
         }
     }
     std::ofstream(dir / (prefix + "-images-idx3-ubyte"), std::ios::binary)
@@ -233,9 +283,14 @@ void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
 TrainConfig tiny_config(const fs::path& data, const fs::path& out) {
   return diffstride::parse_train_config(
       diffstride::default_train_config_toml(),
-      {"data.data_dir=\"" + data.string() + "\"", "data.batch_size=16",
-       "model.filters=[4, 8]", "model.strides=[1, 2]", "optimizer.boundaries=[]",
-       "optimizer.values=[0.05]", "train.epochs=3", "train.threads=2",
+      {"data.data_dir=\"" + data.string() + "\"",
+       "data.batch_size=16",
+       "model.filters=[4, 8]",
+       "model.strides=[1, 2]",
+       "optimizer.boundaries=[]",
+       "optimizer.values=[0.05]",
+       "train.epochs=3",
+       "train.threads=2",
        "train.out=\"" + out.string() + "\""});
 }
 
@@ -248,10 +303,12 @@ std::vector<std::string> metrics_without_rate(const fs::path& csv) {
     std::vector<std::string> cells;
     std::stringstream row(line);
     std::string cell;
-    while (std::getline(row, cell, ',')) cells.push_back(cell);
+    while (std::getline(row, cell, ','))
+      cells.push_back(cell);
     cells.erase(cells.begin() + 7);
     std::string joined;
-    for (const auto& c : cells) joined += c + ",";
+    for (const auto& c : cells)
+      joined += c + ",";
     rows.push_back(joined);
   }
   return rows;
@@ -268,16 +325,20 @@ TEST(Training, TinyRunLowersTheLossWritesItsFolderAndEvaluates) {
   EXPECT_LT(epochs[2].train_loss, epochs[0].train_loss);
   EXPECT_GT(epochs[2].test_accuracy, 0.5);  // 4 classes: chance is 0.25
   EXPECT_EQ(epochs[2].step, 3 * (192 / 16));
-  for (const auto* file : {"config.toml", "metrics.csv", "checkpoint.pt", "model.pt"}) {
+  for (const auto* file :
+       {"config.toml", "metrics.csv", "checkpoint.pt", "model.pt"}) {
     EXPECT_TRUE(fs::exists(root / "run" / file)) << file;
   }
-  EXPECT_EQ(metrics_without_rate(root / "run" / "metrics.csv").size(), 4u);  // header + 3
+  EXPECT_EQ(metrics_without_rate(root / "run" / "metrics.csv").size(),
+            4u);  // header + 3
   int event_files = 0;
   for (const auto& entry : fs::directory_iterator(root / "run")) {
-    event_files += entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+    event_files +=
+        entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
   }
   EXPECT_EQ(event_files, 1);
-  const auto evaluation = diffstride::evaluate_checkpoint((root / "run" / "model.pt").string());
+  const auto evaluation =
+      diffstride::evaluate_checkpoint((root / "run" / "model.pt").string());
   EXPECT_EQ(evaluation.examples, 64);
   EXPECT_NEAR(evaluation.accuracy, epochs[2].test_accuracy, 1e-12);
   // The folder holds a run: a new one refuses to overwrite it.

@@ -42,10 +42,13 @@ struct TrainOptions {
 
 /// The model a config describes, for a dataset of `in_channels` channels and
 /// `num_classes` classes.
-ResNet build_model(const TrainConfig& config, int64_t in_channels, int64_t num_classes);
+ResNet build_model(const TrainConfig& config,
+                   int64_t in_channels,
+                   int64_t num_classes);
 
 /// Soft-target cross-entropy, mean over the batch: -sum t log softmax(z).
-at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
+at::Tensor soft_cross_entropy(const at::Tensor& logits,
+                              const at::Tensor& targets);
 
 /// Keras-style L2 of the recipe: sum of squares of every convolution kernel
 /// and of the dense layer's kernel and bias (not batch norm, not strides).
