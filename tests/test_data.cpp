@@ -22,16 +22,6 @@ using diffstride_test::expect_error_containing;
 
 namespace {
 
-// A fresh, empty folder for one test.
-fs::path scratch(const std::string& name) {
-  const auto dir =
-      fs::temp_directory_path() /
-      ("diffstride_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 void write_file(const fs::path& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()),
@@ -103,7 +93,7 @@ std::vector<uint8_t> idx_bytes(uint32_t magic,
 }  // namespace
 
 TEST(CifarLoader, Cifar10PixelOrderLabelsAndCounts) {
-  const auto dir = scratch("cifar10");
+  const auto dir = diffstride_test::scratch_folder("cifar10");
   write_cifar10(dir / "cifar-10-batches-bin", 3);
   const auto train = diffstride::load_cifar10(dir.string(), true, 3);
   ASSERT_EQ(train.images.sizes(), torch::IntArrayRef({15, 3, 32, 32}));
@@ -126,7 +116,7 @@ TEST(CifarLoader, Cifar10PixelOrderLabelsAndCounts) {
 }
 
 TEST(CifarLoader, Cifar100FineAndCoarseLabels) {
-  const auto dir = scratch("cifar100");
+  const auto dir = diffstride_test::scratch_folder("cifar100");
   std::vector<uint8_t> train, test;
   for (int64_t id = 0; id < 4; ++id)
     append_record(train,
@@ -160,7 +150,7 @@ TEST(CifarLoader, Cifar100FineAndCoarseLabels) {
 }
 
 TEST(CifarLoader, MissingTruncatedAndBadFilesNameTheProblem) {
-  const auto dir = scratch("cifar_bad");
+  const auto dir = diffstride_test::scratch_folder("cifar_bad");
   expect_error_containing(
       [&] { diffstride::load_cifar10((dir / "nowhere").string(), true, 3); },
       "nowhere not found; CIFAR-10 needs the binary version");
@@ -203,7 +193,7 @@ TEST(CifarLoader, MissingTruncatedAndBadFilesNameTheProblem) {
 }
 
 TEST(IdxLoader, PlainAndGzipReadTheSameValues) {
-  const auto dir = scratch("idx");
+  const auto dir = diffstride_test::scratch_folder("idx");
   std::vector<uint8_t> pixels(5 * 4 * 3);
   for (size_t i = 0; i < pixels.size(); ++i)
     pixels[i] = static_cast<uint8_t>(i * 11);
@@ -242,7 +232,7 @@ TEST(IdxLoader, PlainAndGzipReadTheSameValues) {
 }
 
 TEST(IdxLoader, BadMagicTruncatedAndCorruptFilesNameTheProblem) {
-  const auto dir = scratch("idx_bad");
+  const auto dir = diffstride_test::scratch_folder("idx_bad");
   std::vector<uint8_t> pixels(6 * 5 * 5, 7);
   const auto images = idx_bytes(0x803, {6, 5, 5}, pixels);
   expect_error_containing(

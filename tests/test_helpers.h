@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <functional>
 #include <string>
 
@@ -45,6 +47,16 @@ inline double central_difference(const std::function<double(double)>& f,
 inline double right_difference(const std::function<double(double)>& f,
                                double h) {
   return (-3 * f(0) + 4 * f(h) - f(2 * h)) / (2 * h);
+}
+
+// A fresh, empty folder under the system's temporary folder, for one test.
+inline std::filesystem::path scratch_folder(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() /
+      ("diffstride_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 }  // namespace diffstride_test

@@ -21,15 +21,6 @@ using diffstride_test::expect_error_containing;
 
 namespace {
 
-fs::path scratch(const std::string& name) {
-  const auto dir =
-      fs::temp_directory_path() /
-      ("diffstride_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -198,7 +189,7 @@ TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
   EXPECT_EQ(
       diffstride::crc32c(reinterpret_cast<const uint8_t*>(check.data()), 9),
       0xE3069283u);
-  const auto dir = scratch("events");
+  const auto dir = diffstride_test::scratch_folder("events");
   std::string path;
   {
     diffstride::EventWriter events(dir.string());
@@ -317,7 +308,7 @@ std::vector<std::string> metrics_without_rate(const fs::path& csv) {
 }  // namespace
 
 TEST(Training, TinyRunLowersTheLossWritesItsFolderAndEvaluates) {
-  const auto root = scratch("tiny");
+  const auto root = diffstride_test::scratch_folder("tiny");
   write_tiny_idx(root / "data", 192, 64);
   const auto config = tiny_config(root / "data", root / "run");
   const auto epochs = diffstride::train(config);
@@ -347,7 +338,7 @@ TEST(Training, TinyRunLowersTheLossWritesItsFolderAndEvaluates) {
 }
 
 TEST(Training, KilledAndResumedRunEndsWithTheSameMetrics) {
-  const auto root = scratch("resume");
+  const auto root = diffstride_test::scratch_folder("resume");
   write_tiny_idx(root / "data", 160, 48);
   diffstride::train(tiny_config(root / "data", root / "whole"));
   const auto interrupted = tiny_config(root / "data", root / "parts");
