@@ -5,11 +5,14 @@
 # suite (the CUDA tests included) and the CUDA benchmarks, and writes the logs
 # to $OUT (default: gpu-check-out/).
 #
-# GoogleTest and Google Benchmark come from a prefix given as $1 (default
-# .devdeps/): Debian's files copied there on a Debian machine with
+# GoogleTest, Google Benchmark, toml++ and zlib's headers come from a prefix
+# given as $1 (default .devdeps/): Debian's files copied there on a Debian
+# machine with
 #   for f in $(dpkg -L libgtest-dev libgmock-dev libbenchmark-dev \
-#                      libbenchmark1debian); do ...copy /usr/{include,lib}...
-# (see BENCHMARKS.md, "GPU").
+#              libbenchmark1debian libtomlplusplus-dev libtomlplusplus3 \
+#              zlib1g-dev); do ...copy /usr/{include,lib}/... into .devdeps
+# and .devdeps/lib/x86_64-linux-gnu/libz.so pointed at the machine's
+# /lib/x86_64-linux-gnu/libz.so.1 (see BENCHMARKS.md, "GPU").
 set -uo pipefail
 deps=$(realpath "${1:-.devdeps}")
 out=${OUT:-gpu-check-out}
