@@ -178,7 +178,7 @@ void spectral_crop_backward(const T* x,
   // Each worker sums its planes' contributions to the small matrices in its
   // own padded accumulators; they are added up at the end.
   const int64_t da_size = ws.da_rows * ws.da_cols * kLanes<T>;
-  const int64_t dg_size = 2 * ws.dg_rows * ws.ldw;
+  const int64_t dg_size = 2 * ws.dg_rows * ws.dg_cols;
   const int64_t per_worker = ws.total + (matrices ? da_size + dg_size : 0);
   const int64_t workers = worker_count(s.planes, ws.chunk);
   std::vector<T> workspace(workers * per_worker, T(0));
@@ -220,7 +220,8 @@ void spectral_crop_backward(const T* x,
       for (int64_t r = 0; r < W; ++r) {
         for (int64_t k = 0; k < Wp; ++k) {
           dg_stack[(c * W + r) * Wp + k] +=
-              dg[(c * ws.dg_rows + r) * ws.ldw + k];
+              ws.dg_transposed ? dg[(c * ws.dg_rows + k) * ws.dg_cols + r]
+                               : dg[(c * ws.dg_rows + r) * ws.dg_cols + k];
         }
       }
     }

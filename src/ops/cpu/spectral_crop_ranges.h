@@ -59,10 +59,13 @@ static inline ForwardWorkspace forward_workspace(const PassDims& d,
 }
 
 // One worker's scratch for the backward (see backward_range), and the padded
-// sizes of its gradient accumulators da (da_rows x da_cols vectors of partial
-// sums) and dg (2 dg_rows x ldw).
+// sizes of its gradient accumulators: da (da_rows x da_cols vectors of
+// partial sums) and dg (2 dg_rows x dg_cols): dG_c (W x W') as it is, or
+// transposed (dg_transposed) when W fills whole vectors and W' does not, so
+// that the accumulation runs over whole vectors.
 struct BackwardWorkspace {
-  int64_t chunk, ld, da_rows, da_cols, dg_rows, ldw;
+  int64_t chunk, ld, da_rows, da_cols, dg_rows, dg_cols, ldw;
+  bool dg_transposed;
   int64_t s_buf, dx_buf, block, x_t, u, dy_pad, total;
 };
 
@@ -74,8 +77,10 @@ static inline BackwardWorkspace backward_workspace(const SpectralCropShape& s,
   ws.ld = round_up(ws.chunk * s.width, lanes) + lanes;
   ws.da_rows = round_up(2 * s.out_height, 4);
   ws.da_cols = round_up(s.height, 4);
-  ws.dg_rows = round_up(s.width, kBlockRows);
   ws.ldw = round_up(s.out_width, lanes);
+  ws.dg_transposed = s.width % lanes == 0 && s.out_width % lanes != 0;
+  ws.dg_rows = round_up(ws.dg_transposed ? s.out_width : s.width, kBlockRows);
+  ws.dg_cols = ws.dg_transposed ? s.width : ws.ldw;
   ws.s_buf = 0;
   ws.dx_buf = ws.s_buf + ws.da_rows * ws.ld;
   ws.block = ws.dx_buf + s.height * ws.ld;
@@ -106,9 +111,9 @@ struct BackwardArgs {
   int64_t np;
   const T* a_stack;
   T* dx;
-  // Gradients of the small matrices, this worker's share, padded (sizes in
+  // Gradients of the small matrices, this worker's share, padded (layout in
   // BackwardWorkspace): da (da_rows x da_cols x kLanes partial sums), dg
-  // (2 dg_rows x ldw). Null when not wanted.
+  // (2 dg_rows x dg_cols). Null when not wanted.
   T* da;
   T* dg;
   SpectralCropShape s;

@@ -7,6 +7,8 @@
 
 #include "spectral_crop_ranges.h"
 
+#include <type_traits>
+
 namespace diffstride {
 namespace cpu {
 namespace {
@@ -221,22 +223,23 @@ void gemm_nt(int64_t M,
 
 // C[0:MR, 0:NV lanes] += sum over planes p and rows k of
 //   a[p, k][0:MR] (outer) b[p, k][0:NV lanes]
-// with a[p, k] = A + k * lda + p * a_plane and b[p, k] = B + (p * rows + k) *
-// ldb: the gradient of the column matrices, accumulated over planes.
+// with a[p, k] = A + k * a_row + p * a_plane, b[p, k] = B + k * b_row + p *
+// b_plane: the gradient of the column matrices, accumulated over planes.
 template <typename T, int MR, int NV>
 void outer_product_block(int64_t planes,
                          int64_t rows,
                          const T* __restrict A,
-                         int64_t lda,
+                         int64_t a_row,
                          int64_t a_plane,
                          const T* __restrict B,
-                         int64_t ldb,
+                         int64_t b_row,
+                         int64_t b_plane,
                          T* __restrict C,
                          int64_t ldc) {
   RegisterBlock<T, MR, NV> block;
   for (int64_t p = 0; p < planes; ++p) {
     for (int64_t k = 0; k < rows; ++k) {
-      block.rank1(A + k * lda + p * a_plane, 1, B + (p * rows + k) * ldb);
+      block.rank1(A + k * a_row + p * a_plane, 1, B + k * b_row + p * b_plane);
     }
   }
   block.add_to(C, ldc);
@@ -360,42 +363,57 @@ void forward_range(const ForwardArgs<T>& args, int64_t begin, int64_t end) {
   }
 }
 
-// dG_c[w, w'] += sum over planes and h' of u[(c, h'), (p, w)] dy_pad[(p, h'),
-// w'], in blocks of kBlockRows values of w by up to kBlockVectors vectors of
-// w'.
+// dG_c[w, w'] += sum over planes p and rows h' of u[(c, h'), (p, w)]
+// dy_pad[(p, h'), w'], into dg laid out as `ws` says: blocks of kBlockRows
+// rows (w, or w' when transposed) by up to kBlockVectors vectors of the other
+// index, which runs along the vectors.
 template <typename T>
 void accumulate_column_gradient(const T* u,
                                 const T* dy_pad,
                                 int64_t count,
                                 const SpectralCropShape& s,
-                                int64_t ld,
+                                const BackwardWorkspace& ws,
                                 T* dg) {
   constexpr int L = Simd<T>::kLanes;
-  const int64_t W = s.width, Hp = s.out_height;
-  const int64_t dg_rows = round_up(W, kBlockRows);
-  const int64_t ldw = round_up(s.out_width, L);
+  const int64_t W = s.width, Hp = s.out_height, ld = ws.ld, ldw = ws.ldw;
   for (int64_t c = 0; c < 2; ++c) {
-    for (int64_t w0 = 0; w0 < W; w0 += kBlockRows) {
-      const T* a = u + c * Hp * ld + w0;
-      T* out = dg + (c * dg_rows + w0) * ldw;
-      for (int64_t v = 0; v < ldw; v += kBlockVectors * L) {
-        const T* b = dy_pad + v;
-        switch (min_of(kBlockVectors, (ldw - v) / L)) {
+    const T* u_c = u + c * Hp * ld;
+    // Rows of the block: w of u (not transposed) or w' of dy (transposed).
+    const T* a = ws.dg_transposed ? dy_pad : u_c;
+    const int64_t a_row = ws.dg_transposed ? ldw : ld;
+    const int64_t a_plane = ws.dg_transposed ? Hp * ldw : W;
+    const T* b = ws.dg_transposed ? u_c : dy_pad;
+    const int64_t b_row = ws.dg_transposed ? ld : ldw;
+    const int64_t b_plane = ws.dg_transposed ? W : Hp * ldw;
+    const int64_t rows = ws.dg_transposed ? s.out_width : W;
+    for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+      T* out = dg + (c * ws.dg_rows + r0) * ws.dg_cols;
+      for (int64_t v = 0; v < ws.dg_cols; v += kBlockVectors * L) {
+        const auto run = [&](auto vectors) {
+          outer_product_block<T, kBlockRows, decltype(vectors)::value>(
+              count,
+              Hp,
+              a + r0,
+              a_row,
+              a_plane,
+              b + v,
+              b_row,
+              b_plane,
+              out + v,
+              ws.dg_cols);
+        };
+        switch (min_of(kBlockVectors, (ws.dg_cols - v) / L)) {
           case 4:
-            outer_product_block<T, kBlockRows, 4>(
-                count, Hp, a, ld, W, b, ldw, out + v, ldw);
+            run(std::integral_constant<int, 4>());
             break;
           case 3:
-            outer_product_block<T, kBlockRows, 3>(
-                count, Hp, a, ld, W, b, ldw, out + v, ldw);
+            run(std::integral_constant<int, 3>());
             break;
           case 2:
-            outer_product_block<T, kBlockRows, 2>(
-                count, Hp, a, ld, W, b, ldw, out + v, ldw);
+            run(std::integral_constant<int, 2>());
             break;
           default:
-            outer_product_block<T, kBlockRows, 1>(
-                count, Hp, a, ld, W, b, ldw, out + v, ldw);
+            run(std::integral_constant<int, 1>());
             break;
         }
       }
@@ -456,7 +474,7 @@ void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
     for (int64_t r = 0; r < count * Hp; ++r) {
       copy_n(dy + r * Wp, Wp, dy_pad + r * ws.ldw);
     }
-    accumulate_column_gradient(u, dy_pad, count, s, ld, args.dg);
+    accumulate_column_gradient(u, dy_pad, count, s, ws, args.dg);
   }
 }
 
