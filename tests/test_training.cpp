@@ -354,3 +354,22 @@ TEST(Training, KilledAndResumedRunEndsWithTheSameMetrics) {
   EXPECT_EQ(metrics_without_rate(root / "parts" / "metrics.csv"),
             metrics_without_rate(root / "whole" / "metrics.csv"));
 }
+
+TEST(Training, ComplexityPenaltyPushesStridesUp) {
+  const auto root = diffstride_test::scratch_folder("penalty");
+  write_tiny_idx(root / "data", 96, 16);
+  auto plain = tiny_config(root / "data", root / "plain");
+  plain.train.epochs = 1;
+  auto penalised = tiny_config(root / "data", root / "penalised");
+  penalised.train.epochs = 1;
+  penalised.loss.complexity_lambda = 5.0;
+  const auto without = diffstride::train(plain).back().strides;
+  const auto with = diffstride::train(penalised).back().strides;
+  ASSERT_EQ(without.size(), with.size());
+  for (size_t layer = 0; layer < with.size(); ++layer) {
+    for (int axis = 0; axis < 2; ++axis) {
+      EXPECT_GT(with[layer][axis], without[layer][axis])
+          << layer << " " << axis;
+    }
+  }
+}
