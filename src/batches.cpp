@@ -139,6 +139,7 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
   const int64_t* labels = dataset_.labels.data_ptr<int64_t>();
   float* out = batch.images.data_ptr<float>();
   float* targets = batch.targets.data_ptr<float>();
+  int64_t* batch_labels = batch.labels.data_ptr<int64_t>();
   SplitMix64 rng{stream_seed(options_.seed(), epoch, index)};
   for (int64_t e = 0; e < count; ++e) {
     const double lambda =
@@ -173,7 +174,7 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
       }
       targets[e * K + labels[sources[j]]] += static_cast<float>(weight);
     }
-    batch.labels[e] = labels[sources[lambda >= 0.5 ? 0 : 1]];
+    batch_labels[e] = labels[sources[lambda >= 0.5 ? 0 : 1]];
   }
   const double eps = options_.label_smoothing();
   if (eps > 0) {

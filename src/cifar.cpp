@@ -129,21 +129,20 @@ Dataset load_cifar10(const std::string& dir,
   } else {
     files.push_back("test_batch.bin");
   }
-  std::vector<uint8_t> images, labels;
+  // Labels are checked file by file, so that an error names the file.
+  std::vector<uint8_t> images;
+  std::vector<at::Tensor> labels;
   for (const auto& file : files) {
-    const auto before = labels.size();
-    read_records(folder / file, records_per_file, 1, images, labels, layout);
-    to_labels(std::vector<uint8_t>(labels.begin() + before, labels.end()),
-              1,
-              0,
-              10,
-              "label",
-              (folder / file).string());
+    std::vector<uint8_t> file_labels;
+    read_records(
+        folder / file, records_per_file, 1, images, file_labels, layout);
+    labels.push_back(
+        to_labels(file_labels, 1, 0, 10, "label", (folder / file).string()));
   }
   Dataset dataset;
   dataset.name = "cifar10";
   dataset.images = to_images(images);
-  dataset.labels = to_labels(labels, 1, 0, 10, "label", folder.string());
+  dataset.labels = at::cat(labels);
   dataset.num_classes = 10;
   return dataset;
 }

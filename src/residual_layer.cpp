@@ -115,22 +115,31 @@ at::Tensor ResidualLayerImpl::forward_traced(const at::Tensor& input,
                                              ForwardTrace* trace) {
   namespace F = torch::nn::functional;
   const auto activated = F::relu(bn0(input));
-  auto h = traced(conv0, activated, trace);
-  if (!pooling.is_empty()) {
-    h = pooling.forward(h);
-    if (trace != nullptr && options.pooling() == Pooling::kDiffStride) {
-      trace->diffstride_outputs.push_back({h.size(2), h.size(3)});
-    }
-  }
+  auto h = traced_pooling(
+      pooling, options.pooling(), traced(conv0, activated, trace), trace);
   h = traced(conv1, F::relu(bn1(h)), trace);
   if (!options.project()) {
     return h + input;
   }
-  auto s = traced(shortcut, activated, trace);
-  if (!pooling.is_empty()) {
-    s = pooling.forward(s);
+  // The shared pooling layer was recorded once, on the main path.
+  return h + traced_pooling(pooling,
+                            options.pooling(),
+                            traced(shortcut, activated, trace),
+                            nullptr);
+}
+
+at::Tensor traced_pooling(torch::nn::AnyModule& pooling,
+                          Pooling kind,
+                          const at::Tensor& input,
+                          ForwardTrace* trace) {
+  if (pooling.is_empty()) {
+    return input;
   }
-  return h + s;
+  auto output = pooling.forward(input);
+  if (trace != nullptr && kind == Pooling::kDiffStride) {
+    trace->diffstride_outputs.push_back({output.size(2), output.size(3)});
+  }
+  return output;
 }
 
 at::Tensor traced(torch::nn::Conv2d& conv,

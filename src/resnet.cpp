@@ -129,12 +129,7 @@ at::Tensor ResNetImpl::forward_traced(
     }
   };
   auto x = traced(stem, input, trace);
-  if (!stem_pooling.is_empty()) {
-    x = stem_pooling.forward(x);
-    if (trace != nullptr && options.pooling() == Pooling::kDiffStride) {
-      trace->diffstride_outputs.push_back({x.size(2), x.size(3)});
-    }
-  }
+  x = traced_pooling(stem_pooling, options.pooling(), x, trace);
   record(x);
   for (auto& block : blocks) {
     for (auto& layer : block) {

@@ -88,6 +88,13 @@ torch::nn::Conv2d make_conv(int64_t in_channels,
 /// kNone) need whole numbers >= 1; an error otherwise.
 IntStridePair whole_strides(StridePair strides);
 
+/// pooling(input), or input when `pooling` is empty; adds the output size to
+/// `trace` (when not null) if `kind` is DiffStride.
+at::Tensor traced_pooling(torch::nn::AnyModule& pooling,
+                          Pooling kind,
+                          const at::Tensor& input,
+                          ForwardTrace* trace);
+
 /// conv(input), adding its multiply-adds to `trace` when not null.
 at::Tensor traced(torch::nn::Conv2d& conv,
                   const at::Tensor& input,
