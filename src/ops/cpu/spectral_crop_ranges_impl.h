@@ -96,6 +96,20 @@ void gemm_block(int64_t K,
   block.store(C, ldc);
 }
 
+// Calls f(std::integral_constant<int, n>()) for a run-time n in [1, Max]: the
+// block sizes are template arguments, so that the accumulators are
+// registers. Nothing happens for n outside that range.
+template <int Max, typename F>
+void with_count(int64_t n, const F& f) {
+  if constexpr (Max > 0) {
+    if (n == Max) {
+      f(std::integral_constant<int, Max>());
+    } else {
+      with_count<Max - 1>(n, f);
+    }
+  }
+}
+
 // C (M x NV lanes) = A (M x K) B (K x NV lanes): blocks of kBlockRows rows,
 // then the remaining rows.
 template <typename T, int NV>
@@ -112,28 +126,10 @@ void gemm_panel(int64_t M,
     gemm_block<T, kBlockRows, NV>(
         K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
   }
-  A += i * lda;
-  C += i * ldc;
-  static_assert(kBlockRows == 6, "the switch covers 1..kBlockRows-1 rows");
-  switch (M - i) {
-    case 5:
-      gemm_block<T, 5, NV>(K, A, lda, B, ldb, C, ldc);
-      break;
-    case 4:
-      gemm_block<T, 4, NV>(K, A, lda, B, ldb, C, ldc);
-      break;
-    case 3:
-      gemm_block<T, 3, NV>(K, A, lda, B, ldb, C, ldc);
-      break;
-    case 2:
-      gemm_block<T, 2, NV>(K, A, lda, B, ldb, C, ldc);
-      break;
-    case 1:
-      gemm_block<T, 1, NV>(K, A, lda, B, ldb, C, ldc);
-      break;
-    default:
-      break;
-  }
+  with_count<kBlockRows - 1>(M - i, [&](auto rows) {
+    gemm_block<T, decltype(rows)::value, NV>(
+        K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  });
 }
 
 // C (M x N) = A (M x K) B (K x N) for N a multiple of the vector length:
@@ -154,20 +150,10 @@ void gemm(int64_t M,
   for (; j + kBlockVectors * L <= N; j += kBlockVectors * L) {
     gemm_panel<T, kBlockVectors>(M, K, A, lda, B + j, ldb, C + j, ldc);
   }
-  static_assert(kBlockVectors == 4, "the switch covers 1..3 vectors");
-  switch ((N - j) / L) {
-    case 3:
-      gemm_panel<T, 3>(M, K, A, lda, B + j, ldb, C + j, ldc);
-      break;
-    case 2:
-      gemm_panel<T, 2>(M, K, A, lda, B + j, ldb, C + j, ldc);
-      break;
-    case 1:
-      gemm_panel<T, 1>(M, K, A, lda, B + j, ldb, C + j, ldc);
-      break;
-    default:
-      break;
-  }
+  with_count<kBlockVectors - 1>((N - j) / L, [&](auto vectors) {
+    gemm_panel<T, decltype(vectors)::value>(
+        M, K, A, lda, B + j, ldb, C + j, ldc);
+  });
 }
 
 // C (M x N) += A (M x len) B (N x len)^T, the contraction running along the
@@ -389,33 +375,20 @@ void accumulate_column_gradient(const T* u,
     for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
       T* out = dg + (c * ws.dg_rows + r0) * ws.dg_cols;
       for (int64_t v = 0; v < ws.dg_cols; v += kBlockVectors * L) {
-        const auto run = [&](auto vectors) {
-          outer_product_block<T, kBlockRows, decltype(vectors)::value>(
-              count,
-              Hp,
-              a + r0,
-              a_row,
-              a_plane,
-              b + v,
-              b_row,
-              b_plane,
-              out + v,
-              ws.dg_cols);
-        };
-        switch (min_of(kBlockVectors, (ws.dg_cols - v) / L)) {
-          case 4:
-            run(std::integral_constant<int, 4>());
-            break;
-          case 3:
-            run(std::integral_constant<int, 3>());
-            break;
-          case 2:
-            run(std::integral_constant<int, 2>());
-            break;
-          default:
-            run(std::integral_constant<int, 1>());
-            break;
-        }
+        with_count<kBlockVectors>(
+            min_of(kBlockVectors, (ws.dg_cols - v) / L), [&](auto vectors) {
+              outer_product_block<T, kBlockRows, decltype(vectors)::value>(
+                  count,
+                  Hp,
+                  a + r0,
+                  a_row,
+                  a_plane,
+                  b + v,
+                  b_row,
+                  b_plane,
+                  out + v,
+                  ws.dg_cols);
+            });
       }
     }
   }
