@@ -19,14 +19,10 @@
 
 namespace fs = std::filesystem;
 using diffstride_test::expect_error_containing;
+using diffstride_test::idx_bytes;
+using diffstride_test::write_file;
 
 namespace {
-
-void write_file(const fs::path& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<uint8_t> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -73,21 +69,6 @@ void write_cifar10(const fs::path& dir, int64_t records) {
     }
     write_file(dir / files[f], bytes);
   }
-}
-
-std::vector<uint8_t> idx_bytes(uint32_t magic,
-                               const std::vector<uint32_t>& sizes,
-                               const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> bytes;
-  const auto put = [&](uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8)
-      bytes.push_back(static_cast<uint8_t>(v >> shift));
-  };
-  put(magic);
-  for (const auto s : sizes)
-    put(s);
-  bytes.insert(bytes.end(), data.begin(), data.end());
-  return bytes;
 }
 
 }  // namespace

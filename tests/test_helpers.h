@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace diffstride_test {
 
@@ -47,6 +49,32 @@ inline double central_difference(const std::function<double(double)>& f,
 inline double right_difference(const std::function<double(double)>& f,
                                double h) {
   return (-3 * f(0) + 4 * f(h) - f(2 * h)) / (2 * h);
+}
+
+// Writes `bytes` to `path`, replacing it.
+inline void write_file(const std::filesystem::path& path,
+                       const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+}
+
+// An IDX file's bytes: big-endian magic and dimension sizes, then `data`.
+inline std::vector<uint8_t> idx_bytes(uint32_t magic,
+                                      const std::vector<uint32_t>& sizes,
+                                      const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> bytes;
+  const auto put = [&](uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      bytes.push_back(static_cast<uint8_t>(v >> shift));
+    }
+  };
+  put(magic);
+  for (const auto s : sizes) {
+    put(s);
+  }
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  return bytes;
 }
 
 // A fresh, empty folder under the system's temporary folder, for one test.

@@ -238,19 +238,6 @@ void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
   std::mt19937 rng(1);
   const auto write = [&](const std::string& prefix, int64_t n) {
     std::vector<uint8_t> images, labels;
-    const auto header = [](std::vector<uint8_t>& out,
-                           uint32_t magic,
-                           std::vector<uint32_t> sizes) {
-      const auto put = [&](uint32_t v) {
-        for (int s = 24; s >= 0; s -= 8)
-          out.push_back(static_cast<uint8_t>(v >> s));
-      };
-      put(magic);
-      for (const auto size : sizes)
-        put(size);
-    };
-    header(images, 0x803, {static_cast<uint32_t>(n), 12, 12});
-    header(labels, 0x801, {static_cast<uint32_t>(n)});
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = static_cast<int64_t>(rng() % 4);
       labels.push_back(static_cast<uint8_t>(k));
@@ -262,10 +249,13 @@ void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
               static_cast<uint8_t>((block ? 180 : 20) + rng() % 60));
         }
     }
-    std::ofstream(dir / (prefix + "-images-idx3-ubyte"), std::ios::binary)
-        .write(reinterpret_cast<const char*>(images.data()), images.size());
-    std::ofstream(dir / (prefix + "-labels-idx1-ubyte"), std::ios::binary)
-        .write(reinterpret_cast<const char*>(labels.data()), labels.size());
+    const auto count = static_cast<uint32_t>(n);
+    diffstride_test::write_file(
+        dir / (prefix + "-images-idx3-ubyte"),
+        diffstride_test::idx_bytes(0x803, {count, 12, 12}, images));
+    diffstride_test::write_file(
+        dir / (prefix + "-labels-idx1-ubyte"),
+        diffstride_test::idx_bytes(0x801, {count}, labels));
   };
   write("train", train);
   write("t10k", test);
