@@ -2,7 +2,7 @@
 
 #include "cli_parsing.h"
 
-#include <diffstride/resnet.h>
+#include <diffstride/models/resnet.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -83,7 +83,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
   command
       ->add_option("--pooling",
                    args.pooling,
-                   "one of none, spatial, spectral, diffstride (default: all, "
+                   "the downsampling layer (default: all, "
                    "each in its own process so that peak memory is its own)")
       ->check(CLI::IsMember(diffstride::pooling_names()));
   command->add_option("--input", args.input, "input size CxHxW")

@@ -1,5 +1,7 @@
 #include "cli_parsing.h"
 
+#include <diffstride/models/resnet.h>
+
 #include <CLI/CLI.hpp>
 
 #include <cmath>
@@ -8,8 +10,8 @@
 namespace diffstride_cli {
 
 void add_model_option(CLI::App* command, std::string& model) {
-  command->add_option("--model", model, "resnet18 or resnet56")
-      ->check(CLI::IsMember({"resnet18", "resnet56"}))
+  command->add_option("--model", model, "the network's factory")
+      ->check(CLI::IsMember(diffstride::resnet_factory_names()))
       ->capture_default_str();
 }
 

@@ -3,7 +3,7 @@
 // Parsing of the command-line tool's size and stride arguments, with errors
 // that say what is accepted.
 
-#include <diffstride/stride_pair.h>
+#include <diffstride/nn/stride_pair.h>
 
 #include <array>
 #include <cstdint>

@@ -1,6 +1,6 @@
 #include "data_command.h"
 
-#include <diffstride/dataset.h>
+#include <diffstride/data/dataset.h>
 #include <torch/torch.h>
 
 #include <iomanip>

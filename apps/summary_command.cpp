@@ -2,7 +2,7 @@
 
 #include "cli_parsing.h"
 
-#include <diffstride/resnet.h>
+#include <diffstride/models/resnet.h>
 #include <torch/torch.h>
 
 #include <iomanip>
@@ -40,7 +40,7 @@ CLI::App* add_summary_command(CLI::App& app, SummaryArgs& args) {
   add_model_option(command, args.model);
   command
       ->add_option(
-          "--pooling", args.pooling, "none, spatial, spectral or diffstride")
+          "--pooling", args.pooling, "the downsampling layer")
       ->check(CLI::IsMember(diffstride::pooling_names()))
       ->capture_default_str();
   command->add_option("--input", args.input, "input size CxHxW")

@@ -1,6 +1,6 @@
 #include "train_command.h"
 
-#include <diffstride/trainer.h>
+#include <diffstride/train/trainer.h>
 #include <torch/torch.h>
 
 #include <atomic>
@@ -38,6 +38,9 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
       "--resume",
       args.resume,
       "continue the run in this folder from its last checkpoint");
+  command->add_flag("--help-config",
+                    args.help_config,
+                    "list every config key (type, default, meaning) and exit");
   return command;
 }
 
@@ -53,6 +56,10 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
 }
 
 int run_train(const TrainArgs& args, int threads) {
+  if (args.help_config) {
+    std::cout << diffstride::train_config_reference();
+    return 0;
+  }
   diffstride::TrainConfig config;
   diffstride::TrainOptions options;
   if (!args.resume.empty()) {

@@ -14,6 +14,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   std::string out;
   std::string resume;
+  bool help_config = false;
 };
 
 struct EvalArgs {

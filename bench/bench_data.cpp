@@ -7,7 +7,7 @@
 //
 //   build/bench/bench_data --benchmark_min_time=1
 
-#include <diffstride/batches.h>
+#include <diffstride/data/batches.h>
 
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>

@@ -7,8 +7,8 @@
 //
 //   build/bench/bench_diffstride --benchmark_min_time=1
 
-#include <diffstride/diff_stride.h>
-#include <diffstride/fixed_spectral_pooling.h>
+#include <diffstride/nn/diff_stride.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
 
 #include "support/plain_fft_reference.h"
 

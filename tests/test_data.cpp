@@ -2,10 +2,10 @@
 // tests write, their errors on missing, truncated and corrupt files, and the
 // batches (normalisation, shuffling, augmentation, mixup, label smoothing).
 
-#include <diffstride/batches.h>
-#include <diffstride/cifar.h>
-#include <diffstride/dataset.h>
-#include <diffstride/idx.h>
+#include <diffstride/data/batches.h>
+#include <diffstride/data/cifar.h>
+#include <diffstride/data/dataset.h>
+#include <diffstride/data/idx.h>
 
 #include "test_helpers.h"
 

@@ -1,13 +1,14 @@
 // DiffStride against the plain FFT formulation of tests/support, float64
 // finite differences for gradients, and the module's contract.
 
-#include <diffstride/diff_stride.h>
+#include <diffstride/nn/diff_stride.h>
 
-#include "spectral_crop.h"
+#include "ops/generic/spectral_crop_kernel.h"
 #include "support/plain_fft_reference.h"
 #include "test_helpers.h"
 
 #include <gtest/gtest.h>
+#include <torch/library.h>
 #include <torch/torch.h>
 
 #include <random>
@@ -99,12 +100,18 @@ TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
 // The generic path (batched ATen matrix products, what CUDA runs) on CPU:
 // values and both gradients against the reference.
 TEST(DiffStrideValues, GenericDevicePathMatchesReferenceToo) {
-  struct Restore {
-    bool previous = diffstride::detail::use_fused_cpu_kernel(false);
-    ~Restore() {
-      diffstride::detail::use_fused_cpu_kernel(previous);
-    }
-  } restore;
+  // The generic kernels registered for CPU too, for this test's scope: the
+  // dispatcher then sends CPU tensors down the path other devices take.
+  torch::Library generic_on_cpu(torch::Library::IMPL,
+                                "diffstride",
+                                c10::DispatchKey::CPU,
+                                __FILE__,
+                                __LINE__);
+  diffstride::ops::generic::register_spectral_crop_kernels(generic_on_cpu);
+  const auto kernels = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("diffstride::_spectral_crop", "")
+                           .dumpState();
+  ASSERT_NE(kernels.find(__FILE__), std::string::npos) << kernels;
   torch::manual_seed(7);
   for (const auto& size :
        std::vector<std::array<int64_t, 2>>{{32, 32}, {17, 24}, {9, 7}}) {

@@ -1,7 +1,7 @@
 // FixedSpectralPooling and SpatialPooling against direct computations.
 
-#include <diffstride/fixed_spectral_pooling.h>
-#include <diffstride/spatial_pooling.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
+#include <diffstride/nn/spatial_pooling.h>
 
 #include "support/plain_fft_reference.h"
 #include "test_helpers.h"

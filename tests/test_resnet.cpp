@@ -2,8 +2,8 @@
 // the reference's shape cases, the spec's parameter counts, training-mode
 // behaviour and hand computations.
 
-#include <diffstride/complexity_penalty.h>
-#include <diffstride/resnet.h>
+#include <diffstride/models/complexity_penalty.h>
+#include <diffstride/models/resnet.h>
 
 #include "test_helpers.h"
 

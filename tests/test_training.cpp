@@ -2,9 +2,10 @@
 // loss arithmetic, TensorBoard event framing, a few-step run on a tiny
 // dataset, kill-and-resume, and evaluation of a checkpoint.
 
-#include <diffstride/event_writer.h>
-#include <diffstride/train_config.h>
-#include <diffstride/trainer.h>
+#include <diffstride/train/event_writer.h>
+#include <diffstride/train/config.h>
+#include <diffstride/train/train_step.h>
+#include <diffstride/train/trainer.h>
 
 #include "test_helpers.h"
 

@@ -1,14 +1,12 @@
 #pragma once
 
-// Everything the diffstride library offers.
-#include <diffstride/batches.h>
-#include <diffstride/cifar.h>
-#include <diffstride/complexity_penalty.h>
-#include <diffstride/dataset.h>
-#include <diffstride/diff_stride.h>
-#include <diffstride/fixed_spectral_pooling.h>
-#include <diffstride/idx.h>
-#include <diffstride/pooling_choice.h>
-#include <diffstride/residual_layer.h>
-#include <diffstride/resnet.h>
-#include <diffstride/spatial_pooling.h>
+// The diffstride library: the pooling layers (nn/) and the networks built
+// with them (models/). Data and training are the diffstride_train library's
+// (data/, train/).
+#include <diffstride/models/complexity_penalty.h>
+#include <diffstride/models/pooling_choice.h>
+#include <diffstride/models/residual_layer.h>
+#include <diffstride/models/resnet.h>
+#include <diffstride/nn/diff_stride.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
+#include <diffstride/nn/spatial_pooling.h>

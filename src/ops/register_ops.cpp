@@ -1,10 +1,13 @@
 // The layers as PyTorch operators in namespace `diffstride`, for Python
-// (torch.ops.load_library) and TorchScript. The kernels are the functional
-// forms, composed of differentiable ATen ops: registered as
-// CompositeImplicitAutograd they work on every device and autograd derives
-// their backward.
+// (torch.ops.load_library) and TorchScript. Their kernels are the functional
+// forms, registered as CompositeImplicitAutograd: the data-sized work inside
+// them is the internal _spectral_crop op (ops/spectral_crop.h), whose kernels
+// are registered per dispatch key, so these work on every device and
+// autograd derives their backward.
 
-#include <diffstride/diffstride.h>
+#include <diffstride/nn/diff_stride.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
+#include <diffstride/nn/spatial_pooling.h>
 
 #include <torch/library.h>
 
@@ -52,6 +55,7 @@ at::Tensor spatial_pooling_op(const at::Tensor& input,
 }  // namespace
 }  // namespace diffstride
 
+// The library's namespace; ops/spectral_crop.cpp adds the internal op to it.
 TORCH_LIBRARY(diffstride, m) {
   m.def(
       "diffstride(Tensor input, Tensor strides, float smoothness_factor=4.0, "

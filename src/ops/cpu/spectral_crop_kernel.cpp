@@ -1,258 +1,153 @@
-// The separable spectral crop on CPU.
-//
-// Per plane the work is a handful of tiny matrix products (18 x 36 by 36 x 18
-// at ResNet-18's last stage): done one plane at a time their short rows leave
-// most of each vector register empty. Instead each thread takes a chunk of
-// planes and lays the intermediate out so that every product has one long
-// dimension that runs across planes:
-//
-//   column pass  t[(p, h), :] = x_p[h, :] [G_r | G_i]       rows across planes
-//   row pass     Y[h', (p, w')] = [A_r | A_i] T[(c, h), (p, w')]
-//                                                 columns across planes
-//
-// where T is t rearranged so that row (c, h) holds, plane after plane, the
-// W' values of (x_p G_c)[h, :]. Every product is then a register-blocked
-// micro-kernel (6 rows x 4 vectors of 64 bytes, the accumulators in
-// registers) streaming over the long dimension, with intermediates of one
-// chunk kept in the L2 cache; the data-sized tensors are read and written
-// once. The backward reuses the same two passes for dx (the same map with
-// transposed matrices) and adds the two contractions that give the small
-// matrices' gradients, from which autograd reaches the strides.
-//
-// The passes (spectral_crop_ranges_impl.h) are compiled once per instruction
-// set, AVX-512, AVX2+FMA and the baseline, each in its own translation unit
-// with that set's flags; this file picks one by the CPU's features (not its
-// model name, which virtual machines often hide), splits the planes between
-// threads and adds up the threads' gradients of the small matrices.
+// The CPU kernels of diffstride::_spectral_crop and its backward: the fused
+// plane loops of spectral_crop_planes.h on contiguous data.
 
-#include "spectral_crop_kernel.h"
+#include "ops/cpu/spectral_crop_planes.h"
+#include "ops/spectral_crop.h"
 
-#include "spectral_crop_ranges.h"
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
 
-#include <ATen/Parallel.h>
+#include <cstdint>
 
-#include <algorithm>
-#include <memory>
-#include <numeric>
-#include <vector>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace diffstride {
-namespace cpu {
+namespace ops {
 
 namespace {
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-Isa detect_isa() {
-#if defined(DIFFSTRIDE_HAVE_ISA_VARIANTS)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx2;
+// The loops write their large outputs once, front to back, into freshly
+// allocated memory, where every first touch of a 4 KiB page is a page fault
+// (about a tenth of the op's time at ResNet-18 sizes). Where Linux offers
+// transparent huge pages on request, ask for them: one fault per 2 MiB.
+at::Tensor empty_output(at::IntArrayRef sizes,
+                        const at::TensorOptions& options) {
+  auto out = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(out.data_ptr());
+  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t last = (begin + out.nbytes()) & ~(kHugePage - 1);
+  if (last > first) {
+    // Advice only: failure (THP disabled, say) changes nothing.
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
   }
 #endif
-  return Isa::kBaseline;
-}
-
-const Isa kIsa = detect_isa();
-
-// The entry point for this CPU's instruction set.
-template <typename Entry>
-Entry pick(Entry baseline, Entry avx2, Entry avx512) {
-  switch (kIsa) {
-    case Isa::kAvx512:
-      return avx512;
-    case Isa::kAvx2:
-      return avx2;
-    default:
-      return baseline;
-  }
-}
-
-// Threads that take part: no more than there are chunks of planes.
-int64_t worker_count(int64_t planes, int64_t chunk) {
-  const int64_t chunks = (planes + chunk - 1) / chunk;
-  return std::max<int64_t>(1, std::min<int64_t>(chunks, at::get_num_threads()));
-}
-
-// Calls body(worker, begin, end) for every chunk of `chunk` planes; worker w
-// takes a fixed, contiguous share of the chunks. Fixed, so that for a given
-// thread count every worker sums the same planes in the same order: the
-// stride gradients are then bit-for-bit reproducible, which a resumed
-// training run needs to end exactly where an uninterrupted one does.
-template <typename Body>
-void for_each_chunk(int64_t planes,
-                    int64_t chunk,
-                    int64_t workers,
-                    const Body& body) {
-  const int64_t chunks = (planes + chunk - 1) / chunk;
-  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t worker = first; worker < last; ++worker) {
-      for (int64_t c = chunks * worker / workers;
-           c < chunks * (worker + 1) / workers;
-           ++c) {
-        body(worker, c * chunk, std::min(planes, (c + 1) * chunk));
-      }
-    }
-  });
-}
-
-// m (rows x cols) with zero columns appended up to `padded`.
-template <typename T>
-std::vector<T> pad_columns(const T* m,
-                           int64_t rows,
-                           int64_t cols,
-                           int64_t padded) {
-  std::vector<T> out(rows * padded, T(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    std::copy(m + r * cols, m + (r + 1) * cols, out.data() + r * padded);
-  }
   return out;
+}
+
+cpu::SpectralCropShape shape_of(const at::Tensor& input,
+                                const at::Tensor& row_matrix,
+                                const at::Tensor& column_matrix) {
+  return {input.size(0) * input.size(1),
+          input.size(2),
+          input.size(3),
+          row_matrix.size(0),
+          column_matrix.size(1) / 2};
+}
+
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+at::Tensor spectral_crop_cpu(const at::Tensor& input,
+                             const at::Tensor& row_matrix,
+                             const at::Tensor& column_matrix) {
+  check_spectral_crop_arguments(
+      input, row_matrix, column_matrix, "_spectral_crop");
+  const auto x = input.contiguous();
+  const auto rows = row_matrix.contiguous();
+  const auto columns = column_matrix.contiguous();
+  const auto shape = shape_of(x, rows, columns);
+  auto y = empty_output(
+      {x.size(0), x.size(1), shape.out_height, shape.out_width}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_spectral_crop", [&] {
+    cpu::spectral_crop_forward<scalar_t>(x.data_ptr<scalar_t>(),
+                                         y.data_ptr<scalar_t>(),
+                                         rows.data_ptr<scalar_t>(),
+                                         columns.data_ptr<scalar_t>(),
+                                         shape);
+  });
+  return y;
+}
+
+// The loops want, besides row_matrix = [A_r | A_i] and column_matrix =
+// [G_r | G_i], three rearrangements of them (tiny copies):
+//   a_cat_t (H x 2H') = [A_r^T | A_i^T], a_stack (2H' x H) = [A_r ; A_i],
+//   g_cat_t (W' x 2W) = [G_r^T | G_i^T];
+// (reshape may return a strided view: the loops need each contiguous). They
+// return the matrices' gradients stacked, [dA_r ; dA_i] and
+// [dG_r ; dG_i], which go back into the arguments' layout.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& row_matrix,
+    const at::Tensor& column_matrix,
+    std::array<bool, 3> output_mask) {
+  check_spectral_crop_arguments(
+      input, row_matrix, column_matrix, "_spectral_crop_backward");
+  const auto shape = shape_of(input, row_matrix, column_matrix);
+  const int64_t H = shape.height, W = shape.width;
+  const int64_t Hp = shape.out_height, Wp = shape.out_width;
+  TORCH_CHECK(grad_output.sizes() ==
+                  at::IntArrayRef({input.size(0), input.size(1), Hp, Wp}),
+              "_spectral_crop_backward: expected grad_output of shape ",
+              at::IntArrayRef({input.size(0), input.size(1), Hp, Wp}),
+              ", got ",
+              grad_output.sizes());
+  const auto x = input.contiguous();
+  const auto dy = grad_output.contiguous().to(x.scalar_type());
+  const auto a_stack =
+      row_matrix.contiguous()
+          .view({Hp, 2, H}).permute({1, 0, 2}).reshape({2 * Hp, H})
+                           .contiguous();
+  const auto a_cat_t =
+      a_stack.view({2, Hp, H}).permute({2, 0, 1}).reshape({H, 2 * Hp}).contiguous();
+  const auto g_cat_t = column_matrix.contiguous()
+                           .view({W, 2, Wp}).permute({2, 1, 0}).reshape({Wp, 2 * W})
+                           .contiguous();
+  const bool matrices = output_mask[1] || output_mask[2];
+  at::Tensor dx, da_stack, dg_stack;
+  if (output_mask[0]) {
+    dx = empty_output(x.sizes(), x.options());
+  }
+  if (matrices) {
+    da_stack = at::empty({2 * Hp, H}, x.options());
+    dg_stack = at::empty({2 * W, Wp}, x.options());
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_spectral_crop_backward", [&] {
+    cpu::spectral_crop_backward<scalar_t>(x.data_ptr<scalar_t>(),
+                                          dy.data_ptr<scalar_t>(),
+                                          a_cat_t.data_ptr<scalar_t>(),
+                                          g_cat_t.data_ptr<scalar_t>(),
+                                          a_stack.data_ptr<scalar_t>(),
+                                          data_or_null<scalar_t>(dx),
+                                          data_or_null<scalar_t>(da_stack),
+                                          data_or_null<scalar_t>(dg_stack),
+                                          shape);
+  });
+  at::Tensor d_rows, d_columns;
+  if (output_mask[1]) {
+    d_rows = da_stack.view({2, Hp, H}).permute({1, 0, 2}).reshape({Hp, 2 * H});
+  }
+  if (output_mask[2]) {
+    d_columns =
+        dg_stack.view({2, W, Wp}).permute({1, 0, 2}).reshape({W, 2 * Wp});
+  }
+  return {dx, d_rows, d_columns};
 }
 
 }  // namespace
 
-template <typename T>
-void spectral_crop_forward(const T* x,
-                           T* y,
-                           const T* a_cat,
-                           const T* g_cat,
-                           const SpectralCropShape& s) {
-  if (s.planes == 0) {
-    return;
-  }
-  const int64_t np = round_up(2 * s.out_width, kLanes<T>);
-  const auto g_pad = pad_columns(g_cat, s.width, 2 * s.out_width, np);
-  const PassDims dims{s.height, s.width, s.out_height, s.out_width};
-  const ForwardWorkspace ws = forward_workspace(dims, np, kLanes<T>);
-  const int64_t per_worker = ws.total;
-  const int64_t workers = worker_count(s.planes, ws.chunk);
-  // Scratch is written before it is read, except the padding the ranges
-  // zero themselves: no need to initialise it here.
-  const std::unique_ptr<T[]> workspace(new T[workers * per_worker]);
-  const auto entry = pick(&forward_range_baseline<T>,
-                          &forward_range_avx2<T>,
-                          &forward_range_avx512<T>);
-  for_each_chunk(s.planes,
-                 ws.chunk,
-                 workers,
-                 [&](int64_t worker, int64_t begin, int64_t end) {
-                   const ForwardArgs<T> args{
-                       x,
-                       y,
-                       a_cat,
-                       g_pad.data(),
-                       np,
-                       dims,
-                       workspace.get() + worker * per_worker};
-                   entry(args, begin, end);
-                 });
-}
-
-template <typename T>
-void spectral_crop_backward(const T* x,
-                            const T* dy,
-                            const T* a_cat_t,
-                            const T* g_cat_t,
-                            const T* a_stack,
-                            T* dx,
-                            T* da_stack,
-                            T* dg_stack,
-                            const SpectralCropShape& s) {
-  const int64_t H = s.height, W = s.width, Hp = s.out_height, Wp = s.out_width;
-  const bool matrices = da_stack != nullptr;
-  if (matrices) {
-    std::fill(da_stack, da_stack + 2 * Hp * H, T(0));
-    std::fill(dg_stack, dg_stack + 2 * W * Wp, T(0));
-  }
-  if (s.planes == 0 || (dx == nullptr && !matrices)) {
-    return;
-  }
-  const int64_t np = round_up(2 * W, kLanes<T>);
-  const auto gt_pad = pad_columns(g_cat_t, Wp, 2 * W, np);
-  const BackwardWorkspace ws = backward_workspace(s, np, kLanes<T>);
-  // Each worker sums its planes' contributions to the small matrices in its
-  // own padded accumulators; they are added up at the end.
-  const int64_t da_size = ws.da_rows * ws.da_cols * kLanes<T>;
-  const int64_t dg_size = 2 * ws.dg_rows * ws.dg_cols;
-  const int64_t per_worker = ws.total + (matrices ? da_size + dg_size : 0);
-  const int64_t workers = worker_count(s.planes, ws.chunk);
-  std::vector<T> workspace(workers * per_worker, T(0));
-  const auto entry = pick(&backward_range_baseline<T>,
-                          &backward_range_avx2<T>,
-                          &backward_range_avx512<T>);
-  for_each_chunk(s.planes,
-                 ws.chunk,
-                 workers,
-                 [&](int64_t worker, int64_t begin, int64_t end) {
-                   T* mine = workspace.data() + worker * per_worker;
-                   const BackwardArgs<T> args{
-                       x,
-                       dy,
-                       a_cat_t,
-                       gt_pad.data(),
-                       np,
-                       a_stack,
-                       dx,
-                       matrices ? mine + ws.total : nullptr,
-                       matrices ? mine + ws.total + da_size : nullptr,
-                       s,
-                       mine};
-                   entry(args, begin, end);
-                 });
-  if (!matrices) {
-    return;
-  }
-  for (int64_t w = 0; w < workers; ++w) {
-    const T* da = workspace.data() + w * per_worker + ws.total;
-    const T* dg = da + da_size;
-    for (int64_t r = 0; r < 2 * Hp; ++r) {
-      for (int64_t c = 0; c < H; ++c) {
-        const T* lanes = da + (r * ws.da_cols + c) * kLanes<T>;
-        da_stack[r * H + c] += std::accumulate(lanes, lanes + kLanes<T>, T(0));
-      }
-    }
-    for (int64_t c = 0; c < 2; ++c) {
-      for (int64_t r = 0; r < W; ++r) {
-        for (int64_t k = 0; k < Wp; ++k) {
-          dg_stack[(c * W + r) * Wp + k] +=
-              ws.dg_transposed ? dg[(c * ws.dg_rows + k) * ws.dg_cols + r]
-                               : dg[(c * ws.dg_rows + r) * ws.dg_cols + k];
-        }
-      }
-    }
-  }
-}
-
-template void spectral_crop_forward<float>(
-    const float*, float*, const float*, const float*, const SpectralCropShape&);
-template void spectral_crop_forward<double>(const double*,
-                                            double*,
-                                            const double*,
-                                            const double*,
-                                            const SpectralCropShape&);
-template void spectral_crop_backward<float>(const float*,
-                                            const float*,
-                                            const float*,
-                                            const float*,
-                                            const float*,
-                                            float*,
-                                            float*,
-                                            float*,
-                                            const SpectralCropShape&);
-template void spectral_crop_backward<double>(const double*,
-                                             const double*,
-                                             const double*,
-                                             const double*,
-                                             const double*,
-                                             double*,
-                                             double*,
-                                             double*,
-                                             const SpectralCropShape&);
-
-}  // namespace cpu
+}  // namespace ops
 }  // namespace diffstride
+
+TORCH_LIBRARY_IMPL(diffstride, CPU, m) {
+  m.impl("_spectral_crop", TORCH_FN(diffstride::ops::spectral_crop_cpu));
+  m.impl("_spectral_crop_backward",
+         TORCH_FN(diffstride::ops::spectral_crop_backward_cpu));
+}

@@ -1,11 +1,11 @@
 #pragma once
 
-// What the dispatcher (spectral_crop_kernel.cpp) and the per-instruction-set
+// What the plane loops (spectral_crop_planes.cpp) and the per-instruction-set
 // translation units (spectral_crop_ranges_<isa>.cpp) share: the arguments of
 // one worker's range of planes, the padding both sides agree on, and the
 // entry points per instruction set.
 
-#include "spectral_crop_kernel.h"
+#include "spectral_crop_planes.h"
 
 #include <cstdint>
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // The passes of the CPU spectral crop as templates (see
-// spectral_crop_kernel.cpp for the layout). Included once per instruction
+// spectral_crop_planes.cpp for the layout). Included once per instruction
 // set by spectral_crop_ranges_<isa>.cpp, each compiled with that set's flags;
 // everything here has internal linkage, so the copies never mix.
 

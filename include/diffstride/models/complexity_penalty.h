@@ -1,0 +1,17 @@
+#pragma once
+
+// The complexity regulariser of spec section 4.
+
+#include <diffstride/nn/diff_stride.h>
+
+#include <vector>
+
+namespace diffstride {
+
+/// sum over l of prod_{j <= l} 1 / (s_h^j s_w^j), over `layers` in forward
+/// order: the downsampled area each layer leaves, relative to the input.
+/// Differentiable in every layer's strides (a shared stride counts for both
+/// axes); zero for no layers. Add lambda times it to the loss.
+at::Tensor complexity_penalty(const std::vector<DiffStride>& layers);
+
+}  // namespace diffstride

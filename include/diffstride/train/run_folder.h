@@ -1,0 +1,73 @@
+#pragma once
+
+// A run's output folder: its resolved config.toml, checkpoint.pt (model,
+// optimiser and data position), the final model.pt, and, on resume,
+// metrics.csv trimmed to the checkpoint. Every file is replaced atomically
+// (a temporary file renamed over it), so a crash leaves the old file or the
+// new one, never half of one; an existing run is never started over.
+
+#include <diffstride/train/config.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace torch {
+namespace nn {
+class Module;
+}
+namespace optim {
+class Optimizer;
+}
+}  // namespace torch
+
+namespace diffstride {
+
+/// Where a run is in its data: the next batch of `epoch` (both counted from
+/// 0), the optimiser steps so far, and the sums of the epoch's training
+/// loss, correct predictions, examples and seconds so far.
+struct RunPosition {
+  int64_t epoch = 0, batch = 0, step = 0;
+  double loss_sum = 0, correct = 0, seen = 0, seconds = 0;
+};
+
+class RunFolder {
+ public:
+  /// A new run in `path`: an error if the folder already holds one (resume
+  /// it or choose another folder); otherwise creates it and writes the
+  /// resolved config.toml.
+  static RunFolder create(const std::string& path, const TrainConfig& config);
+
+  /// The run in `path`, to resume from its checkpoint.
+  static RunFolder resume(const std::string& path);
+
+  const std::filesystem::path& path() const {
+    return path_;
+  }
+  std::filesystem::path metrics_path() const;
+
+  /// Replaces checkpoint.pt with the model, the optimiser and `position`.
+  void save_checkpoint(const torch::nn::Module& model,
+                       const torch::optim::Optimizer& optimizer,
+                       const RunPosition& position) const;
+
+  /// Loads checkpoint.pt into `model` and `optimizer`; returns its position.
+  /// Keeps the rows of metrics.csv up to the checkpoint's epoch only: a run
+  /// killed between an epoch's row and its checkpoint writes that row again.
+  RunPosition load_checkpoint(torch::nn::Module& model,
+                              torch::optim::Optimizer& optimizer) const;
+
+  /// Writes model.pt, the final weights.
+  void save_model(const torch::nn::Module& model) const;
+
+ private:
+  explicit RunFolder(std::filesystem::path path) : path_(std::move(path)) {}
+
+  std::filesystem::path path_;
+};
+
+/// Loads the weights in `file` (a run's checkpoint.pt or model.pt) into
+/// `model`; an error naming the file if it holds no such model.
+void load_model_weights(const std::string& file, torch::nn::Module& model);
+
+}  // namespace diffstride

@@ -1,0 +1,70 @@
+#pragma once
+
+// `diffstride train` and `diffstride eval` as library functions: the recipe
+// of docs/training.md on a TrainConfig. The parts: RunFolder (files,
+// checkpoints, resume), MetricsLog (metrics.csv and TensorBoard), train_step
+// (one optimiser step); train() is the loop over epochs and batches.
+
+#include <diffstride/data/dataset.h>
+#include <diffstride/models/resnet.h>
+#include <diffstride/train/config.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace diffstride {
+
+struct EpochMetrics {
+  int64_t epoch = 0;  // counted from 1
+  int64_t step = 0;   // optimiser steps so far
+  double learning_rate = 0;
+  double train_loss = 0, train_accuracy = 0;
+  double test_loss = 0, test_accuracy = 0;
+  double examples_per_second = 0;
+  int64_t multiply_adds = 0;  // per example, at the current strides
+  std::vector<std::array<double, 2>> strides;
+};
+
+struct TrainOptions {
+  /// Continue the run in config.train.out from its checkpoint.
+  bool resume = false;
+  /// Set (by a signal handler, say) to stop after the current step: a
+  /// checkpoint is written and train() returns.
+  const std::atomic<bool>* interrupt = nullptr;
+  /// Stop the same way after this many steps of this call (tests; < 0: no).
+  int64_t stop_after_steps = -1;
+  /// Where the progress line goes (none when null).
+  std::ostream* progress = nullptr;
+};
+
+/// The model a config describes, for a dataset of `in_channels` channels and
+/// `num_classes` classes.
+ResNet build_model(const TrainConfig& config,
+                   int64_t in_channels,
+                   int64_t num_classes);
+
+/// Trains as `config` says in config.train.out. Returns the metrics of the
+/// epochs this call completed (a resumed run: only the new ones).
+std::vector<EpochMetrics> train(const TrainConfig& config,
+                                const TrainOptions& options = {});
+
+struct Evaluation {
+  double loss = 0, accuracy = 0;
+  int64_t examples = 0;
+};
+
+/// Test loss (cross-entropy with the hard labels) and accuracy of `model`.
+Evaluation evaluate(ResNet& model,
+                    const Dataset& test,
+                    const Normalization& normalization,
+                    int64_t batch_size);
+
+/// Loads a checkpoint (checkpoint.pt or model.pt of a run folder; the run's
+/// config.toml beside it says what model and data) and evaluates it.
+Evaluation evaluate_checkpoint(const std::string& path);
+
+}  // namespace diffstride

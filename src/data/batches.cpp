@@ -1,0 +1,241 @@
+#include <diffstride/data/batches.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <random>
+
+namespace diffstride {
+
+namespace {
+
+// SplitMix64: a small, fully specified generator, so that data order is the
+// same with every standard library.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t operator()() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n).
+  uint64_t below(uint64_t n) {
+    return static_cast<uint64_t>(
+        (static_cast<unsigned __int128>((*this)()) * n) >> 64);
+  }
+  // Uniform in [0, 1).
+  double uniform() {
+    return static_cast<double>((*this)() >> 11) * 0x1.0p-53;
+  }
+};
+
+uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t batch) {
+  SplitMix64 mix{seed};
+  uint64_t s = mix() ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
+  SplitMix64 second{s};
+  return second() ^ (static_cast<uint64_t>(batch + 1) * 0x8CB92BA72F3D8DD7ull);
+}
+
+// Beta(alpha, alpha) from two Gamma(alpha) draws (Marsaglia-Tsang, which is
+// exact for alpha >= 1; for alpha < 1 boosted by U^(1/alpha)).
+double gamma_draw(SplitMix64& rng, double alpha) {
+  const double boost = alpha < 1 ? std::pow(rng.uniform(), 1.0 / alpha) : 1.0;
+  const double a = alpha < 1 ? alpha + 1 : alpha;
+  const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  while (true) {
+    // A standard normal by Box-Muller.
+    const double u1 = 1.0 - rng.uniform(), u2 = rng.uniform();
+    const double z =
+        std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    const double v = std::pow(1.0 + c * z, 3);
+    if (v <= 0) {
+      continue;
+    }
+    const double u = 1.0 - rng.uniform();
+    if (std::log(u) < 0.5 * z * z + d - d * v + d * std::log(v)) {
+      return d * v * boost;
+    }
+  }
+}
+
+double beta_draw(SplitMix64& rng, double alpha) {
+  const double x = gamma_draw(rng, alpha), y = gamma_draw(rng, alpha);
+  return x / (x + y);
+}
+
+}  // namespace
+
+BatchMaker::BatchMaker(const Dataset& dataset,
+                       Normalization normalization,
+                       BatchOptions options)
+    : dataset_(dataset),
+      normalization_(std::move(normalization)),
+      options_(options) {
+  TORCH_CHECK(dataset.images.defined() && dataset.images.dim() == 4 &&
+                  dataset.images.scalar_type() == at::kByte,
+              "BatchMaker: expected N x C x H x W uint8 images");
+  TORCH_CHECK(options.batch_size() > 0,
+              "BatchMaker: expected a positive batch size, got ",
+              options.batch_size());
+  TORCH_CHECK(
+      options.mixup_alpha() >= 0 && std::isfinite(options.mixup_alpha()),
+      "BatchMaker: expected mixup alpha >= 0, got ",
+      options.mixup_alpha());
+  TORCH_CHECK(options.label_smoothing() >= 0 && options.label_smoothing() < 1,
+              "BatchMaker: expected label smoothing in [0, 1), got ",
+              options.label_smoothing());
+  const auto channels = static_cast<size_t>(dataset.images.size(1));
+  TORCH_CHECK(normalization_.mean.size() == channels &&
+                  normalization_.std.size() == channels,
+              "BatchMaker: expected a mean and std per channel (",
+              channels,
+              ")");
+}
+
+int64_t BatchMaker::batches_per_epoch() const {
+  const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
+  const int64_t examples = dataset_.images.size(0) / per_example;
+  const int64_t b = options_.batch_size();
+  return options_.drop_last() ? examples / b : (examples + b - 1) / b;
+}
+
+std::vector<int64_t> BatchMaker::epoch_order(int64_t epoch) const {
+  const int64_t n = dataset_.images.size(0);
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    order[i] = i;
+  }
+  if (options_.shuffle()) {
+    // Fisher-Yates.
+    SplitMix64 rng{stream_seed(options_.seed(), epoch, -1)};
+    for (int64_t i = n - 1; i > 0; --i) {
+      std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
+    }
+  }
+  return order;
+}
+
+Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
+                             int64_t epoch,
+                             int64_t index) const {
+  const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
+  const int64_t available = static_cast<int64_t>(order.size()) / per_example;
+  const int64_t first = index * options_.batch_size();
+  TORCH_CHECK(index >= 0 && index < batches_per_epoch(),
+              "BatchMaker: batch ",
+              index,
+              " is past the end of the epoch (",
+              batches_per_epoch(),
+              " batches)");
+  const int64_t count = std::min(options_.batch_size(), available - first);
+  const int64_t C = dataset_.images.size(1), H = dataset_.images.size(2),
+                W = dataset_.images.size(3), K = dataset_.num_classes;
+  Batch batch;
+  batch.images = at::zeros({count, C, H, W}, at::kFloat);
+  batch.targets = at::zeros({count, K}, at::kFloat);
+  batch.labels = at::empty({count}, at::kLong);
+  const uint8_t* pixels = dataset_.images.data_ptr<uint8_t>();
+  const int64_t* labels = dataset_.labels.data_ptr<int64_t>();
+  float* out = batch.images.data_ptr<float>();
+  float* targets = batch.targets.data_ptr<float>();
+  int64_t* batch_labels = batch.labels.data_ptr<int64_t>();
+  SplitMix64 rng{stream_seed(options_.seed(), epoch, index)};
+  for (int64_t e = 0; e < count; ++e) {
+    const double lambda =
+        per_example == 2 ? beta_draw(rng, options_.mixup_alpha()) : 1.0;
+    int64_t sources[2] = {0, 0};
+    for (int64_t j = 0; j < per_example; ++j) {
+      sources[j] = order[static_cast<size_t>((first + e) * per_example + j)];
+      const double weight = j == 0 ? lambda : 1.0 - lambda;
+      const uint8_t* image = pixels + sources[j] * C * H * W;
+      int64_t dy = 2, dx = 2;
+      bool flip = false;
+      if (options_.augment()) {
+        dy = static_cast<int64_t>(rng.below(5));
+        dx = static_cast<int64_t>(rng.below(5));
+        flip = rng.below(2) == 1;
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const double scale = 1.0 / (255.0 * normalization_.std[c]);
+        const double shift = -normalization_.mean[c] / normalization_.std[c];
+        float* plane = out + (e * C + c) * H * W;
+        for (int64_t y = 0; y < H; ++y) {
+          // The padded image, cropped at (dy, dx): source row y + dy - 2.
+          const int64_t sy = y + dy - 2;
+          for (int64_t x = 0; x < W; ++x) {
+            const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
+            const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+            const double raw = inside ? image[(c * H + sy) * W + sx] : 0.0;
+            plane[y * W + x] +=
+                static_cast<float>(weight * (raw * scale + shift));
+          }
+        }
+      }
+      targets[e * K + labels[sources[j]]] += static_cast<float>(weight);
+    }
+    batch_labels[e] = labels[sources[lambda >= 0.5 ? 0 : 1]];
+  }
+  const double eps = options_.label_smoothing();
+  if (eps > 0) {
+    batch.targets.mul_(1.0 - eps).add_(eps / static_cast<double>(K));
+  }
+  return batch;
+}
+
+BatchPrefetcher::BatchPrefetcher(const BatchMaker& maker,
+                                 int64_t epoch,
+                                 int64_t first_batch,
+                                 size_t depth)
+    : maker_(maker), depth_(std::max<size_t>(1, depth)) {
+  worker_ =
+      std::thread([this, epoch, first_batch] { produce(epoch, first_batch); });
+}
+
+BatchPrefetcher::~BatchPrefetcher() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+}
+
+void BatchPrefetcher::produce(int64_t epoch, int64_t first_batch) {
+  try {
+    const auto order = maker_.epoch_order(epoch);
+    for (int64_t b = first_batch; b < maker_.batches_per_epoch(); ++b) {
+      auto batch = maker_.make_batch(order, epoch, b);
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] { return stopping_ || ready_.size() < depth_; });
+      if (stopping_) {
+        return;
+      }
+      ready_.push_back(std::move(batch));
+      changed_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = std::current_exception();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  finished_ = true;
+  changed_.notify_all();
+}
+
+std::optional<Batch> BatchPrefetcher::next() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return !ready_.empty() || finished_; });
+  if (!ready_.empty()) {
+    Batch batch = std::move(ready_.front());
+    ready_.pop_front();
+    changed_.notify_all();
+    return batch;
+  }
+  if (error_) {
+    std::rethrow_exception(error_);
+  }
+  return std::nullopt;
+}
+
+}  // namespace diffstride

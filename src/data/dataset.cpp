@@ -1,0 +1,75 @@
+#include <diffstride/data/cifar.h>
+#include <diffstride/data/dataset.h>
+#include <diffstride/data/idx.h>
+
+#include <c10/util/Exception.h>
+
+#include <filesystem>
+
+namespace diffstride {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> dataset_names() {
+  return {"cifar10", "cifar100", "fashion_mnist"};
+}
+
+Normalization dataset_normalization(const std::string& name) {
+  if (name == "cifar10" || name == "cifar100") {
+    return {{0.4914, 0.4822, 0.4465}, {0.2023, 0.1994, 0.2010}};
+  }
+  if (name == "fashion_mnist") {
+    return {{0.2860}, {0.3530}};
+  }
+  TORCH_CHECK(false,
+              "unknown dataset '",
+              name,
+              "': expected one of cifar10, cifar100, fashion_mnist");
+}
+
+std::string default_data_dir(const std::string& name) {
+  if (name == "fashion_mnist") {
+    return "/usr/share/datasets/fashion-mnist";
+  }
+  return "data/" + name;
+}
+
+Dataset load_dataset(const std::string& name,
+                     const std::string& split,
+                     const std::string& data_dir) {
+  dataset_normalization(name);  // checks the name
+  TORCH_CHECK(split == "train" || split == "test",
+              "unknown split '",
+              split,
+              "': expected train or test");
+  const std::string dir = data_dir.empty() ? default_data_dir(name) : data_dir;
+  const bool train = split == "train";
+  if (name == "cifar10") {
+    return load_cifar10(dir, train);
+  }
+  if (name == "cifar100") {
+    return load_cifar100(dir, train);
+  }
+  const std::string layout =
+      "Fashion-MNIST needs train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+      "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz) in "
+      "one folder, as Debian's dataset-fashion-mnist installs them in "
+      "/usr/share/datasets/fashion-mnist";
+  TORCH_CHECK(fs::is_directory(dir), "folder ", dir, " not found; ", layout);
+  // Debian installs the gzip files; unpacked ones work too.
+  const auto find = [&](const std::string& base) {
+    const auto path = fs::path(dir) / base;
+    if (fs::exists(path.string() + ".gz")) {
+      return path.string() + ".gz";
+    }
+    TORCH_CHECK(fs::exists(path), path.string(), "(.gz) not found; ", layout);
+    return path.string();
+  };
+  const std::string prefix = train ? "train" : "t10k";
+  return load_idx_dataset(name,
+                          find(prefix + "-images-idx3-ubyte"),
+                          find(prefix + "-labels-idx1-ubyte"),
+                          10);
+}
+
+}  // namespace diffstride

@@ -1,0 +1,29 @@
+#pragma once
+
+// What every pooling layer needs of its input. Internal to the library.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace diffstride {
+namespace detail {
+
+/// Checks that `input` is a 4-D NCHW tensor of float32 or float64. `layer`
+/// names the caller in the error message.
+inline void check_pooling_input(const at::Tensor& input, const char* layer) {
+  TORCH_CHECK(input.defined(), layer, ": expected an input tensor, got none");
+  TORCH_CHECK(input.dim() == 4,
+              layer,
+              ": expected a 4-D NCHW input, got a ",
+              input.dim(),
+              "-D tensor of shape ",
+              input.sizes());
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      layer,
+      ": expected a float32 or float64 input, got ",
+      input.scalar_type());
+}
+
+}  // namespace detail
+}  // namespace diffstride

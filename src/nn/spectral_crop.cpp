@@ -1,0 +1,115 @@
+#include "nn/spectral_crop.h"
+
+#include "ops/spectral_crop.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace diffstride {
+namespace detail {
+
+namespace {
+
+constexpr double kTwoPi = 6.28318530717958647692528676655900577;
+
+// cos and sin of 2*pi*(a_i * b_j mod n)/n for every pair: the integer
+// reduction keeps each angle exact, so large products lose no precision.
+std::pair<at::Tensor, at::Tensor> unit_circle(const at::Tensor& a,
+                                              const at::Tensor& b,
+                                              int64_t n) {
+  const auto turns = at::remainder(a.unsqueeze(1) * b.unsqueeze(0), n);
+  const auto angle = turns.to(at::kDouble) * (kTwoPi / static_cast<double>(n));
+  return {angle.cos(), angle.sin()};
+}
+
+// [[c, -s], [s, c]] as one (2 rows) x (2 cols) block matrix: multiplying by
+// it turns a pair of real products into the real and imaginary parts of a
+// complex one, side by side.
+at::Tensor rotation_blocks(const at::Tensor& c, const at::Tensor& s) {
+  return at::cat({at::cat({c, -s}, 1), at::cat({s, c}, 1)}, 0);
+}
+
+// Row pipeline (complex, along H): A[j, n] = 1/H' sum_q m_q e^{2 pi i j q/H'}
+// e^{-2 pi i k_q n/H}, as [A_r | A_i] (H' x 2H):
+//   [cos_out m | sin_out m] [[cos_in, -sin_in], [sin_in, cos_in]] / H'.
+at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
+                      const at::Tensor& mask,
+                      int64_t height) {
+  const auto index = at::TensorOptions().dtype(at::kLong);
+  const int64_t out_height = static_cast<int64_t>(kept_rows.size());
+  const auto frequencies = at::tensor(kept_rows, index);
+  const auto out_positions = at::arange(out_height, index);
+  auto [cos_out, sin_out] =
+      unit_circle(out_positions, out_positions, out_height);
+  const auto [cos_in, sin_in] =
+      unit_circle(frequencies, at::arange(height, index), height);
+  auto out = at::cat({cos_out, sin_out}, 1);
+  if (mask.defined()) {
+    out = out * at::cat({mask, mask}).unsqueeze(0);
+  }
+  return out.mm(rotation_blocks(cos_in, sin_in)) *
+         (1.0 / static_cast<double>(out_height));
+}
+
+// Column pipeline (real to real, along W): rfft, mask, crop to the first K'
+// bins, irfft to W' samples. A C2R transform counts bins 1..W'/2-1 twice
+// (they stand for their conjugates too) and keeps only the real part of the
+// DC and Nyquist bins, which the weights c_p below and the sine terms encode:
+//   G_r[n, w] =  1/W' sum_p c_p m_p cos(2 pi p (w/W' - n/W))
+//   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)),
+// as [G_r | G_i] (W x 2W'):
+//   [cos_in^T | sin_in^T] [[c cos_out, -c sin_out], [c sin_out, c cos_out]].
+at::Tensor column_matrix(int64_t kept_columns,
+                         const at::Tensor& mask,
+                         int64_t width,
+                         int64_t out_width) {
+  const auto index = at::TensorOptions().dtype(at::kLong);
+  const auto bins = at::arange(kept_columns, index);
+  const auto [cos_in, sin_in] =
+      unit_circle(bins, at::arange(width, index), width);
+  const auto [cos_out, sin_out] =
+      unit_circle(bins, at::arange(out_width, index), out_width);
+  auto weights = at::full({kept_columns}, 2.0, index.dtype(at::kDouble));
+  weights[0] = 1.0;
+  if (out_width % 2 == 0 && out_width / 2 < kept_columns) {
+    weights[out_width / 2] = 1.0;
+  }
+  if (mask.defined()) {
+    weights = weights * mask;
+  }
+  const auto w = weights.unsqueeze(1);
+  return at::cat({cos_in.t(), sin_in.t()}, 1)
+             .mm(rotation_blocks(cos_out * w, sin_out * w)) *
+         (1.0 / static_cast<double>(out_width));
+}
+
+}  // namespace
+
+at::Tensor separable_spectral_crop(const at::Tensor& input,
+                                   c10::ArrayRef<int64_t> kept_rows,
+                                   const at::Tensor& row_mask,
+                                   int64_t kept_columns,
+                                   const at::Tensor& column_mask,
+                                   int64_t output_width) {
+  const int64_t height = input.size(2);
+  const int64_t width = input.size(3);
+  TORCH_INTERNAL_ASSERT(!kept_rows.empty() && output_width > 0);
+  TORCH_INTERNAL_ASSERT(kept_columns == output_width / 2 + 1 &&
+                        kept_columns <= width / 2 + 1);
+  TORCH_INTERNAL_ASSERT(!row_mask.defined() || row_mask.is_cpu());
+  TORCH_INTERNAL_ASSERT(!column_mask.defined() || column_mask.is_cpu());
+  // Built on the host in float64, then one copy each to the input's dtype
+  // and device (autograd carries the stride gradient back through both).
+  const auto on_device = input.options();
+  const auto rows = row_matrix(kept_rows, row_mask, height).to(on_device);
+  const auto columns =
+      column_matrix(kept_columns, column_mask, width, output_width)
+          .to(on_device);
+  return ops::spectral_crop(input, rows, columns)
+      .contiguous(input.suggest_memory_format());
+}
+
+}  // namespace detail
+}  // namespace diffstride

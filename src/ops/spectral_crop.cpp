@@ -1,0 +1,95 @@
+// The schemas of the spectral crop op and its backward (ops/spectral_crop.h),
+// and the C++ entry points that call them through the dispatcher.
+
+#include "ops/spectral_crop.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace diffstride {
+namespace ops {
+
+at::Tensor spectral_crop(const at::Tensor& input,
+                         const at::Tensor& row_matrix,
+                         const at::Tensor& column_matrix) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("diffstride::_spectral_crop", "")
+          .typed<at::Tensor(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op.call(input, row_matrix, column_matrix);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& row_matrix,
+    const at::Tensor& column_matrix,
+    std::array<bool, 3> output_mask) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("diffstride::_spectral_crop_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&,
+              const at::Tensor&,
+              const at::Tensor&,
+              const at::Tensor&,
+              std::array<bool, 3>)>();
+  return op.call(grad_output, input, row_matrix, column_matrix, output_mask);
+}
+
+void check_spectral_crop_arguments(const at::Tensor& input,
+                                   const at::Tensor& row_matrix,
+                                   const at::Tensor& column_matrix,
+                                   const char* op) {
+  TORCH_CHECK(input.dim() == 4,
+              op,
+              ": expected a 4-D N x C x H x W input, got shape ",
+              input.sizes());
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      op,
+      ": expected a float32 or float64 input, got ",
+      input.scalar_type());
+  TORCH_CHECK(row_matrix.dim() == 2 && row_matrix.size(0) > 0 &&
+                  row_matrix.size(1) == 2 * input.size(2),
+              op,
+              ": expected row_matrix of shape (H', 2H) = (H', ",
+              2 * input.size(2),
+              ") with H' > 0, got ",
+              row_matrix.sizes());
+  TORCH_CHECK(column_matrix.dim() == 2 &&
+                  column_matrix.size(0) == input.size(3) &&
+                  column_matrix.size(1) > 0 && column_matrix.size(1) % 2 == 0,
+              op,
+              ": expected column_matrix of shape (W, 2W') = (",
+              input.size(3),
+              ", 2W') with W' > 0, got ",
+              column_matrix.sizes());
+  for (const auto* matrix : {&row_matrix, &column_matrix}) {
+    TORCH_CHECK(matrix->scalar_type() == input.scalar_type() &&
+                    matrix->device() == input.device(),
+                op,
+                ": expected the matrices in the input's dtype and device (",
+                input.scalar_type(),
+                ", ",
+                input.device(),
+                "), got ",
+                matrix->scalar_type(),
+                ", ",
+                matrix->device());
+  }
+}
+
+}  // namespace ops
+}  // namespace diffstride
+
+TORCH_LIBRARY_FRAGMENT(diffstride, m) {
+  m.def(
+      "_spectral_crop(Tensor input, Tensor row_matrix, Tensor column_matrix) "
+      "-> Tensor");
+  m.def(
+      "_spectral_crop_backward(Tensor grad_output, Tensor input, "
+      "Tensor row_matrix, Tensor column_matrix, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,54 @@
+#pragma once
+
+// The internal operator behind the spectral pooling layers (docs/layers.md,
+// "How it is computed"): for every H x W plane x of the input,
+//
+//   y = A_r x G_r + A_i x G_i
+//
+// with the small matrices passed in the layout the kernels read:
+//   row_matrix    (H' x 2H) = [A_r | A_i]
+//   column_matrix (W x 2W') = [G_r | G_i]
+// both of the input's dtype and device. Schemas:
+//
+//   diffstride::_spectral_crop(Tensor input, Tensor row_matrix,
+//                              Tensor column_matrix) -> Tensor
+//   diffstride::_spectral_crop_backward(Tensor grad_output, Tensor input,
+//       Tensor row_matrix, Tensor column_matrix, bool[3] output_mask)
+//       -> (Tensor, Tensor, Tensor)
+//
+// Kernels, one file per dispatch key: cpu/ (the fused CPU loops), generic/
+// (two matrix products over all planes, for every other device) and
+// autograd/ (forward through the dispatcher, backward by the backward op).
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <tuple>
+
+namespace diffstride {
+namespace ops {
+
+/// y (N x C x H' x W') from input (N x C x H x W), through the dispatcher.
+at::Tensor spectral_crop(const at::Tensor& input,
+                         const at::Tensor& row_matrix,
+                         const at::Tensor& column_matrix);
+
+/// The gradients of spectral_crop's three inputs given that of its output;
+/// those whose output_mask entry is false come back undefined.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& row_matrix,
+    const at::Tensor& column_matrix,
+    std::array<bool, 3> output_mask);
+
+/// What every kernel checks of its arguments: sizes that agree with each
+/// other, one dtype (float32 or float64) and one device. `op` names the
+/// caller in the message.
+void check_spectral_crop_arguments(const at::Tensor& input,
+                                   const at::Tensor& row_matrix,
+                                   const at::Tensor& column_matrix,
+                                   const char* op);
+
+}  // namespace ops
+}  // namespace diffstride

@@ -1,0 +1,273 @@
+#include <diffstride/train/trainer.h>
+
+#include <diffstride/data/batches.h>
+#include <diffstride/train/metrics_log.h>
+#include <diffstride/train/run_folder.h>
+#include <diffstride/train/train_step.h>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <iomanip>
+
+namespace diffstride {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
+  const bool training = model->is_training();
+  model->eval();
+  ForwardTrace trace;
+  {
+    torch::NoGradGuard no_grad;
+    model->forward_traced(
+        torch::zeros(
+            {1, data.images.size(1), data.images.size(2), data.images.size(3)}),
+        &trace,
+        nullptr);
+  }
+  model->train(training);
+  return trace.multiply_adds;
+}
+
+// The epoch's record, as metrics.csv and TensorBoard show it (the CSV
+// columns follow this order after epoch and step).
+std::vector<NamedValue> named_values(const EpochMetrics& m) {
+  std::vector<NamedValue> values = {
+      {"learning_rate", m.learning_rate},
+      {"train/loss", m.train_loss},
+      {"train/accuracy", m.train_accuracy},
+      {"test/loss", m.test_loss},
+      {"test/accuracy", m.test_accuracy},
+      {"examples_per_second", m.examples_per_second},
+      {"multiply_adds", static_cast<double>(m.multiply_adds)}};
+  for (size_t i = 0; i < m.strides.size(); ++i) {
+    const std::string layer = "stride" + std::to_string(i);
+    values.push_back({layer + "/h", m.strides[i][0]});
+    values.push_back({layer + "/w", m.strides[i][1]});
+  }
+  return values;
+}
+
+void print_progress(std::ostream& out,
+                    const TrainConfig& config,
+                    const RunPosition& p,
+                    int64_t total_steps,
+                    double steps_per_second) {
+  out << "\repoch " << p.epoch + 1 << "/" << config.train.epochs << "  step "
+      << p.step << "/" << total_steps << "  loss " << std::fixed
+      << std::setprecision(4) << p.loss_sum / p.seen << "  "
+      << std::setprecision(1) << steps_per_second * config.data.batch_size
+      << " ex/s  ETA " << std::setprecision(0)
+      << (total_steps - p.step) / steps_per_second << " s   "
+      << std::defaultfloat << std::flush;
+}
+
+}  // namespace
+
+ResNet build_model(const TrainConfig& config,
+                   int64_t in_channels,
+                   int64_t num_classes) {
+  const auto& m = config.model;
+  ResNetOptions options =
+      m.factory == kCustomResNetFactory
+          ? ResNetOptions(m.filters, m.strides).id_only(m.id_only)
+          : resnet_options(m.factory);
+  if (!m.filters.empty())
+    options.filters(m.filters);
+  if (!m.strides.empty())
+    options.strides(m.strides);
+  if (m.layers_per_block > 0)
+    options.layers_per_block(m.layers_per_block);
+  auto diffstride = DiffStrideOptions()
+                        .smoothness_factor(m.smoothness_factor)
+                        .cropping(m.cropping)
+                        .shared_stride(m.shared_stride)
+                        .trainable(m.trainable_strides)
+                        .lower_limit_stride(m.lower_limit_stride)
+                        .upper_limit_stride(m.upper_limit_stride);
+  options.pooling(parse_pooling(m.pooling))
+      .diffstride(diffstride)
+      .in_channels(in_channels)
+      .num_classes(num_classes);
+  return ResNet(options);
+}
+
+Evaluation evaluate(ResNet& model,
+                    const Dataset& test,
+                    const Normalization& normalization,
+                    int64_t batch_size) {
+  const bool training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  BatchMaker maker(
+      test,
+      normalization,
+      BatchOptions().batch_size(batch_size).shuffle(false).drop_last(false));
+  Evaluation result;
+  double loss_sum = 0, correct = 0;
+  BatchPrefetcher batches(maker, 0);
+  while (auto batch = batches.next()) {
+    const auto logits = model(batch->images);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits,
+                    batch->labels,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(
+                        torch::kSum))
+                    .item<double>();
+    correct += logits.argmax(1).eq(batch->labels).sum().item<double>();
+    result.examples += batch->labels.size(0);
+  }
+  model->train(training);
+  result.loss =
+      loss_sum / static_cast<double>(std::max<int64_t>(1, result.examples));
+  result.accuracy =
+      correct / static_cast<double>(std::max<int64_t>(1, result.examples));
+  return result;
+}
+
+std::vector<EpochMetrics> train(const TrainConfig& config,
+                                const TrainOptions& options) {
+  const auto folder = options.resume
+                          ? RunFolder::resume(config.train.out)
+                          : RunFolder::create(config.train.out, config);
+  if (config.train.threads > 0) {
+    torch::set_num_threads(static_cast<int>(config.train.threads));
+  }
+  const auto train_data =
+      load_dataset(config.data.dataset, "train", config.data.data_dir);
+  const auto test_data =
+      load_dataset(config.data.dataset, "test", config.data.data_dir);
+  const auto normalization = dataset_normalization(config.data.dataset);
+
+  torch::manual_seed(config.train.seed);
+  auto model =
+      build_model(config, train_data.images.size(1), train_data.num_classes);
+  torch::optim::SGD optimizer(
+      model->parameters(),
+      torch::optim::SGDOptions(config.optimizer.values[0])
+          .momentum(config.optimizer.momentum));
+  RunPosition position;
+  if (options.resume) {
+    position = folder.load_checkpoint(*model, optimizer);
+  }
+  BatchMaker maker(train_data,
+                   normalization,
+                   BatchOptions()
+                       .batch_size(config.data.batch_size)
+                       .seed(config.train.seed)
+                       .augment(config.data.augment)
+                       .mixup_alpha(config.data.mixup_alpha)
+                       .label_smoothing(config.loss.label_smoothing));
+  const int64_t per_epoch = maker.batches_per_epoch();
+  TORCH_CHECK(per_epoch > 0,
+              "data.batch_size ",
+              config.data.batch_size,
+              " is larger than an epoch of ",
+              train_data.images.size(0),
+              " examples");
+  const int64_t total_steps = per_epoch * config.train.epochs;
+  MetricsLog log(folder.path().string());
+  std::vector<EpochMetrics> completed;
+  int64_t steps_this_call = 0;
+  const auto run_start = Clock::now();
+  const int64_t first_step = position.step;
+  double lr = 0;
+
+  for (; position.epoch < config.train.epochs; ++position.epoch) {
+    const auto epoch_start = Clock::now();
+    const double seconds_before = position.seconds;
+    BatchPrefetcher batches(maker, position.epoch, position.batch);
+    while (auto batch = batches.next()) {
+      lr = learning_rate_at(config.optimizer, position.step);
+      const auto step = train_step(model, optimizer, *batch, config.loss, lr);
+      const double data_loss = step.data_loss.item<double>();
+      const auto n = static_cast<double>(batch->labels.size(0));
+      position.loss_sum += data_loss * n;
+      position.correct += step.correct.item<double>();
+      position.seen += n;
+      ++position.step;
+      ++position.batch;
+      ++steps_this_call;
+      position.seconds = seconds_before + seconds_since(epoch_start);
+      if (options.progress != nullptr &&
+          (position.batch % 10 == 0 || position.batch == per_epoch)) {
+        print_progress(*options.progress,
+                       config,
+                       position,
+                       total_steps,
+                       (position.step - first_step) / seconds_since(run_start));
+      }
+      if (steps_this_call % 20 == 0) {
+        log.add_scalar("train/step_loss", data_loss, position.step);
+      }
+      const bool interrupted =
+          options.interrupt != nullptr && options.interrupt->load();
+      if (interrupted || (options.stop_after_steps >= 0 &&
+                          steps_this_call >= options.stop_after_steps)) {
+        folder.save_checkpoint(*model, optimizer, position);
+        log.flush();
+        if (options.progress != nullptr) {
+          *options.progress << "\nstopped at step " << position.step
+                            << "; checkpoint written: continue with --resume "
+                            << folder.path().string() << "\n";
+        }
+        return completed;
+      }
+    }
+    // End of epoch: evaluate, record, checkpoint.
+    EpochMetrics m;
+    m.epoch = position.epoch + 1;
+    m.step = position.step;
+    m.learning_rate = lr;
+    m.train_loss = position.loss_sum / std::max(1.0, position.seen);
+    m.train_accuracy = position.correct / std::max(1.0, position.seen);
+    const auto test = evaluate(model, test_data, normalization, 256);
+    m.test_loss = test.loss;
+    m.test_accuracy = test.accuracy;
+    m.examples_per_second = position.seen / std::max(1e-9, position.seconds);
+    m.multiply_adds = multiply_adds_now(model, train_data);
+    m.strides = model->current_strides();
+    if (options.progress != nullptr) {
+      *options.progress << std::fixed << std::setprecision(4) << "\nepoch "
+                        << m.epoch << ": train loss " << m.train_loss
+                        << ", accuracy " << m.train_accuracy << "; test loss "
+                        << m.test_loss << ", accuracy " << m.test_accuracy
+                        << std::defaultfloat << "\n";
+    }
+    log.add_epoch(m.epoch, m.step, named_values(m));
+    log.flush();
+    completed.push_back(m);
+    RunPosition next;
+    next.epoch = position.epoch + 1;
+    next.step = position.step;
+    folder.save_checkpoint(*model, optimizer, next);
+    position.batch = 0;
+    position.loss_sum = position.correct = position.seen = position.seconds = 0;
+  }
+  folder.save_model(*model);
+  return completed;
+}
+
+Evaluation evaluate_checkpoint(const std::string& path) {
+  const std::filesystem::path file = path;
+  const auto config_path = file.parent_path() / "config.toml";
+  TORCH_CHECK(
+      std::filesystem::exists(config_path),
+      config_path.string(),
+      " not found: a checkpoint is read with the config.toml of its run");
+  const auto config = load_train_config(config_path.string());
+  const auto test =
+      load_dataset(config.data.dataset, "test", config.data.data_dir);
+  auto model = build_model(config, test.images.size(1), test.num_classes);
+  load_model_weights(path, *model);
+  return evaluate(model, test, dataset_normalization(config.data.dataset), 256);
+}
+
+}  // namespace diffstride

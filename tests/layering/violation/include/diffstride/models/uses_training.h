@@ -1,0 +1,3 @@
+#pragma once
+// A deliberate violation: the layering check must reject this tree.
+#include <diffstride/train/config.h>
