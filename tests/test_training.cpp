@@ -78,6 +78,71 @@ TEST(TrainConfig, OverridesSetKeysOfEveryType) {
   EXPECT_EQ(c.optimizer.values.size(), 3u);
 }
 
+TEST(TrainConfig, EveryListKeyTakesAnArrayOneValueOrACommaString) {
+  const auto load = [](const std::string& item) {
+    return diffstride::load_train_config("", {item});
+  };
+  EXPECT_EQ(load("model.filters=8,8,8").model.filters,
+            (std::vector<int64_t>{8, 8, 8}));
+  EXPECT_EQ(load("model.filters=[8, 8, 8]").model.filters,
+            (std::vector<int64_t>{8, 8, 8}));
+  EXPECT_EQ(load("model.filters=12").model.filters,
+            (std::vector<int64_t>{12}));
+  EXPECT_EQ(load("model.id_only=0, 2").model.id_only,
+            (std::vector<int64_t>{0, 2}));
+  EXPECT_TRUE(load("model.id_only=").model.id_only.empty());
+  EXPECT_EQ(diffstride::load_train_config(
+                "", {"optimizer.boundaries=10,20", "optimizer.values=3,2,1"})
+                .optimizer.boundaries,
+            (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(
+      diffstride::load_train_config(
+          "", {"optimizer.boundaries=10", "optimizer.values=0.5,0.25"})
+          .optimizer.values,
+      (std::vector<double>{0.5, 0.25}));
+  const auto strides = load("model.strides=2").model.strides;
+  ASSERT_EQ(strides.size(), 1u);
+  EXPECT_EQ((*strides[0])[0], 2.0);
+  EXPECT_EQ((*strides[0])[1], 2.0);
+  expect_error_containing([&] { load("model.filters=8,x,8"); },
+                          "model.filters: expected a list of integers");
+}
+
+TEST(TrainConfig, ReferenceTableListsEveryKeyAndTheReadmeShowsIt) {
+  const std::string table = diffstride::train_config_reference();
+  // Every key of a written config appears, once, with its type.
+  const std::string written =
+      diffstride::to_toml(diffstride::load_train_config(
+          "", {"model.upper_limit_stride=4"}));
+  std::istringstream lines(written);
+  std::string line, section;
+  int keys = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("[", 0) == 0) {
+      section = line.substr(1, line.find(']') - 1);
+    } else if (const auto eq = line.find(" = "); eq != std::string::npos) {
+      const std::string row = "| `" + section + "." + line.substr(0, eq) + "` |";
+      EXPECT_NE(table.find(row), std::string::npos) << row;
+      ++keys;
+    }
+  }
+  EXPECT_EQ(keys, 27);
+  EXPECT_NE(table.find("| `model.filters` | list of integers |"),
+            std::string::npos);
+  EXPECT_NE(table.find("| `train.epochs` | integer | `400` |"),
+            std::string::npos);
+  // The README's table is this one, verbatim.
+  EXPECT_NE(read_text(DIFFSTRIDE_SOURCE_DIR "/README.md").find(table),
+            std::string::npos)
+      << "README.md's config key table differs from:\n"
+      << table;
+}
+
+TEST(TrainConfig, BuiltInRecipeIsTheShippedFashionMnistFile) {
+  EXPECT_EQ(diffstride::default_train_config_toml(),
+            read_text(DIFFSTRIDE_SOURCE_DIR "/configs/fashion_mnist.toml"));
+}
+
 TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
   const auto bad = [](std::vector<std::string> overrides,
                       const std::string& expected) {

@@ -24,16 +24,8 @@ std::pair<at::Tensor, at::Tensor> unit_circle(const at::Tensor& a,
   return {angle.cos(), angle.sin()};
 }
 
-// [[c, -s], [s, c]] as one (2 rows) x (2 cols) block matrix: multiplying by
-// it turns a pair of real products into the real and imaginary parts of a
-// complex one, side by side.
-at::Tensor rotation_blocks(const at::Tensor& c, const at::Tensor& s) {
-  return at::cat({at::cat({c, -s}, 1), at::cat({s, c}, 1)}, 0);
-}
-
 // Row pipeline (complex, along H): A[j, n] = 1/H' sum_q m_q e^{2 pi i j q/H'}
-// e^{-2 pi i k_q n/H}, as [A_r | A_i] (H' x 2H):
-//   [cos_out m | sin_out m] [[cos_in, -sin_in], [sin_in, cos_in]] / H'.
+// e^{-2 pi i k_q n/H}, as [A_r | A_i] (H' x 2H).
 at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
                       const at::Tensor& mask,
                       int64_t height) {
@@ -45,12 +37,14 @@ at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
       unit_circle(out_positions, out_positions, out_height);
   const auto [cos_in, sin_in] =
       unit_circle(frequencies, at::arange(height, index), height);
-  auto out = at::cat({cos_out, sin_out}, 1);
   if (mask.defined()) {
-    out = out * at::cat({mask, mask}).unsqueeze(0);
+    cos_out = cos_out * mask.unsqueeze(0);
+    sin_out = sin_out * mask.unsqueeze(0);
   }
-  return out.mm(rotation_blocks(cos_in, sin_in)) *
-         (1.0 / static_cast<double>(out_height));
+  const double scale = 1.0 / static_cast<double>(out_height);
+  const auto real = (cos_out.mm(cos_in) + sin_out.mm(sin_in)) * scale;
+  const auto imag = (sin_out.mm(cos_in) - cos_out.mm(sin_in)) * scale;
+  return at::cat({real, imag}, 1);
 }
 
 // Column pipeline (real to real, along W): rfft, mask, crop to the first K'
@@ -59,8 +53,7 @@ at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
 // DC and Nyquist bins, which the weights c_p below and the sine terms encode:
 //   G_r[n, w] =  1/W' sum_p c_p m_p cos(2 pi p (w/W' - n/W))
 //   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)),
-// as [G_r | G_i] (W x 2W'):
-//   [cos_in^T | sin_in^T] [[c cos_out, -c sin_out], [c sin_out, c cos_out]].
+// as [G_r | G_i] (W x 2W').
 at::Tensor column_matrix(int64_t kept_columns,
                          const at::Tensor& mask,
                          int64_t width,
@@ -69,7 +62,7 @@ at::Tensor column_matrix(int64_t kept_columns,
   const auto bins = at::arange(kept_columns, index);
   const auto [cos_in, sin_in] =
       unit_circle(bins, at::arange(width, index), width);
-  const auto [cos_out, sin_out] =
+  auto [cos_out, sin_out] =
       unit_circle(bins, at::arange(out_width, index), out_width);
   auto weights = at::full({kept_columns}, 2.0, index.dtype(at::kDouble));
   weights[0] = 1.0;
@@ -79,10 +72,12 @@ at::Tensor column_matrix(int64_t kept_columns,
   if (mask.defined()) {
     weights = weights * mask;
   }
-  const auto w = weights.unsqueeze(1);
-  return at::cat({cos_in.t(), sin_in.t()}, 1)
-             .mm(rotation_blocks(cos_out * w, sin_out * w)) *
-         (1.0 / static_cast<double>(out_width));
+  cos_out = cos_out * weights.unsqueeze(1);
+  sin_out = sin_out * weights.unsqueeze(1);
+  const double scale = 1.0 / static_cast<double>(out_width);
+  const auto real = (cos_in.t().mm(cos_out) + sin_in.t().mm(sin_out)) * scale;
+  const auto imag = (sin_in.t().mm(cos_out) - cos_in.t().mm(sin_out)) * scale;
+  return at::cat({real, imag}, 1);
 }
 
 }  // namespace

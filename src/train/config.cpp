@@ -334,13 +334,34 @@ void write_value(const T& value, toml::table& table, const std::string& name) {
   }
 }
 
+// A value as the reference table shows it: TOML syntax, numbers with up to
+// 6 significant digits (0.9, not 0.90000000000000002).
+std::string brief(const toml::node& node) {
+  std::ostringstream out;
+  if (const auto* array = node.as_array()) {
+    out << "[";
+    for (size_t i = 0; i < array->size(); ++i)
+      out << (i > 0 ? ", " : "") << brief((*array)[i]);
+    out << "]";
+  } else if (const auto* text = node.as_string()) {
+    out << '"' << text->get() << '"';
+  } else if (const auto* flag = node.as_boolean()) {
+    out << (flag->get() ? "true" : "false");
+  } else if (const auto* integer = node.as_integer()) {
+    out << integer->get();
+  } else {
+    out << node.value<double>().value_or(0.0);
+  }
+  return out.str();
+}
+
 template <typename Member, typename T = std::decay_t<std::invoke_result_t<
                                Member, TrainConfig&>>>
 Key make_key(const char* section,
              const char* name,
              Member member,
              Check<T> check,
-             const char* help) {
+             const std::string& help) {
   Key key;
   key.section = section;
   key.name = name;
@@ -363,15 +384,7 @@ Key make_key(const char* section,
     toml::table one;
     write_value(member(config), one, "v");
     const auto* node = one.get("v");
-    if (node == nullptr)
-      return std::string();
-    std::ostringstream text;
-    if (const auto* array = node->as_array()) {
-      text << *array;
-    } else {
-      node->visit([&](const auto& value) { text << value; });
-    }
-    return text.str();
+    return node == nullptr ? std::string() : brief(*node);
   };
   return key;
 }
@@ -385,10 +398,17 @@ Key make_key(const char* section,
       check,                                                                 \
       help)
 
+// The library's factories and the config's own "resnet".
+std::vector<std::string> factory_names() {
+  auto names = resnet_factory_names();
+  names.emplace_back(kCustomResNetFactory);
+  return names;
+}
+
 const std::vector<Key>& schema() {
   static const std::vector<Key> keys = {
       DIFFSTRIDE_CONFIG_KEY(data, dataset, one_of(dataset_names()),
-                            "the dataset"),
+                            "the dataset: " + join(dataset_names())),
       DIFFSTRIDE_CONFIG_KEY(data, data_dir, any<std::string>(),
                             "its folder (empty: the dataset's default)"),
       DIFFSTRIDE_CONFIG_KEY(data, batch_size, integer_at_least(1),
@@ -397,15 +417,10 @@ const std::vector<Key>& schema() {
                             "mixup's Beta(alpha, alpha) (0: no mixup)"),
       DIFFSTRIDE_CONFIG_KEY(data, augment, any<bool>(),
                             "pad 2, random crop and horizontal flip"),
-      DIFFSTRIDE_CONFIG_KEY(
-          model, factory,
-          [] {
-            auto names = resnet_factory_names();
-            names.emplace_back(kCustomResNetFactory);
-            return one_of(names);
-          }(),
-          "the network: a library factory, or \"resnet\" with filters and "
-          "strides given here"),
+      DIFFSTRIDE_CONFIG_KEY(model, factory, one_of(factory_names()),
+                            "the network: " + join(resnet_factory_names()) +
+                                ", or \"" + kCustomResNetFactory +
+                                "\" with filters and strides given here"),
       DIFFSTRIDE_CONFIG_KEY(model, strides, strides_at_least_one(),
                             "stride per stage, a number or HxW (empty: the "
                             "factory's)"),
@@ -417,7 +432,7 @@ const std::vector<Key>& schema() {
                             "blocks whose first layer is an identity layer "
                             "(factory \"resnet\")"),
       DIFFSTRIDE_CONFIG_KEY(model, pooling, one_of(pooling_names()),
-                            "the downsampling layer"),
+                            "the downsampling: " + join(pooling_names())),
       DIFFSTRIDE_CONFIG_KEY(model, smoothness_factor, number_above(0),
                             "DiffStride's R"),
       DIFFSTRIDE_CONFIG_KEY(model, cropping, any<bool>(),
