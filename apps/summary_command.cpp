@@ -38,9 +38,7 @@ CLI::App* add_summary_command(CLI::App& app, SummaryArgs& args) {
       "a model's stage output shapes, DiffStride output sizes, trainable "
       "parameters and multiply-adds for one input size");
   add_model_option(command, args.model);
-  command
-      ->add_option(
-          "--pooling", args.pooling, "the downsampling layer")
+  command->add_option("--pooling", args.pooling, "the downsampling layer")
       ->check(CLI::IsMember(diffstride::pooling_names()))
       ->capture_default_str();
   command->add_option("--input", args.input, "input size CxHxW")

@@ -1,5 +1,5 @@
 """The Python peer of `diffstride bench`: one training step of the same
-pre-activation resnet18 (spec section 5) written in PyTorch, with the plain
+pre-activation resnet18 (docs/resnet.md) written in PyTorch, with the plain
 FFT formulation of DiffStride (rfft2, ramp masks, crop, irfft2) that ports of
 the reference use. Run with Debian's /usr/bin/python3 (python3-torch, the same
 LibTorch build as the C++ library):

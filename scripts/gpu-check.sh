@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the device-generic path (issue 3, point 3), for a lent
+# The GPU check of the device-generic path, for a lent
 # machine with CUDA and PyTorch 2.x but no Debian packages: builds the library,
 # tests and benchmarks against that PyTorch's LibTorch, runs the whole test
 # suite (the CUDA tests included) and the CUDA benchmarks, and writes the logs

@@ -70,8 +70,8 @@ TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
               shared
                   ? run(x, {stride_height}, smoothness, cropping)
                   : run(x, {stride_height, stride_width}, smoothness, cropping);
-          // Step 1 of the spec, computed here: the floor size / (size - R),
-          // the larger of the two for a shared stride.
+          // Step 1 of docs/layers.md, computed here: the floor size / (size -
+          // R), the larger of the two for a shared stride.
           double floor_height = ref::stride_floor(height, smoothness);
           double floor_width = ref::stride_floor(width, smoothness);
           if (shared) {

@@ -35,7 +35,7 @@ TEST(FixedSpectralPooling, ShapesAndValuesMatchPlainFftFormulation) {
         const auto x = torch::randn({2, 3, height, width}, torch::kDouble);
         const auto y = F::fixed_spectral_pooling(
             x, F::FixedSpectralPoolingFuncOptions({strides[0], strides[1]}));
-        // Output size written out from the spec: even floor(H/s_h) >= 2,
+        // Output size written out from docs/layers.md: even floor(H/s_h) >= 2,
         // floor(W/s_w) >= 2.
         int64_t out_height = static_cast<int64_t>(height / strides[0]);
         out_height = std::max<int64_t>(out_height - out_height % 2, 2);

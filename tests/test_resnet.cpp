@@ -1,5 +1,5 @@
-// The ResNet family (spec section 5) and the complexity penalty (section 4):
-// the reference's shape cases, the spec's parameter counts, training-mode
+// The ResNet family and the complexity penalty (docs/resnet.md):
+// the reference's shape cases, the documented parameter counts, training-mode
 // behaviour and hand computations.
 
 #include <diffstride/models/complexity_penalty.h>
@@ -38,7 +38,7 @@ TEST(ResidualLayer, ProjectingLayerWithStride2HalvesTheInput) {
               torch::IntArrayRef({2, 7, 16, 16}))
         << diffstride::pooling_name(pooling);
   }
-  // DiffStride's own output size at stride 2 on 32 (spec section 1): 24.
+  // DiffStride's own output size at stride 2 on 32 (docs/layers.md): 24.
   ResidualLayer learned(
       ResidualLayerOptions(3, 7).strides(2.0).project(true).pooling(
           Pooling::kDiffStride));

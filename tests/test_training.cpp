@@ -2,8 +2,8 @@
 // loss arithmetic, TensorBoard event framing, a few-step run on a tiny
 // dataset, kill-and-resume, and evaluation of a checkpoint.
 
-#include <diffstride/train/event_writer.h>
 #include <diffstride/train/config.h>
+#include <diffstride/train/event_writer.h>
 #include <diffstride/train/train_step.h>
 #include <diffstride/train/trainer.h>
 
@@ -86,8 +86,7 @@ TEST(TrainConfig, EveryListKeyTakesAnArrayOneValueOrACommaString) {
             (std::vector<int64_t>{8, 8, 8}));
   EXPECT_EQ(load("model.filters=[8, 8, 8]").model.filters,
             (std::vector<int64_t>{8, 8, 8}));
-  EXPECT_EQ(load("model.filters=12").model.filters,
-            (std::vector<int64_t>{12}));
+  EXPECT_EQ(load("model.filters=12").model.filters, (std::vector<int64_t>{12}));
   EXPECT_EQ(load("model.id_only=0, 2").model.id_only,
             (std::vector<int64_t>{0, 2}));
   EXPECT_TRUE(load("model.id_only=").model.id_only.empty());
@@ -95,11 +94,10 @@ TEST(TrainConfig, EveryListKeyTakesAnArrayOneValueOrACommaString) {
                 "", {"optimizer.boundaries=10,20", "optimizer.values=3,2,1"})
                 .optimizer.boundaries,
             (std::vector<int64_t>{10, 20}));
-  EXPECT_EQ(
-      diffstride::load_train_config(
-          "", {"optimizer.boundaries=10", "optimizer.values=0.5,0.25"})
-          .optimizer.values,
-      (std::vector<double>{0.5, 0.25}));
+  EXPECT_EQ(diffstride::load_train_config(
+                "", {"optimizer.boundaries=10", "optimizer.values=0.5,0.25"})
+                .optimizer.values,
+            (std::vector<double>{0.5, 0.25}));
   const auto strides = load("model.strides=2").model.strides;
   ASSERT_EQ(strides.size(), 1u);
   EXPECT_EQ((*strides[0])[0], 2.0);
@@ -111,9 +109,8 @@ TEST(TrainConfig, EveryListKeyTakesAnArrayOneValueOrACommaString) {
 TEST(TrainConfig, ReferenceTableListsEveryKeyAndTheReadmeShowsIt) {
   const std::string table = diffstride::train_config_reference();
   // Every key of a written config appears, once, with its type.
-  const std::string written =
-      diffstride::to_toml(diffstride::load_train_config(
-          "", {"model.upper_limit_stride=4"}));
+  const std::string written = diffstride::to_toml(
+      diffstride::load_train_config("", {"model.upper_limit_stride=4"}));
   std::istringstream lines(written);
   std::string line, section;
   int keys = 0;
@@ -121,7 +118,8 @@ TEST(TrainConfig, ReferenceTableListsEveryKeyAndTheReadmeShowsIt) {
     if (line.rfind("[", 0) == 0) {
       section = line.substr(1, line.find(']') - 1);
     } else if (const auto eq = line.find(" = "); eq != std::string::npos) {
-      const std::string row = "| `" + section + "." + line.substr(0, eq) + "` |";
+      const std::string row =
+          "| `" + section + "." + line.substr(0, eq) + "` |";
       EXPECT_NE(table.find(row), std::string::npos) << row;
       ++keys;
     }

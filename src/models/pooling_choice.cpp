@@ -1,8 +1,9 @@
-#include <diffstride/nn/fixed_spectral_pooling.h>
 #include <diffstride/models/pooling_choice.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
 #include <diffstride/nn/spatial_pooling.h>
 
 #include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
 
 #include <cmath>
 
@@ -45,12 +46,11 @@ Pooling parse_pooling(const std::string& name) {
       return entry.pooling;
     }
   }
-  std::string accepted;
-  for (const auto& entry : kPoolings) {
-    accepted += (accepted.empty() ? "" : ", ") + std::string(entry.name);
-  }
-  TORCH_CHECK(
-      false, "unknown pooling '", name, "': expected one of ", accepted);
+  TORCH_CHECK(false,
+              "unknown pooling '",
+              name,
+              "': expected one of ",
+              c10::Join(", ", pooling_names()));
 }
 
 torch::nn::AnyModule make_pooling_layer(

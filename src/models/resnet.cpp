@@ -3,6 +3,8 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
 
+#include <c10/util/StringUtil.h>
+
 #include <algorithm>
 
 namespace diffstride {
@@ -46,12 +48,11 @@ ResNetOptions resnet_options(const std::string& name) {
       return factory.options();
     }
   }
-  std::string accepted;
-  for (const auto& factory : kFactories) {
-    accepted += (accepted.empty() ? "" : ", ") + std::string(factory.name);
-  }
-  TORCH_CHECK(
-      false, "unknown model '", name, "': expected one of ", accepted);
+  TORCH_CHECK(false,
+              "unknown model '",
+              name,
+              "': expected one of ",
+              c10::Join(", ", resnet_factory_names()));
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {

@@ -149,7 +149,7 @@ at::Tensor diffstride(const at::Tensor& input,
     check_stride_value(value, "strides");
   }
 
-  // Step 1 of the spec: floor each stride at size/(size - R), in float64.
+  // Step 1 of docs/layers.md: floor each stride at size/(size - R), in float64.
   // The masks and the small matrices built from them are host work on any
   // device: a few dozen tiny operations that on a GPU would each cost a
   // kernel launch (the copy back to the device is one per matrix).

@@ -158,8 +158,8 @@ struct Codec<StridePair> {
 // `--set model.strides=1,1,2x3`.
 template <typename E>
 struct Codec<std::vector<E>> {
-  static inline const std::string kType = std::string("list of ") +
-                                          Codec<E>::kType + "s";
+  static inline const std::string kType =
+      std::string("list of ") + Codec<E>::kType + "s";
   static inline const std::string kExpected =
       std::is_same_v<E, StridePair>
           ? std::string(Codec<E>::kExpected)
@@ -355,8 +355,8 @@ std::string brief(const toml::node& node) {
   return out.str();
 }
 
-template <typename Member, typename T = std::decay_t<std::invoke_result_t<
-                               Member, TrainConfig&>>>
+template <typename Member,
+          typename T = std::decay_t<std::invoke_result_t<Member, TrainConfig&>>>
 Key make_key(const char* section,
              const char* name,
              Member member,
@@ -390,12 +390,12 @@ Key make_key(const char* section,
 }
 
 // One row per key: the section and key name are also the member's path.
-#define DIFFSTRIDE_CONFIG_KEY(section, key, check, help)                     \
-  make_key(                                                                  \
-      #section,                                                              \
-      #key,                                                                  \
-      [](auto& c) -> auto& { return c.section.key; },                        \
-      check,                                                                 \
+#define DIFFSTRIDE_CONFIG_KEY(section, key, check, help) \
+  make_key(                                              \
+      #section,                                          \
+      #key,                                              \
+      [](auto& c) -> auto& { return c.section.key; },    \
+      check,                                             \
       help)
 
 // The library's factories and the config's own "resnet".
@@ -407,64 +407,99 @@ std::vector<std::string> factory_names() {
 
 const std::vector<Key>& schema() {
   static const std::vector<Key> keys = {
-      DIFFSTRIDE_CONFIG_KEY(data, dataset, one_of(dataset_names()),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            dataset,
+                            one_of(dataset_names()),
                             "the dataset: " + join(dataset_names())),
-      DIFFSTRIDE_CONFIG_KEY(data, data_dir, any<std::string>(),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            data_dir,
+                            any<std::string>(),
                             "its folder (empty: the dataset's default)"),
-      DIFFSTRIDE_CONFIG_KEY(data, batch_size, integer_at_least(1),
-                            "examples per training batch"),
-      DIFFSTRIDE_CONFIG_KEY(data, mixup_alpha, number_at_least(0),
+      DIFFSTRIDE_CONFIG_KEY(
+          data, batch_size, integer_at_least(1), "examples per training batch"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            mixup_alpha,
+                            number_at_least(0),
                             "mixup's Beta(alpha, alpha) (0: no mixup)"),
-      DIFFSTRIDE_CONFIG_KEY(data, augment, any<bool>(),
-                            "pad 2, random crop and horizontal flip"),
-      DIFFSTRIDE_CONFIG_KEY(model, factory, one_of(factory_names()),
+      DIFFSTRIDE_CONFIG_KEY(
+          data, augment, any<bool>(), "pad 2, random crop and horizontal flip"),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            factory,
+                            one_of(factory_names()),
                             "the network: " + join(resnet_factory_names()) +
                                 ", or \"" + kCustomResNetFactory +
                                 "\" with filters and strides given here"),
-      DIFFSTRIDE_CONFIG_KEY(model, strides, strides_at_least_one(),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            strides,
+                            strides_at_least_one(),
                             "stride per stage, a number or HxW (empty: the "
                             "factory's)"),
-      DIFFSTRIDE_CONFIG_KEY(model, filters, any<std::vector<int64_t>>(),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            filters,
+                            any<std::vector<int64_t>>(),
                             "filters per stage (empty: the factory's)"),
-      DIFFSTRIDE_CONFIG_KEY(model, layers_per_block, integer_at_least(0),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            layers_per_block,
+                            integer_at_least(0),
                             "residual layers per block (0: the factory's)"),
-      DIFFSTRIDE_CONFIG_KEY(model, id_only, any<std::vector<int64_t>>(),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            id_only,
+                            any<std::vector<int64_t>>(),
                             "blocks whose first layer is an identity layer "
                             "(factory \"resnet\")"),
-      DIFFSTRIDE_CONFIG_KEY(model, pooling, one_of(pooling_names()),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            pooling,
+                            one_of(pooling_names()),
                             "the downsampling: " + join(pooling_names())),
-      DIFFSTRIDE_CONFIG_KEY(model, smoothness_factor, number_above(0),
-                            "DiffStride's R"),
-      DIFFSTRIDE_CONFIG_KEY(model, cropping, any<bool>(),
-                            "DiffStride crops the masked spectrum"),
-      DIFFSTRIDE_CONFIG_KEY(model, shared_stride, any<bool>(),
+      DIFFSTRIDE_CONFIG_KEY(
+          model, smoothness_factor, number_above(0), "DiffStride's R"),
+      DIFFSTRIDE_CONFIG_KEY(
+          model, cropping, any<bool>(), "DiffStride crops the masked spectrum"),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            shared_stride,
+                            any<bool>(),
                             "one DiffStride stride for both axes"),
-      DIFFSTRIDE_CONFIG_KEY(model, trainable_strides, any<bool>(),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            trainable_strides,
+                            any<bool>(),
                             "DiffStride's strides are learned"),
-      DIFFSTRIDE_CONFIG_KEY(model, lower_limit_stride, any<double>(),
-                            "lowest DiffStride stride"),
-      DIFFSTRIDE_CONFIG_KEY(model, upper_limit_stride, any<std::optional<double>>(),
+      DIFFSTRIDE_CONFIG_KEY(
+          model, lower_limit_stride, any<double>(), "lowest DiffStride stride"),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            upper_limit_stride,
+                            any<std::optional<double>>(),
                             "highest DiffStride stride (absent: none)"),
-      DIFFSTRIDE_CONFIG_KEY(optimizer, momentum, any<double>(),
-                            "SGD momentum"),
-      DIFFSTRIDE_CONFIG_KEY(optimizer, boundaries, increasing(),
+      DIFFSTRIDE_CONFIG_KEY(optimizer, momentum, any<double>(), "SGD momentum"),
+      DIFFSTRIDE_CONFIG_KEY(optimizer,
+                            boundaries,
+                            increasing(),
                             "steps where the learning rate changes"),
-      DIFFSTRIDE_CONFIG_KEY(optimizer, values, all_positive("learning rates"),
+      DIFFSTRIDE_CONFIG_KEY(optimizer,
+                            values,
+                            all_positive("learning rates"),
                             "learning rates, one more than boundaries"),
-      DIFFSTRIDE_CONFIG_KEY(loss, label_smoothing, number_in_half_open(0, 1),
-                            "label smoothing"),
-      DIFFSTRIDE_CONFIG_KEY(loss, weight_decay, number_at_least(0),
+      DIFFSTRIDE_CONFIG_KEY(
+          loss, label_smoothing, number_in_half_open(0, 1), "label smoothing"),
+      DIFFSTRIDE_CONFIG_KEY(loss,
+                            weight_decay,
+                            number_at_least(0),
                             "L2 factor on convolution and dense weights"),
-      DIFFSTRIDE_CONFIG_KEY(loss, complexity_lambda, number_at_least(0),
+      DIFFSTRIDE_CONFIG_KEY(loss,
+                            complexity_lambda,
+                            number_at_least(0),
                             "weight of the complexity penalty on strides"),
-      DIFFSTRIDE_CONFIG_KEY(train, epochs, integer_at_least(1),
-                            "epochs to train"),
-      DIFFSTRIDE_CONFIG_KEY(train, seed, any<uint64_t>(),
+      DIFFSTRIDE_CONFIG_KEY(
+          train, epochs, integer_at_least(1), "epochs to train"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            seed,
+                            any<uint64_t>(),
                             "seed of initialisation and data order"),
-      DIFFSTRIDE_CONFIG_KEY(train, threads, integer_at_least(0, " (0: all cores)"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            threads,
+                            integer_at_least(0, " (0: all cores)"),
                             "intra-op threads (0: all cores)"),
-      DIFFSTRIDE_CONFIG_KEY(train, out, not_empty("a folder"),
-                            "the run folder"),
+      DIFFSTRIDE_CONFIG_KEY(
+          train, out, not_empty("a folder"), "the run folder"),
   };
   return keys;
 }

@@ -36,7 +36,8 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   });
 }
 
-void save_archive(const fs::path& path, const torch::nn::Module& model,
+void save_archive(const fs::path& path,
+                  const torch::nn::Module& model,
                   const torch::optim::Optimizer* optimizer,
                   const RunPosition* p) {
   write_atomically(path, [&](const fs::path& to) {
@@ -96,11 +97,12 @@ void trim_metrics(const fs::path& path, int64_t epochs_done) {
 RunFolder RunFolder::create(const std::string& path,
                             const TrainConfig& config) {
   const fs::path out = path;
-  TORCH_CHECK(!fs::exists(out / kCheckpointFile) && !fs::exists(out / kConfigFile),
-              out.string(),
-              " already holds a run: resume it with --resume ",
-              out.string(),
-              " or choose another --out");
+  TORCH_CHECK(
+      !fs::exists(out / kCheckpointFile) && !fs::exists(out / kConfigFile),
+      out.string(),
+      " already holds a run: resume it with --resume ",
+      out.string(),
+      " or choose another --out");
   fs::create_directories(out);
   write_text_atomically(out / kConfigFile, to_toml(config));
   return RunFolder(out);
@@ -120,8 +122,8 @@ void RunFolder::save_checkpoint(const torch::nn::Module& model,
   save_archive(path_ / kCheckpointFile, model, &optimizer, &position);
 }
 
-RunPosition RunFolder::load_checkpoint(torch::nn::Module& model,
-                                       torch::optim::Optimizer& optimizer) const {
+RunPosition RunFolder::load_checkpoint(
+    torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
   auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);

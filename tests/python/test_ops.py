@@ -22,7 +22,7 @@ ops = torch.ops.diffstride
 
 
 def plain_diffstride(x, s_h, s_w, R=4.0, cropping=True):
-    """Spec section 1 after the floor, with torch.fft and explicit masks."""
+    """docs/layers.md, DiffStride steps 2-6 after the floor, with torch.fft and explicit masks."""
     H, W = x.shape[-2:]
     t_h, t_w = max(H / s_h, 2.0), max(W / s_w, 2.0)
     ramp = lambda a, p: min(max((R + a - p) / R, 0.0), 1.0)

@@ -1,6 +1,6 @@
 #pragma once
 
-// The plain FFT formulation of the spectral layers (spec sections 1-2),
+// The plain FFT formulation of the spectral layers (docs/layers.md),
 // written independently of the library: full rfft2, masks built the way the
 // TensorFlow reference builds them (centred positions, then ifftshift), index
 // selection, irfft2. Tests compare the library against it; benchmarks use it
@@ -23,7 +23,7 @@ inline torch::Tensor ramp(const torch::Tensor& a,
 
 // Mask positions of the rows of an FFT-ordered spectrum: the reference lays
 // them out centred, [.., 1, 0, 0, 1, ..] for even sizes and [.., 1, 0, 1, ..]
-// for odd ones, then moves the centre to index 0 (the spec's symmetric odd
+// for odd ones, then moves the centre to index 0 (the documented symmetric odd
 // layout uses ifftshift).
 inline torch::Tensor row_positions(int64_t height) {
   const auto half = torch::arange(height / 2 + height % 2,
@@ -78,13 +78,14 @@ inline torch::Tensor diffstride(const torch::Tensor& x,
       cropping);
 }
 
-// The floor step 1 of the spec raises strides to: size / (size - R).
+// The floor of DiffStride step 1 (docs/layers.md) raises strides to: size /
+// (size - R).
 inline double stride_floor(int64_t size, double smoothness_factor) {
   return static_cast<double>(size) /
          (static_cast<double>(size) - smoothness_factor);
 }
 
-// FixedSpectralPooling (spec section 2), in x's precision.
+// FixedSpectralPooling (docs/layers.md), in x's precision.
 inline torch::Tensor fixed_spectral_pooling(const torch::Tensor& x,
                                             double stride_height,
                                             double stride_width) {

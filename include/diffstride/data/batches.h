@@ -1,6 +1,6 @@
 #pragma once
 
-// Training and evaluation batches of spec section 6: seeded shuffling per
+// Training and evaluation batches of docs/training.md: seeded shuffling per
 // epoch, optional augmentation (pad 2 + random crop, horizontal flip), mixup
 // of consecutive pairs, label smoothing, the last partial batch dropped; and
 // a background thread that prepares them ahead of the model.

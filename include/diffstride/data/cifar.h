@@ -1,6 +1,6 @@
 #pragma once
 
-// CIFAR-10 and CIFAR-100, binary versions (spec section 7).
+// CIFAR-10 and CIFAR-100, binary versions (docs/data.md).
 
 #include <diffstride/data/dataset.h>
 

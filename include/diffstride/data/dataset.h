@@ -2,7 +2,7 @@
 
 // An image classification dataset held in memory, and the datasets this
 // project reads: CIFAR-10, CIFAR-100 (binary versions) and Fashion-MNIST (IDX).
-// Formats: shared/spec/diffstride.md, section 7.
+// Formats: docs/data.md.
 
 #include <ATen/core/Tensor.h>
 
@@ -31,7 +31,7 @@ struct Normalization {
 /// The names load_dataset accepts: cifar10, cifar100, fashion_mnist.
 std::vector<std::string> dataset_names();
 
-/// The normalisation of dataset `name`: the spec's constants for CIFAR;
+/// The normalisation of dataset `name`: the recipe's constants for CIFAR;
 /// for Fashion-MNIST mean 0.2860 and std 0.3530, computed from its 60,000
 /// training images (`diffstride data --dataset fashion_mnist` prints them).
 Normalization dataset_normalization(const std::string& name);

@@ -1,6 +1,6 @@
 #pragma once
 
-// IDX files (MNIST, Fashion-MNIST), plain or gzip-compressed (spec section 7).
+// IDX files (MNIST, Fashion-MNIST), plain or gzip-compressed (docs/data.md).
 
 #include <diffstride/data/dataset.h>
 

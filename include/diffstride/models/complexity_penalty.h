@@ -1,6 +1,6 @@
 #pragma once
 
-// The complexity regulariser of spec section 4.
+// The complexity penalty of docs/resnet.md.
 
 #include <diffstride/nn/diff_stride.h>
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // The downsampling a network uses: strided convolutions, or one of the three
-// pooling layers of this library. Spec section 5.
+// pooling layers of this library (docs/resnet.md).
 
 #include <diffstride/nn/diff_stride.h>
 #include <diffstride/nn/stride_pair.h>

@@ -1,6 +1,6 @@
 #pragma once
 
-// The pre-activation residual layer of spec section 5, with pluggable
+// The pre-activation residual layer of docs/resnet.md, with pluggable
 // downsampling.
 
 #include <diffstride/models/pooling_choice.h>
@@ -73,7 +73,7 @@ class ResidualLayerImpl : public torch::nn::Cloneable<ResidualLayerImpl> {
 
 TORCH_MODULE(ResidualLayer);
 
-/// Spec section 5's initialisation and batch-norm settings, applied to a
+/// The initialisation and batch-norm settings, applied to a
 /// freshly built module: He-normal convolutions (a normal truncated at two
 /// standard deviations, rescaled to std sqrt(2 / fan_in), as Keras does),
 /// BatchNorm2d with momentum 0.1 (Keras 0.9) and epsilon 1e-5.

@@ -1,6 +1,6 @@
 #pragma once
 
-// The pre-activation ResNet family of spec section 5 with pluggable
+// The pre-activation ResNet family of docs/resnet.md with pluggable
 // downsampling, its two factories, and what training and the summary need
 // of it: the DiffStride layers in forward order and a traced forward pass.
 

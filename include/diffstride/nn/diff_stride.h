@@ -2,7 +2,7 @@
 
 // DiffStride: spectral pooling whose strides are learned by gradient descent
 // (Riad et al., "Learning Strides in Convolutional Neural Networks", ICLR
-// 2022). Semantics: shared/spec/diffstride.md, section 1.
+// 2022). Semantics: docs/layers.md.
 
 #include <diffstride/nn/stride_pair.h>
 #include <torch/arg.h>

@@ -1,7 +1,7 @@
 #pragma once
 
 // Spectral pooling with fixed (possibly fractional) strides: keep the lowest
-// frequencies of the 2-D DFT. Semantics: shared/spec/diffstride.md, section 2.
+// frequencies of the 2-D DFT. Semantics: docs/layers.md.
 
 #include <diffstride/nn/stride_pair.h>
 #include <torch/arg.h>

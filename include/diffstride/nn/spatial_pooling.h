@@ -1,7 +1,7 @@
 #pragma once
 
 // Plain subsampling: average pooling with a 1x1 window, integer strides and
-// 'same' padding. Semantics: shared/spec/diffstride.md, section 3.
+// 'same' padding. Semantics: docs/layers.md.
 
 #include <diffstride/nn/stride_pair.h>
 #include <torch/arg.h>

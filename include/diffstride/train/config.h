@@ -1,6 +1,6 @@
 #pragma once
 
-// The training recipe as a config file (TOML): everything the seed's
+// The training recipe as a config file (TOML): everything the reference's
 // cifar10.gin expresses, plus the run's seed, threads and output folder
 // (docs/training.md). Every key is declared once, in the schema of
 // src/train/config.cpp, which reads, checks, writes and documents it;

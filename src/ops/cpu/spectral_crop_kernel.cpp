@@ -101,14 +101,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
               grad_output.sizes());
   const auto x = input.contiguous();
   const auto dy = grad_output.contiguous().to(x.scalar_type());
-  const auto a_stack =
-      row_matrix.contiguous()
-          .view({Hp, 2, H}).permute({1, 0, 2}).reshape({2 * Hp, H})
+  const auto a_stack = row_matrix.contiguous()
+                           .view({Hp, 2, H})
+                           .permute({1, 0, 2})
+                           .reshape({2 * Hp, H})
                            .contiguous();
-  const auto a_cat_t =
-      a_stack.view({2, Hp, H}).permute({2, 0, 1}).reshape({H, 2 * Hp}).contiguous();
+  const auto a_cat_t = a_stack.view({2, Hp, H})
+                           .permute({2, 0, 1})
+                           .reshape({H, 2 * Hp})
+                           .contiguous();
   const auto g_cat_t = column_matrix.contiguous()
-                           .view({W, 2, Wp}).permute({2, 1, 0}).reshape({Wp, 2 * W})
+                           .view({W, 2, Wp})
+                           .permute({2, 1, 0})
+                           .reshape({Wp, 2 * W})
                            .contiguous();
   const bool matrices = output_mask[1] || output_mask[2];
   at::Tensor dx, da_stack, dg_stack;

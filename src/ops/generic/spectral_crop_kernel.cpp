@@ -64,10 +64,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
   const auto dy_t = grad_output.transpose(2, 3);
   at::Tensor dx, d_rows, d_columns;
   if (output_mask[1]) {
-    const auto u =
-        rows_last(at::matmul(x, column_matrix), height, out_width);
-    d_rows = at::mm(dy_t.reshape({-1, out_height}).t(),
-                    u.reshape({-1, 2 * height}));
+    const auto u = rows_last(at::matmul(x, column_matrix), height, out_width);
+    d_rows =
+        at::mm(dy_t.reshape({-1, out_height}).t(), u.reshape({-1, 2 * height}));
   }
   if (output_mask[0] || output_mask[2]) {
     const auto dt =
