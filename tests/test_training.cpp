@@ -124,7 +124,7 @@ TEST(TrainConfig, ReferenceTableListsEveryKeyAndTheReadmeShowsIt) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 27);
+  EXPECT_EQ(keys, 28);
   EXPECT_NE(table.find("| `model.filters` | list of integers |"),
             std::string::npos);
   EXPECT_NE(table.find("| `train.epochs` | integer | `400` |"),

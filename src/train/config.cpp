@@ -500,6 +500,10 @@ const std::vector<Key>& schema() {
                             "intra-op threads (0: all cores)"),
       DIFFSTRIDE_CONFIG_KEY(
           train, out, not_empty("a folder"), "the run folder"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            log_every_steps,
+                            integer_at_least(1),
+                            "steps between training-loss scalars"),
   };
   return keys;
 }

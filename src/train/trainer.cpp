@@ -204,7 +204,7 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
                        total_steps,
                        (position.step - first_step) / seconds_since(run_start));
       }
-      if (steps_this_call % 20 == 0) {
+      if (steps_this_call % config.train.log_every_steps == 0) {
         log.add_scalar("train/step_loss", data_loss, position.step);
       }
       const bool interrupted =

@@ -52,6 +52,7 @@ struct TrainConfig {
     uint64_t seed = 0;
     int64_t threads = 0;  // 0: all cores
     std::string out = "runs/train";
+    int64_t log_every_steps = 20;
   } train;
 };
 
