@@ -70,6 +70,28 @@ def test_gradcheck_input_and_strides():
     assert torch.autograd.gradcheck(lambda x, s: ops.diffstride(x, s, 2.0, True), (x, s))
 
 
+def test_internal_spectral_crop_op():
+    """The op the layers are built on: y = A_r x G_r + A_i x G_i per plane,
+    with row_matrix = [A_r | A_i] and column_matrix = [G_r | G_i] (written out
+    here), and finite-difference gradients for all three arguments."""
+    torch.manual_seed(2)
+    H, W, Hp, Wp = 7, 6, 4, 3
+    x = torch.randn(2, 3, H, W, dtype=torch.float64, requires_grad=True)
+    rows = torch.randn(Hp, 2 * H, dtype=torch.float64, requires_grad=True)
+    columns = torch.randn(W, 2 * Wp, dtype=torch.float64, requires_grad=True)
+    y = ops._spectral_crop(x, rows, columns)
+    expected = rows[:, :H] @ x @ columns[:, :Wp] + rows[:, H:] @ x @ columns[:, Wp:]
+    assert y.shape == (2, 3, Hp, Wp)
+    assert (y - expected).abs().max().item() < 1e-12
+    assert torch.autograd.gradcheck(ops._spectral_crop, (x, rows, columns))
+    try:
+        ops._spectral_crop(x, rows[:, :-1], columns)
+    except RuntimeError as error:
+        assert "expected row_matrix of shape (H', 2H) = (H', 14)" in str(error), str(error)
+    else:
+        raise AssertionError("a row matrix of the wrong width was accepted")
+
+
 def test_op_never_modifies_strides():
     s = torch.tensor([1.0, 1.0], requires_grad=True)
     y = ops.diffstride(torch.randn(1, 1, 32, 32), s)
