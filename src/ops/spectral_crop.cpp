@@ -81,6 +81,24 @@ void check_spectral_crop_arguments(const at::Tensor& input,
   }
 }
 
+void check_spectral_crop_backward_arguments(const at::Tensor& grad_output,
+                                            const at::Tensor& input,
+                                            const at::Tensor& row_matrix,
+                                            const at::Tensor& column_matrix) {
+  const char* op = "_spectral_crop_backward";
+  check_spectral_crop_arguments(input, row_matrix, column_matrix, op);
+  const std::array<int64_t, 4> expected = {input.size(0),
+                                           input.size(1),
+                                           row_matrix.size(0),
+                                           column_matrix.size(1) / 2};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected),
+              op,
+              ": expected grad_output of the output's shape ",
+              at::IntArrayRef(expected),
+              ", got ",
+              grad_output.sizes());
+}
+
 }  // namespace ops
 }  // namespace diffstride
 

@@ -50,5 +50,11 @@ void check_spectral_crop_arguments(const at::Tensor& input,
                                    const at::Tensor& column_matrix,
                                    const char* op);
 
+/// The same for the backward, and that grad_output has the output's shape.
+void check_spectral_crop_backward_arguments(const at::Tensor& grad_output,
+                                            const at::Tensor& input,
+                                            const at::Tensor& row_matrix,
+                                            const at::Tensor& column_matrix);
+
 }  // namespace ops
 }  // namespace diffstride

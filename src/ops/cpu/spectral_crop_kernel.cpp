@@ -88,17 +88,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
     const at::Tensor& row_matrix,
     const at::Tensor& column_matrix,
     std::array<bool, 3> output_mask) {
-  check_spectral_crop_arguments(
-      input, row_matrix, column_matrix, "_spectral_crop_backward");
+  check_spectral_crop_backward_arguments(
+      grad_output, input, row_matrix, column_matrix);
   const auto shape = shape_of(input, row_matrix, column_matrix);
   const int64_t H = shape.height, W = shape.width;
   const int64_t Hp = shape.out_height, Wp = shape.out_width;
-  TORCH_CHECK(grad_output.sizes() ==
-                  at::IntArrayRef({input.size(0), input.size(1), Hp, Wp}),
-              "_spectral_crop_backward: expected grad_output of shape ",
-              at::IntArrayRef({input.size(0), input.size(1), Hp, Wp}),
-              ", got ",
-              grad_output.sizes());
   const auto x = input.contiguous();
   const auto dy = grad_output.contiguous().to(x.scalar_type());
   const auto a_stack = row_matrix.contiguous()

@@ -53,8 +53,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
     const at::Tensor& row_matrix,
     const at::Tensor& column_matrix,
     std::array<bool, 3> output_mask) {
-  check_spectral_crop_arguments(
-      input, row_matrix, column_matrix, "_spectral_crop_backward");
+  check_spectral_crop_backward_arguments(
+      grad_output, input, row_matrix, column_matrix);
   const int64_t height = input.size(2);
   const int64_t width = input.size(3);
   const int64_t out_height = row_matrix.size(0);
