@@ -11,6 +11,7 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -34,6 +35,23 @@ torch::Tensor run(const torch::Tensor& x,
                        F::DiffStrideFuncOptions()
                            .smoothness_factor(smoothness_factor)
                            .cropping(cropping));
+}
+
+// The generic kernels registered for CPU too, for as long as the returned
+// library lives: the dispatcher then sends CPU tensors down the path other
+// devices take. Checks through the dispatcher that the override is in place.
+std::unique_ptr<torch::Library> generic_kernels_on_cpu() {
+  auto library = std::make_unique<torch::Library>(torch::Library::IMPL,
+                                                  "diffstride",
+                                                  c10::DispatchKey::CPU,
+                                                  __FILE__,
+                                                  __LINE__);
+  diffstride::ops::generic::register_spectral_crop_kernels(*library);
+  const auto kernels = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("diffstride::_spectral_crop", "")
+                           .dumpState();
+  EXPECT_NE(kernels.find(__FILE__), std::string::npos) << kernels;
+  return library;
 }
 
 torch::Tensor random_input(std::vector<int64_t> sizes) {
@@ -100,18 +118,7 @@ TEST(DiffStrideValues, MatchPlainFftFormulationAcrossSizesStridesAndOptions) {
 // The generic path (batched ATen matrix products, what CUDA runs) on CPU:
 // values and both gradients against the reference.
 TEST(DiffStrideValues, GenericDevicePathMatchesReferenceToo) {
-  // The generic kernels registered for CPU too, for this test's scope: the
-  // dispatcher then sends CPU tensors down the path other devices take.
-  torch::Library generic_on_cpu(torch::Library::IMPL,
-                                "diffstride",
-                                c10::DispatchKey::CPU,
-                                __FILE__,
-                                __LINE__);
-  diffstride::ops::generic::register_spectral_crop_kernels(generic_on_cpu);
-  const auto kernels = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("diffstride::_spectral_crop", "")
-                           .dumpState();
-  ASSERT_NE(kernels.find(__FILE__), std::string::npos) << kernels;
+  const auto generic = generic_kernels_on_cpu();
   torch::manual_seed(7);
   for (const auto& size :
        std::vector<std::array<int64_t, 2>>{{32, 32}, {17, 24}, {9, 7}}) {
@@ -250,6 +257,74 @@ double stride_finite_difference(const torch::Tensor& x,
 constexpr bool kFromTheRight = true;
 
 }  // namespace
+
+// Second derivatives: Q = <dL/dx, u> + <dL/ds, v> for L = sum(w y^2) (so
+// that dL/dx depends on x), differentiated again by autograd, against central
+// differences of Q computed from first derivatives; on the CPU kernel and on
+// the generic path.
+TEST(DiffStrideGradients, SecondDerivativesMatchFiniteDifferencesOfGradient) {
+  torch::manual_seed(11);
+  const auto x0 = random_input({2, 3, 13, 10});
+  const auto w = torch::randn({2, 3, 9, 10}, torch::kDouble);
+  const auto u = torch::randn_like(x0);
+  const auto v = torch::randn({2}, torch::kDouble);
+  const std::array<double, 2> s0 = {2.3, 1.7};
+  // Q and, when `second`, its gradient (dQ/dx, dQ/ds).
+  const auto q = [&](const torch::Tensor& x_value,
+                     std::array<double, 2> strides,
+                     bool second) {
+    const auto x = x_value.clone().requires_grad_();
+    const auto s = torch::tensor({strides[0], strides[1]}, torch::kDouble)
+                       .requires_grad_();
+    const auto y =
+        F::diffstride(x, s, F::DiffStrideFuncOptions().smoothness_factor(2.0));
+    EXPECT_EQ(y.sizes(), w.sizes());
+    const auto loss = (w * y * y).sum();
+    const auto first =
+        torch::autograd::grad({loss}, {x, s}, {}, second, second);
+    const auto value = (first[0] * u).sum() + (first[1] * v).sum();
+    std::vector<torch::Tensor> out = {value.detach()};
+    if (second) {
+      const auto grads = torch::autograd::grad({value}, {x, s});
+      out.push_back(grads[0]);
+      out.push_back(grads[1]);
+    }
+    return out;
+  };
+  for (const bool generic_path : {false, true}) {
+    SCOPED_TRACE(generic_path ? "generic path" : "CPU kernel");
+    const auto generic = generic_path ? generic_kernels_on_cpu() : nullptr;
+    const auto analytic = q(x0, s0, true);
+    ASSERT_TRUE(analytic[1].defined() && analytic[2].defined());
+    std::mt19937 rng(5);
+    std::uniform_int_distribution<int64_t> element(0, x0.numel() - 1);
+    for (int trial = 0; trial < 6; ++trial) {
+      const int64_t index = element(rng);
+      const double numeric = central_difference(
+          [&](double h) {
+            auto x = x0.clone();
+            x.view(-1)[index] += h;
+            return q(x, s0, false)[0].item<double>();
+          },
+          1e-5);
+      EXPECT_NEAR(analytic[1].view(-1)[index].item<double>(),
+                  numeric,
+                  1e-6 * std::max(1.0, std::abs(numeric)));
+    }
+    for (int axis = 0; axis < 2; ++axis) {
+      const double numeric = central_difference(
+          [&](double h) {
+            auto s = s0;
+            s[axis] += h;
+            return q(x0, s, false)[0].item<double>();
+          },
+          1e-6);
+      EXPECT_NEAR(analytic[2][axis].item<double>(),
+                  numeric,
+                  1e-6 * std::max(1.0, std::abs(numeric)));
+    }
+  }
+}
 
 TEST(DiffStrideGradients, StrideGradientMatchesFiniteDifferences) {
   torch::manual_seed(2);

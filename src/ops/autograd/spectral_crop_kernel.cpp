@@ -1,7 +1,12 @@
-// The autograd kernel of diffstride::_spectral_crop: the forward goes on to
-// the device's kernel through the dispatcher, the backward is the
-// _spectral_crop_backward op (again the device's kernel).
+// The autograd kernels of diffstride::_spectral_crop and its backward. The
+// forward goes on to the device's kernel through the dispatcher; its backward
+// is the _spectral_crop_backward op. That op is linear in each of its
+// arguments: when a graph of it is wanted (create_graph, for second
+// derivatives) it runs as the generic kernel's differentiable ATen ops, which
+// autograd records to any order; otherwise it goes on to the device's fast
+// kernel.
 
+#include "ops/generic/spectral_crop_kernel.h"
 #include "ops/spectral_crop.h"
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -47,6 +52,25 @@ at::Tensor spectral_crop_autograd(const at::Tensor& input,
   return SpectralCropFunction::apply(input, row_matrix, column_matrix);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_autograd(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& row_matrix,
+    const at::Tensor& column_matrix,
+    std::array<bool, 3> output_mask) {
+  const bool graph =
+      at::GradMode::is_enabled() &&
+      (grad_output.requires_grad() || input.requires_grad() ||
+       row_matrix.requires_grad() || column_matrix.requires_grad());
+  if (graph) {
+    return generic::spectral_crop_backward(
+        grad_output, input, row_matrix, column_matrix, output_mask);
+  }
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return spectral_crop_backward(
+      grad_output, input, row_matrix, column_matrix, output_mask);
+}
+
 }  // namespace
 
 }  // namespace ops
@@ -54,4 +78,6 @@ at::Tensor spectral_crop_autograd(const at::Tensor& input,
 
 TORCH_LIBRARY_IMPL(diffstride, Autograd, m) {
   m.impl("_spectral_crop", TORCH_FN(diffstride::ops::spectral_crop_autograd));
+  m.impl("_spectral_crop_backward",
+         TORCH_FN(diffstride::ops::spectral_crop_backward_autograd));
 }

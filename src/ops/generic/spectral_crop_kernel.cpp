@@ -34,9 +34,11 @@ at::Tensor columns_last(const at::Tensor& u,
       .reshape({u.size(0), u.size(1), height, 2 * out_width});
 }
 
-at::Tensor spectral_crop_generic(const at::Tensor& input,
-                                 const at::Tensor& row_matrix,
-                                 const at::Tensor& column_matrix) {
+}  // namespace
+
+at::Tensor spectral_crop(const at::Tensor& input,
+                         const at::Tensor& row_matrix,
+                         const at::Tensor& column_matrix) {
   check_spectral_crop_arguments(
       input, row_matrix, column_matrix, "_spectral_crop");
   const int64_t height = input.size(2);
@@ -47,7 +49,7 @@ at::Tensor spectral_crop_generic(const at::Tensor& input,
       .contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
     const at::Tensor& grad_output,
     const at::Tensor& input,
     const at::Tensor& row_matrix,
@@ -82,12 +84,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
   return {dx, d_rows, d_columns};
 }
 
-}  // namespace
-
 void register_spectral_crop_kernels(torch::Library& library) {
-  library.impl("_spectral_crop", TORCH_FN(spectral_crop_generic));
-  library.impl("_spectral_crop_backward",
-               TORCH_FN(spectral_crop_backward_generic));
+  library.impl("_spectral_crop", TORCH_FN(spectral_crop));
+  library.impl("_spectral_crop_backward", TORCH_FN(spectral_crop_backward));
 }
 
 }  // namespace generic
