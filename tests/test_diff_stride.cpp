@@ -14,6 +14,7 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <thread>
 
 namespace F = diffstride::functional;
 namespace ref = diffstride_reference;
@@ -696,4 +697,88 @@ TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
         pool(torch::randn({2, 3, 3, 32}));
       },
       "got 3x32");
+}
+
+// Calls from several threads at once, on one module (whose first forward
+// clamps its strides in place) and on the op through the dispatcher, give
+// what the same calls give one after another.
+TEST(DiffStrideConcurrency, ThreadsGiveTheResultsOfSequentialCalls) {
+  constexpr int kCalls = 8;
+  torch::manual_seed(21);
+  std::vector<torch::Tensor> inputs, weights;
+  // Starts below the floor 20/16 of the height: the first forward clamps.
+  const DiffStride prototype(DiffStrideOptions().strides({1.0, 2.5}));
+  const auto output_sizes =
+      std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(prototype->clone())
+          ->forward(random_input({2, 4, 20, 18}))
+          .sizes()
+          .vec();
+  for (int i = 0; i < kCalls; ++i) {
+    inputs.push_back(random_input({2, 4, 20, 18}));
+    weights.push_back(torch::randn(output_sizes, torch::kDouble));
+  }
+  const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("diffstride::diffstride", "")
+          .typed<at::Tensor(
+              const at::Tensor&, const at::Tensor&, double, bool)>();
+  struct Result {
+    torch::Tensor module_output, input_grad, stride_grad, op_output, op_grad;
+  };
+  const auto call = [&](DiffStride& pool, int i) {
+    Result r;
+    const auto x = inputs[i].clone().requires_grad_();
+    r.module_output = pool(x);
+    const auto grads = torch::autograd::grad(
+        {(r.module_output * weights[i]).sum()}, {x, pool->strides});
+    r.input_grad = grads[0];
+    r.stride_grad = grads[1];
+    const auto strides =
+        torch::tensor({1.3 + 0.1 * i, 2.0}, torch::kDouble).requires_grad_();
+    r.op_output = op.call(inputs[i], strides, 3.0, true);
+    r.op_grad =
+        torch::autograd::grad({r.op_output.square().sum()}, {strides})[0];
+    return r;
+  };
+  auto sequential_pool =
+      std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(prototype->clone());
+  DiffStride sequential_module(sequential_pool);
+  std::vector<Result> expected;
+  for (int i = 0; i < kCalls; ++i) {
+    expected.push_back(call(sequential_module, i));
+  }
+  DiffStride shared_module(
+      std::dynamic_pointer_cast<diffstride::DiffStrideImpl>(
+          prototype->clone()));
+  std::vector<Result> actual(kCalls);
+  std::vector<std::string> errors(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        actual[i] = call(shared_module, i);
+      } catch (const std::exception& error) {
+        errors[i] = error.what();
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(errors[i], "");
+    EXPECT_LE(
+        relative_error(actual[i].module_output, expected[i].module_output),
+        1e-12);
+    EXPECT_LE(relative_error(actual[i].input_grad, expected[i].input_grad),
+              1e-12);
+    EXPECT_LE(relative_error(actual[i].stride_grad, expected[i].stride_grad),
+              1e-12);
+    EXPECT_LE(relative_error(actual[i].op_output, expected[i].op_output),
+              1e-12);
+    EXPECT_LE(relative_error(actual[i].op_grad, expected[i].op_grad), 1e-12);
+  }
+  EXPECT_EQ(shared_module->current_strides(),
+            sequential_module->current_strides());
 }

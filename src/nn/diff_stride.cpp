@@ -273,8 +273,11 @@ void DiffStrideImpl::pretty_print(std::ostream& stream) const {
 
 at::Tensor DiffStrideImpl::forward(const at::Tensor& input) {
   check_input(input, options.smoothness_factor());
-  last_input_size_ = std::array<int64_t, 2>{input.size(2), input.size(3)};
-  constrain_strides();
+  {
+    std::lock_guard<std::mutex> lock(*constrain_mutex_);
+    last_input_size_ = std::array<int64_t, 2>{input.size(2), input.size(3)};
+    constrain_strides_locked();
+  }
   return functional::diffstride(
       input,
       strides,
@@ -284,6 +287,11 @@ at::Tensor DiffStrideImpl::forward(const at::Tensor& input) {
 }
 
 void DiffStrideImpl::constrain_strides() {
+  std::lock_guard<std::mutex> lock(*constrain_mutex_);
+  constrain_strides_locked();
+}
+
+void DiffStrideImpl::constrain_strides_locked() {
   std::array<double, 2> lower = {options.lower_limit_stride(),
                                  options.lower_limit_stride()};
   if (last_input_size_) {

@@ -9,6 +9,8 @@
 #include <torch/nn/cloneable.h>
 
 #include <array>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <ostream>
 
@@ -61,7 +63,9 @@ at::Tensor diffstride(const at::Tensor& input,
 /// A pooling layer with learnable strides. Its parameter `strides` (float32,
 /// shape (2,), or (1,) when shared) is clamped in place at every forward, as
 /// the reference does, so that the gradient always reaches it; call
-/// `constrain_strides()` after each optimiser step.
+/// `constrain_strides()` after each optimiser step. Forward calls from several
+/// threads at once are safe: the clamp is a critical section, and once done
+/// for an input size it leaves the strides as they are.
 class DiffStrideImpl : public torch::nn::Cloneable<DiffStrideImpl> {
  public:
   explicit DiffStrideImpl(const DiffStrideOptions& options_ = {});
@@ -86,8 +90,14 @@ class DiffStrideImpl : public torch::nn::Cloneable<DiffStrideImpl> {
   at::Tensor strides;
 
  private:
+  // constrain_strides() with constrain_mutex_ held.
+  void constrain_strides_locked();
+
   // Spatial size (H, W) of the last input seen, for the constraint's floor.
   std::optional<std::array<int64_t, 2>> last_input_size_;
+  // Guards last_input_size_ and the clamp's read-modify-write of `strides`
+  // (shared by clones, which is harmless).
+  std::shared_ptr<std::mutex> constrain_mutex_ = std::make_shared<std::mutex>();
 };
 
 TORCH_MODULE(DiffStride);
