@@ -2,6 +2,7 @@
 // finite differences for gradients, and the module's contract.
 
 #include <diffstride/nn/diff_stride.h>
+#include <diffstride/nn/fixed_spectral_pooling.h>
 
 #include "ops/generic/spectral_crop_kernel.h"
 #include "support/plain_fft_reference.h"
@@ -622,7 +623,7 @@ TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
       [&] {
         F::diffstride(torch::ones({1, 1, 8, 8}, torch::kLong), strides);
       },
-      "expected a float32 or float64 input, got Long");
+      "expected a float16, bfloat16, float32 or float64 input, got Long");
   expect_error_containing(
       [&] {
         F::diffstride(torch::randn({1, 1, 4, 9}), strides);
@@ -781,4 +782,35 @@ TEST(DiffStrideConcurrency, ThreadsGiveTheResultsOfSequentialCalls) {
   }
   EXPECT_EQ(shared_module->current_strides(),
             sequential_module->current_strides());
+}
+
+// float16 and bfloat16: computed in float32, output in the input's dtype,
+// within 1e-2 (relative to the largest value) of the float64 result on the
+// unrounded input; gradients reach the input (in its dtype) and the strides.
+TEST(DiffStrideHalfPrecision, WithinOnePercentOfFloat64AndGradientsFlow) {
+  torch::manual_seed(31);
+  const auto x64 = random_input({4, 8, 32, 32});
+  const auto expected = ref::diffstride(x64, 2.3, 1.7, 4.0, true);
+  const auto s64 = torch::tensor({2.3, 1.7}, torch::kDouble).requires_grad_();
+  const auto weights = torch::randn_like(expected);
+  (F::diffstride(x64, s64) * weights).sum().backward();
+  for (const auto type : {torch::kHalf, torch::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(type));
+    const auto x = x64.to(type).requires_grad_();
+    const auto s = torch::tensor({2.3f, 1.7f}).requires_grad_();
+    const auto y = F::diffstride(x, s);
+    EXPECT_EQ(y.scalar_type(), type);
+    EXPECT_LE(relative_error(y, expected), 1e-2);
+    (y.to(torch::kDouble) * weights).sum().backward();
+    ASSERT_TRUE(x.grad().defined() && s.grad().defined());
+    EXPECT_EQ(x.grad().scalar_type(), type);
+    EXPECT_LE(relative_error(s.grad(), s64.grad()), 1e-2);
+    const auto pooled = diffstride::functional::fixed_spectral_pooling(
+        x.detach(),
+        diffstride::functional::FixedSpectralPoolingFuncOptions({2.0, 2.0}));
+    EXPECT_EQ(pooled.scalar_type(), type);
+    EXPECT_LE(
+        relative_error(pooled, ref::fixed_spectral_pooling(x64, 2.0, 2.0)),
+        1e-2);
+  }
 }

@@ -8,7 +8,8 @@
 namespace diffstride {
 namespace detail {
 
-/// Checks that `input` is a 4-D NCHW tensor of float32 or float64. `layer`
+/// Checks that `input` is a 4-D NCHW tensor of float16, bfloat16, float32 or
+/// float64. `layer`
 /// names the caller in the error message.
 inline void check_pooling_input(const at::Tensor& input, const char* layer) {
   TORCH_CHECK(input.defined(), layer, ": expected an input tensor, got none");
@@ -18,11 +19,12 @@ inline void check_pooling_input(const at::Tensor& input, const char* layer) {
               input.dim(),
               "-D tensor of shape ",
               input.sizes());
-  TORCH_CHECK(
-      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-      layer,
-      ": expected a float32 or float64 input, got ",
-      input.scalar_type());
+  const auto type = input.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
+                  type == at::kBFloat16,
+              layer,
+              ": expected a float16, bfloat16, float32 or float64 input, got ",
+              type);
 }
 
 }  // namespace detail

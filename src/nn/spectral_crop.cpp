@@ -95,14 +95,20 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
                         kept_columns <= width / 2 + 1);
   TORCH_INTERNAL_ASSERT(!row_mask.defined() || row_mask.is_cpu());
   TORCH_INTERNAL_ASSERT(!column_mask.defined() || column_mask.is_cpu());
-  // Built on the host in float64, then one copy each to the input's dtype
-  // and device (autograd carries the stride gradient back through both).
-  const auto on_device = input.options();
+  // float16 and bfloat16 data is computed in float32 (products accumulate in
+  // float32; the result is rounded to the input's dtype once, at the end).
+  const auto type = input.scalar_type();
+  const bool reduced = type == at::kHalf || type == at::kBFloat16;
+  const auto data = reduced ? input.to(at::kFloat) : input;
+  // Built on the host in float64, then one copy each to the data's dtype and
+  // device (autograd carries the stride gradient back through both).
+  const auto on_device = data.options();
   const auto rows = row_matrix(kept_rows, row_mask, height).to(on_device);
   const auto columns =
       column_matrix(kept_columns, column_mask, width, output_width)
           .to(on_device);
-  return ops::spectral_crop(input, rows, columns)
+  const auto output = ops::spectral_crop(data, rows, columns);
+  return (reduced ? output.to(type) : output)
       .contiguous(input.suggest_memory_format());
 }
 

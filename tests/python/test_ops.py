@@ -108,6 +108,34 @@ def test_gradgradcheck_input_and_strides():
     assert grad_x.grad_fn is not None
 
 
+def test_half_precision_and_autocast():
+    """float16/bfloat16 in, the same dtype out, within 1e-2 of the float64
+    plain formulation; under CPU autocast the ops follow the FFT ops: float32
+    out, whatever the floating input."""
+    torch.manual_seed(4)
+    x64 = torch.randn(2, 4, 20, 18, dtype=torch.float64)
+    expected = plain_diffstride(x64, 2.3, 1.7)
+    for dtype in (torch.float16, torch.bfloat16):
+        x = x64.to(dtype).requires_grad_()
+        s = torch.tensor([2.3, 1.7], requires_grad=True)
+        y = ops.diffstride(x, s)
+        assert y.dtype == dtype
+        error = ((y.double() - expected).abs().max() / expected.abs().max()).item()
+        assert error < 1e-2, (dtype, error)
+        y.float().square().sum().backward()
+        assert x.grad.dtype == dtype and torch.isfinite(s.grad).all()
+        assert ops.fixed_spectral_pooling(x.detach(), [2.0, 2.0]).dtype == dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for x in (x64.float(), x64.bfloat16()):
+            fft_dtype = torch.fft.irfft2(torch.fft.rfft2(x)).dtype
+            y = ops.diffstride(x, torch.tensor([2.3, 1.7]))
+            assert y.dtype == fft_dtype == torch.float32, (y.dtype, fft_dtype)
+            assert ops.fixed_spectral_pooling(x, [2.0]).dtype == torch.float32
+            with torch.autocast("cpu", enabled=False):
+                plain = ops.diffstride(x.float(), torch.tensor([2.3, 1.7]))
+            assert torch.equal(y, plain)
+
+
 def test_op_never_modifies_strides():
     s = torch.tensor([1.0, 1.0], requires_grad=True)
     y = ops.diffstride(torch.randn(1, 1, 32, 32), s)
