@@ -33,3 +33,5 @@ build-gpu/tests/diffstride_tests --gtest_filter='*Cuda*' 2>&1 |
   tee "$out/cuda_tests.log" | tail -8
 build-gpu/bench/bench_diffstride --benchmark_filter=cuda \
   --benchmark_min_time=0.5 2>&1 | tee "$out/bench_cuda.txt"
+python3 bench/half_precision_error.py build-gpu/libdiffstride.so cuda 128 2>&1 |
+  tee "$out/half_precision_cuda.md"
