@@ -9,8 +9,7 @@ namespace diffstride {
 namespace detail {
 
 /// Checks that `input` is a 4-D NCHW tensor of float16, bfloat16, float32 or
-/// float64. `layer`
-/// names the caller in the error message.
+/// float64. `layer` names the caller in the error message.
 inline void check_pooling_input(const at::Tensor& input, const char* layer) {
   TORCH_CHECK(input.defined(), layer, ": expected an input tensor, got none");
   TORCH_CHECK(input.dim() == 4,

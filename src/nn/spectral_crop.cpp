@@ -98,7 +98,7 @@ at::Tensor separable_spectral_crop(const at::Tensor& input,
   // float16 and bfloat16 data is computed in float32 (products accumulate in
   // float32; the result is rounded to the input's dtype once, at the end).
   const auto type = input.scalar_type();
-  const bool reduced = type == at::kHalf || type == at::kBFloat16;
+  const bool reduced = ops::is_reduced_precision(type);
   const auto data = reduced ? input.to(at::kFloat) : input;
   // Built on the host in float64, then one copy each to the data's dtype and
   // device (autograd carries the stride gradient back through both).

@@ -25,7 +25,8 @@ namespace detail {
 /// diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
 /// applied to unit rows and to i times their spectra. The small matrices are
 /// built on the host in float64, in the layout the op takes; the data-sized
-/// work is the op's, in the input's precision on the input's device.
+/// work is the op's, on the input's device, in the input's precision
+/// (float32 for float16 and bfloat16 inputs, rounded back at the end).
 at::Tensor separable_spectral_crop(const at::Tensor& input,
                                    c10::ArrayRef<int64_t> kept_rows,
                                    const at::Tensor& row_mask,

@@ -42,6 +42,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
     const at::Tensor& column_matrix,
     std::array<bool, 3> output_mask);
 
+/// float16 and bfloat16: the dtypes whose data the spectral crop computes in
+/// float32 (the kernels themselves take float32 and float64 only).
+inline bool is_reduced_precision(at::ScalarType type) {
+  return type == at::kHalf || type == at::kBFloat16;
+}
+
 /// What every kernel checks of its arguments: sizes that agree with each
 /// other, one dtype (float32 or float64) and one device. `op` names the
 /// caller in the message.

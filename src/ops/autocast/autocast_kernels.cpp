@@ -16,8 +16,7 @@ namespace ops {
 namespace {
 
 at::Tensor to_float32_if_reduced(const at::Tensor& t) {
-  const auto type = t.scalar_type();
-  return type == at::kHalf || type == at::kBFloat16 ? t.to(at::kFloat) : t;
+  return is_reduced_precision(t.scalar_type()) ? t.to(at::kFloat) : t;
 }
 
 at::Tensor spectral_crop_autocast(const at::Tensor& input,

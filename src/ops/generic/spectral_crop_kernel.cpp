@@ -19,19 +19,13 @@ namespace generic {
 
 namespace {
 
-// t (N, C, H, 2W') as (N, C, W', 2H) and back.
-at::Tensor rows_last(const at::Tensor& t, int64_t height, int64_t out_width) {
-  return t.view({t.size(0), t.size(1), height, 2, out_width})
+// (N, C, a, 2b) as (N, C, b, 2a): the (a, 2, b) axes reversed. With
+// (a, b) = (H, W') it takes t = x [G_r | G_i] to rows_last; with (W', H) it
+// takes a gradient of rows_last back to t's layout.
+at::Tensor exchange_axes(const at::Tensor& t, int64_t a, int64_t b) {
+  return t.view({t.size(0), t.size(1), a, 2, b})
       .permute({0, 1, 4, 3, 2})
-      .reshape({t.size(0), t.size(1), out_width, 2 * height});
-}
-
-at::Tensor columns_last(const at::Tensor& u,
-                        int64_t height,
-                        int64_t out_width) {
-  return u.view({u.size(0), u.size(1), out_width, 2, height})
-      .permute({0, 1, 4, 3, 2})
-      .reshape({u.size(0), u.size(1), height, 2 * out_width});
+      .reshape({t.size(0), t.size(1), b, 2 * a});
 }
 
 }  // namespace
@@ -44,7 +38,7 @@ at::Tensor spectral_crop(const at::Tensor& input,
   const int64_t height = input.size(2);
   const int64_t out_width = column_matrix.size(1) / 2;
   const auto t = at::matmul(input.contiguous(), column_matrix);
-  return at::matmul(rows_last(t, height, out_width), row_matrix.t())
+  return at::matmul(exchange_axes(t, height, out_width), row_matrix.t())
       .transpose(2, 3)
       .contiguous();
 }
@@ -66,13 +60,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
   const auto dy_t = grad_output.transpose(2, 3);
   at::Tensor dx, d_rows, d_columns;
   if (output_mask[1]) {
-    const auto u = rows_last(at::matmul(x, column_matrix), height, out_width);
+    const auto u =
+        exchange_axes(at::matmul(x, column_matrix), height, out_width);
     d_rows =
         at::mm(dy_t.reshape({-1, out_height}).t(), u.reshape({-1, 2 * height}));
   }
   if (output_mask[0] || output_mask[2]) {
     const auto dt =
-        columns_last(at::matmul(dy_t, row_matrix), height, out_width);
+        exchange_axes(at::matmul(dy_t, row_matrix), out_width, height);
     if (output_mask[0]) {
       dx = at::matmul(dt, column_matrix.t()).contiguous();
     }
