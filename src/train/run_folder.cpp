@@ -6,7 +6,6 @@
 #include <torch/types.h>
 
 #include <fstream>
-#include <sstream>
 
 namespace diffstride {
 
@@ -60,9 +59,8 @@ void save_archive(const fs::path& path,
 
 // The archive in `file` with its model loaded into `model`.
 torch::serialize::InputArchive load_archive(const fs::path& file,
-                                            torch::nn::Module& model,
-                                            const char* what) {
-  TORCH_CHECK(fs::exists(file), file.string(), ": ", what, " not found");
+                                            torch::nn::Module& model) {
+  TORCH_CHECK(fs::exists(file), file.string(), ": checkpoint not found");
   torch::serialize::InputArchive archive, model_archive;
   try {
     archive.load_from(file.string());
@@ -124,7 +122,7 @@ void RunFolder::save_checkpoint(const torch::nn::Module& model,
 
 RunPosition RunFolder::load_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
-  auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
+  auto archive = load_archive(path_ / kCheckpointFile, model);
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);
   optimizer.load(optimizer_archive);
@@ -150,7 +148,7 @@ void RunFolder::save_model(const torch::nn::Module& model) const {
 }
 
 void load_model_weights(const std::string& file, torch::nn::Module& model) {
-  load_archive(file, model, "checkpoint");
+  load_archive(file, model);
 }
 
 }  // namespace diffstride

@@ -175,7 +175,6 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   const int64_t total_steps = per_epoch * config.train.epochs;
   MetricsLog log(folder.path().string());
   std::vector<EpochMetrics> completed;
-  int64_t steps_this_call = 0;
   const auto run_start = Clock::now();
   const int64_t first_step = position.step;
   double lr = 0;
@@ -194,7 +193,7 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       position.seen += n;
       ++position.step;
       ++position.batch;
-      ++steps_this_call;
+      const int64_t steps_this_call = position.step - first_step;
       position.seconds = seconds_before + seconds_since(epoch_start);
       if (options.progress != nullptr &&
           (position.batch % 10 == 0 || position.batch == per_epoch)) {
@@ -202,7 +201,7 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
                        config,
                        position,
                        total_steps,
-                       (position.step - first_step) / seconds_since(run_start));
+                       steps_this_call / seconds_since(run_start));
       }
       if (steps_this_call % config.train.log_every_steps == 0) {
         log.add_scalar("train/step_loss", data_loss, position.step);
