@@ -616,9 +616,10 @@ TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
   const auto strides = torch::tensor({2.0, 2.0});
   expect_error_containing(
       [&] {
-        F::diffstride(torch::randn({3, 8, 8}), strides);
+        F::diffstride(torch::randn({8, 8}), strides);
       },
-      "expected a 4-D NCHW input, got a 3-D tensor");
+      "DiffStride: expected a 3-D (N x C x L), 4-D (N x C x H x W) or 5-D "
+      "(N x C x D x H x W) input, got a 2-D tensor");
   expect_error_containing(
       [&] {
         F::diffstride(torch::ones({1, 1, 8, 8}, torch::kLong), strides);
@@ -651,8 +652,8 @@ TEST(DiffStrideErrors, BadInputsAndOptionsGiveClearMessages) {
         F::diffstride(torch::randn({1, 1, 9, 8}),
                       torch::tensor({2.0, 2.0, 2.0}));
       },
-      "expected strides of shape (2,) [height, width] or (1,) [shared], got "
-      "shape [3]");
+      "DiffStride: expected strides of shape (2,) [height, width] or (1,) "
+      "[shared] for an N x C x H x W input, got shape [3]");
   expect_error_containing(
       [&] {
         F::diffstride(torch::randn({1, 1, 9, 8}), torch::ones({2, 1}));

@@ -4,12 +4,15 @@
 #include "nn/spectral_crop.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/StringUtil.h>
 #include <c10/util/irange.h>
 #include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <string>
 #include <vector>
 
 namespace diffstride {
@@ -24,34 +27,55 @@ double stride_floor(int64_t size, double smoothness_factor) {
          (static_cast<double>(size) - smoothness_factor);
 }
 
-void check_smoothness_factor(double smoothness_factor) {
+void check_smoothness_factor(double smoothness_factor,
+                             const std::string& layer) {
   TORCH_CHECK(std::isfinite(smoothness_factor) && smoothness_factor > 0,
-              "DiffStride: smoothness_factor must be a finite number > 0, got ",
+              layer,
+              ": smoothness_factor must be a finite number > 0, got ",
               smoothness_factor);
 }
 
-void check_stride_value(double stride, const char* what) {
+void check_stride_value(double stride,
+                        const std::string& layer,
+                        const char* what) {
   TORCH_CHECK(std::isfinite(stride) && stride >= 1.0,
-              "DiffStride: ",
+              layer,
+              ": ",
               what,
               " must be finite and >= 1, got ",
               stride);
 }
 
-void check_input(const at::Tensor& input, double smoothness_factor) {
-  detail::check_pooling_input(input, "DiffStride");
-  const int64_t height = input.size(2);
-  const int64_t width = input.size(3);
-  TORCH_CHECK(static_cast<double>(height) > smoothness_factor &&
-                  static_cast<double>(width) > smoothness_factor,
-              "DiffStride: the input's height and width must exceed the "
-              "smoothness factor R = ",
+// The spatial axes of an input with `rank` of them, for messages.
+const char* axis_names(int64_t rank) {
+  switch (rank) {
+    case 1:
+      return "length";
+    case 2:
+      return "height, width";
+    default:
+      return "depth, height, width";
+  }
+}
+
+// Every spatial size must exceed R: the stride floor size/(size - R) is
+// undefined otherwise.
+void check_sizes_exceed_smoothness(const at::Tensor& input,
+                                   double smoothness_factor,
+                                   const std::string& layer) {
+  const auto spatial = input.sizes().slice(2);
+  bool ok = true;
+  for (const int64_t size : spatial) {
+    ok = ok && static_cast<double>(size) > smoothness_factor;
+  }
+  TORCH_CHECK(ok,
+              layer,
+              ": every spatial size of the input must exceed the smoothness "
+              "factor R = ",
               smoothness_factor,
               " (the stride floor size/(size - R) is undefined otherwise), "
               "got ",
-              height,
-              "x",
-              width);
+              c10::Join("x", spatial));
 }
 
 // The ramp mask m(a, p) = clip((R + a - p) / R, 0, 1) over the bins of one
@@ -59,17 +83,12 @@ void check_input(const at::Tensor& input, double smoothness_factor) {
 // where it is > 0 are kept; which bins those are is decided on the host from
 // `a_value`, a constant for autograd, while the mask values stay
 // differentiable in the tensor `a`.
-struct RampMask {
-  std::vector<int64_t> bins;
-  at::Tensor weights;
-};
-
-RampMask ramp_mask(const std::vector<int64_t>& positions,
+detail::AxisCrop ramp_mask(const std::vector<int64_t>& positions,
                    const at::Tensor& a,
                    double a_value,
                    double smoothness_factor,
                    bool cropping) {
-  RampMask mask;
+  detail::AxisCrop mask;
   std::vector<double> kept_positions;
   for (const auto bin : c10::irange(positions.size())) {
     const double position = static_cast<double>(positions[bin]);
@@ -81,29 +100,29 @@ RampMask ramp_mask(const std::vector<int64_t>& positions,
   const auto position_tensor =
       at::tensor(kept_positions, at::TensorOptions().dtype(at::kDouble))
           .to(a.device());
-  mask.weights = ((a + smoothness_factor - position_tensor) / smoothness_factor)
+  mask.mask = ((a + smoothness_factor - position_tensor) / smoothness_factor)
                      .clamp(0.0, 1.0);
   return mask;
 }
 
-// Ramp position of each row of an FFT-ordered spectrum of `height` rows:
-// frequency f >= 0 at f; for even heights negative frequency -f at f - 1 (so
-// the window is one bin wider on the negative side and output heights stay
-// even), for odd heights symmetrically at f.
-std::vector<int64_t> row_positions(int64_t height) {
-  std::vector<int64_t> positions(height);
-  for (const auto k : c10::irange(height)) {
-    if (k < (height + 1) / 2) {
+// Ramp position of each bin of a full FFT-ordered spectrum of `size` bins
+// (every axis but the last): frequency f >= 0 at f; for even sizes negative
+// frequency -f at f - 1 (so the window is one bin wider on the negative side
+// and output sizes stay even), for odd sizes symmetrically at f.
+std::vector<int64_t> two_sided_positions(int64_t size) {
+  std::vector<int64_t> positions(size);
+  for (const auto k : c10::irange(size)) {
+    if (k < (size + 1) / 2) {
       positions[k] = k;
     } else {
-      positions[k] = height % 2 == 0 ? height - 1 - k : height - k;
+      positions[k] = size % 2 == 0 ? size - 1 - k : size - k;
     }
   }
   return positions;
 }
 
-// Ramp position of each rfft column: its frequency.
-std::vector<int64_t> column_positions(int64_t width) {
+// Ramp position of each bin of the last axis' half spectrum: its frequency.
+std::vector<int64_t> half_spectrum_positions(int64_t width) {
   std::vector<int64_t> positions(width / 2 + 1);
   for (const auto p : c10::irange(positions.size())) {
     positions[p] = static_cast<int64_t>(p);
@@ -124,19 +143,28 @@ namespace functional {
 at::Tensor diffstride(const at::Tensor& input,
                       const at::Tensor& strides,
                       const DiffStrideFuncOptions& options) {
+  const int64_t rank = detail::pooling_spatial_rank(input, "DiffStride");
+  const auto layer = detail::layer_name("DiffStride", rank);
   const double smoothness_factor = options.smoothness_factor();
-  check_smoothness_factor(smoothness_factor);
-  check_input(input, smoothness_factor);
+  check_smoothness_factor(smoothness_factor, layer);
+  check_sizes_exceed_smoothness(input, smoothness_factor, layer);
   TORCH_CHECK(strides.defined() && strides.dim() == 1 &&
-                  (strides.numel() == 1 || strides.numel() == 2),
-              "DiffStride: expected strides of shape (2,) [height, width] or "
-              "(1,) [shared], got shape ",
+                  (strides.numel() == 1 || strides.numel() == rank),
+              layer,
+              ": expected strides of shape (",
+              rank,
+              ",) [",
+              axis_names(rank),
+              rank == 1 ? "]" : "] or (1,) [shared]",
+              " for an ",
+              detail::input_layout(rank),
+              " input, got shape ",
               strides.defined() ? strides.sizes() : at::IntArrayRef{});
   TORCH_CHECK(at::isFloatingType(strides.scalar_type()),
-              "DiffStride: expected floating-point strides, got ",
+              layer,
+              ": expected floating-point strides, got ",
               strides.scalar_type());
-  const int64_t height = input.size(2);
-  const int64_t width = input.size(3);
+  const auto spatial = input.sizes().slice(2);
   const bool shared = strides.numel() == 1;
 
   // The output's shape depends on the strides' values: read them on the host
@@ -146,118 +174,115 @@ at::Tensor diffstride(const at::Tensor& input,
   std::vector<double> values(host.data_ptr<double>(),
                              host.data_ptr<double>() + host.numel());
   for (const double value : values) {
-    check_stride_value(value, "strides");
+    check_stride_value(value, layer, "strides");
   }
 
-  // Step 1 of docs/layers.md: floor each stride at size/(size - R), in float64.
-  // The masks and the small matrices built from them are host work on any
-  // device: a few dozen tiny operations that on a GPU would each cost a
-  // kernel launch (the copy back to the device is one per matrix).
-  double floor_height = stride_floor(height, smoothness_factor);
-  double floor_width = stride_floor(width, smoothness_factor);
+  // Step 1 of docs/layers.md: floor each stride at size/(size - R), in float64
+  // (a shared stride at the largest floor). The masks and the small matrices
+  // built from them are host work on any device: a few dozen tiny operations
+  // that on a GPU would each cost a kernel launch.
+  std::vector<double> floors;
+  for (const int64_t size : spatial) {
+    floors.push_back(stride_floor(size, smoothness_factor));
+  }
   if (shared) {
-    floor_height = floor_width = std::max(floor_height, floor_width);
+    std::fill(floors.begin(),
+              floors.end(),
+              *std::max_element(floors.begin(), floors.end()));
   }
-  const auto stride_height = straight_through_floor(strides64[0], floor_height);
-  const auto stride_width =
-      straight_through_floor(strides64[shared ? 0 : 1], floor_width);
-  // The same arithmetic on the host values, for the crop decision.
-  const auto floored = [](double s, double floor) {
-    return s + (std::max(s, floor) - s);
-  };
-  const double stride_height_value = floored(values.front(), floor_height);
-  const double stride_width_value = floored(values.back(), floor_width);
-
-  // Step 2: real-valued target sizes t = max(size / s, 2).
-  const auto target_height =
-      (stride_height.reciprocal() * height).clamp_min(2.0);
-  const auto target_width = (stride_width.reciprocal() * width).clamp_min(2.0);
-  const double target_height_value =
-      std::max((1.0 / stride_height_value) * height, 2.0);
-  const double target_width_value =
-      std::max((1.0 / stride_width_value) * width, 2.0);
-
-  // Step 3: the ramp masks; rows centred on t_h/2, columns on t_w/2 + 1.
-  const auto rows = ramp_mask(row_positions(height),
-                              target_height / 2.0,
-                              target_height_value / 2.0,
+  std::vector<detail::AxisCrop> crops;
+  for (const auto axis : c10::irange(rank)) {
+    const int64_t index = shared ? 0 : axis;
+    const bool last = axis == rank - 1;
+    const auto stride = straight_through_floor(strides64[index], floors[axis]);
+    // The same arithmetic on the host value, for the crop decision.
+    const double stride_value =
+        values[index] + (std::max(values[index], floors[axis]) - values[index]);
+    // Step 2: the real-valued target size t = max(size / s, 2).
+    const double size = static_cast<double>(spatial[axis]);
+    const auto target = (stride.reciprocal() * size).clamp_min(2.0);
+    const double target_value = std::max((1.0 / stride_value) * size, 2.0);
+    // Step 3: the ramp masks, centred on t/2 on the two-sided axes and on
+    // t/2 + 1 on the last one.
+    const double offset = last ? 1.0 : 0.0;
+    crops.push_back(ramp_mask(last ? half_spectrum_positions(spatial[axis])
+                                   : two_sided_positions(spatial[axis]),
+                              target / 2.0 + offset,
+                              target_value / 2.0 + offset,
                               smoothness_factor,
-                              options.cropping());
-  const auto columns = ramp_mask(column_positions(width),
-                                 target_width / 2.0 + 1.0,
-                                 target_width_value / 2.0 + 1.0,
-                                 smoothness_factor,
-                                 options.cropping());
-  const int64_t kept_columns = static_cast<int64_t>(columns.bins.size());
-  TORCH_CHECK(kept_columns >= 2,
-              "DiffStride: an input of width ",
-              width,
-              " leaves no output column (irfft of ",
-              kept_columns,
-              " bin); use a width of at least 2");
-  // Steps 4-6: mask, crop, inverse transform with output width 2 (K' - 1).
-  return detail::separable_spectral_crop(input,
-                                         rows.bins,
-                                         rows.weights,
-                                         kept_columns,
-                                         columns.weights,
-                                         2 * (kept_columns - 1));
+                              options.cropping()));
+  }
+  const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
+  TORCH_CHECK(kept_last >= 2,
+              layer,
+              ": an input of last size ",
+              spatial.back(),
+              " leaves no output sample on that axis (irfft of ",
+              kept_last,
+              " bin); use a size of at least 2");
+  // Steps 4-6: mask, crop, inverse transform with last size 2 (K' - 1).
+  return detail::spectral_crop(input, crops, 2 * (kept_last - 1));
 }
 
 }  // namespace functional
 
-DiffStrideImpl::DiffStrideImpl(const DiffStrideOptions& options_)
+template <size_t D>
+DiffStrideNdImpl<D>::DiffStrideNdImpl(const DiffStrideNdOptions<D>& options_)
     : options(options_) {
   reset();
 }
 
-void DiffStrideImpl::reset() {
+template <size_t D>
+void DiffStrideNdImpl<D>::reset() {
+  const auto layer = detail::layer_name("DiffStride", D);
   const auto& init = options.strides();
   for (const double stride : *init) {
-    check_stride_value(stride, "strides init");
+    check_stride_value(stride, layer, "strides init");
   }
-  check_smoothness_factor(options.smoothness_factor());
+  check_smoothness_factor(options.smoothness_factor(), layer);
   const double lower = options.lower_limit_stride();
   TORCH_CHECK(std::isfinite(lower) && lower >= 1.0,
-              "DiffStride: lower_limit_stride must be finite and >= 1, got ",
+              layer,
+              ": lower_limit_stride must be finite and >= 1, got ",
               lower);
   if (options.upper_limit_stride()) {
     const double upper = *options.upper_limit_stride();
-    TORCH_CHECK(
-        !std::isnan(upper) && upper >= lower,
-        "DiffStride: upper_limit_stride must be >= lower_limit_stride (",
-        lower,
-        "), got ",
-        upper);
+    TORCH_CHECK(!std::isnan(upper) && upper >= lower,
+                layer,
+                ": upper_limit_stride must be >= lower_limit_stride (",
+                lower,
+                "), got ",
+                upper);
   }
   for (const double stride : *init) {
     TORCH_CHECK(stride >= lower && (!options.upper_limit_stride() ||
                                     stride <= *options.upper_limit_stride()),
-                "DiffStride: strides init ",
+                layer,
+                ": strides init ",
                 stride,
                 " lies outside [lower_limit_stride, upper_limit_stride]");
   }
-  std::vector<float> values;
+  std::vector<float> values(init->begin(), init->end());
   if (options.shared_stride()) {
-    TORCH_CHECK((*init)[0] == (*init)[1],
-                "DiffStride: shared_stride needs equal initial strides, got (",
-                (*init)[0],
-                ", ",
-                (*init)[1],
+    TORCH_CHECK(std::all_of(init->begin(),
+                            init->end(),
+                            [&](double s) { return s == (*init)[0]; }),
+                layer,
+                ": shared_stride needs equal initial strides, got (",
+                c10::Join(", ", *init),
                 ")");
-    values = {static_cast<float>((*init)[0])};
-  } else {
-    values = {static_cast<float>((*init)[0]), static_cast<float>((*init)[1])};
+    values.resize(1);
   }
-  strides = register_parameter(
+  strides = this->register_parameter(
       "strides", torch::tensor(values, torch::kFloat32), options.trainable());
   last_input_size_.reset();
 }
 
-void DiffStrideImpl::pretty_print(std::ostream& stream) const {
-  const auto current = current_strides();
-  stream << "diffstride::DiffStride(strides=[" << current[0] << ", "
-         << current[1] << "], smoothness_factor=" << options.smoothness_factor()
+template <size_t D>
+void DiffStrideNdImpl<D>::pretty_print(std::ostream& stream) const {
+  stream << "diffstride::" << detail::layer_name("DiffStride", D)
+         << "(strides=[" << c10::Join(", ", current_strides())
+         << "], smoothness_factor=" << options.smoothness_factor()
          << ", cropping=" << (options.cropping() ? "true" : "false")
          << ", trainable=" << (options.trainable() ? "true" : "false")
          << ", shared_stride=" << (options.shared_stride() ? "true" : "false")
@@ -271,11 +296,16 @@ void DiffStrideImpl::pretty_print(std::ostream& stream) const {
   stream << ")";
 }
 
-at::Tensor DiffStrideImpl::forward(const at::Tensor& input) {
-  check_input(input, options.smoothness_factor());
+template <size_t D>
+at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
+  const auto layer = detail::layer_name("DiffStride", D);
+  detail::check_pooling_input(input, layer, D);
+  check_sizes_exceed_smoothness(input, options.smoothness_factor(), layer);
   {
     std::lock_guard<std::mutex> lock(*constrain_mutex_);
-    last_input_size_ = std::array<int64_t, 2>{input.size(2), input.size(3)};
+    std::array<int64_t, D> size;
+    std::copy_n(input.sizes().begin() + 2, D, size.begin());
+    last_input_size_ = size;
     constrain_strides_locked();
   }
   return functional::diffstride(
@@ -286,16 +316,18 @@ at::Tensor DiffStrideImpl::forward(const at::Tensor& input) {
           .cropping(options.cropping()));
 }
 
-void DiffStrideImpl::constrain_strides() {
+template <size_t D>
+void DiffStrideNdImpl<D>::constrain_strides() {
   std::lock_guard<std::mutex> lock(*constrain_mutex_);
   constrain_strides_locked();
 }
 
-void DiffStrideImpl::constrain_strides_locked() {
-  std::array<double, 2> lower = {options.lower_limit_stride(),
-                                 options.lower_limit_stride()};
+template <size_t D>
+void DiffStrideNdImpl<D>::constrain_strides_locked() {
+  std::array<double, D> lower;
+  lower.fill(options.lower_limit_stride());
   if (last_input_size_) {
-    for (const auto axis : c10::irange(2)) {
+    for (const auto axis : c10::irange(D)) {
       lower[axis] = std::max(
           lower[axis],
           stride_floor((*last_input_size_)[axis], options.smoothness_factor()));
@@ -305,7 +337,7 @@ void DiffStrideImpl::constrain_strides_locked() {
       std::numeric_limits<double>::infinity());
   torch::NoGradGuard no_grad;
   auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-  auto* data = values.data_ptr<double>();
+  auto* data = values.template data_ptr<double>();
   bool changed = false;
   const auto constrain = [&](double& value, double floor) {
     const double constrained = std::min(std::max(value, floor), upper);
@@ -313,9 +345,9 @@ void DiffStrideImpl::constrain_strides_locked() {
     value = constrained;
   };
   if (strides.numel() == 1) {
-    constrain(data[0], std::max(lower[0], lower[1]));
+    constrain(data[0], *std::max_element(lower.begin(), lower.end()));
   } else {
-    for (const auto axis : c10::irange(2)) {
+    for (const auto axis : c10::irange(D)) {
       constrain(data[axis], lower[axis]);
     }
   }
@@ -326,10 +358,19 @@ void DiffStrideImpl::constrain_strides_locked() {
   }
 }
 
-std::array<double, 2> DiffStrideImpl::current_strides() const {
+template <size_t D>
+std::array<double, D> DiffStrideNdImpl<D>::current_strides() const {
   const auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-  const auto* data = values.data_ptr<double>();
-  return {data[0], data[values.numel() - 1]};
+  const auto* data = values.template data_ptr<double>();
+  std::array<double, D> current;
+  for (const auto axis : c10::irange(D)) {
+    current[axis] = data[values.numel() == 1 ? 0 : axis];
+  }
+  return current;
 }
+
+template class DiffStrideNdImpl<1>;
+template class DiffStrideNdImpl<2>;
+template class DiffStrideNdImpl<3>;
 
 }  // namespace diffstride

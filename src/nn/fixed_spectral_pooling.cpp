@@ -4,20 +4,24 @@
 #include "nn/spectral_crop.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/StringUtil.h>
 #include <c10/util/irange.h>
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace diffstride {
 
 namespace {
 
-void check_strides(const StridePair& strides) {
-  for (const double stride : *strides) {
+template <typename Strides>
+void check_strides(const Strides& strides, const std::string& layer) {
+  for (const double stride : strides) {
     TORCH_CHECK(std::isfinite(stride) && stride >= 1.0,
-                "FixedSpectralPooling: strides must be finite and >= 1, got ",
+                layer,
+                ": strides must be finite and >= 1, got ",
                 stride);
   }
 }
@@ -28,60 +32,86 @@ namespace functional {
 
 at::Tensor fixed_spectral_pooling(
     const at::Tensor& input, const FixedSpectralPoolingFuncOptions& options) {
-  detail::check_pooling_input(input, "FixedSpectralPooling");
-  check_strides(options.strides());
-  const int64_t height = input.size(2);
-  const int64_t width = input.size(3);
-  TORCH_CHECK(height >= 2 && width >= 2,
-              "FixedSpectralPooling: expected an input of at least 2x2, got ",
-              height,
-              "x",
-              width);
-  // Output height: floor(H / s_h) rounded down to even (as many negative as
-  // positive frequencies), at least 2. Output width: floor(W / s_w), at least
-  // 2; a C2R transform needs only its W'/2 + 1 lowest columns.
-  int64_t out_height = static_cast<int64_t>(
-      std::floor(static_cast<double>(height) / (*options.strides())[0]));
-  out_height = std::max<int64_t>(out_height - out_height % 2, 2);
-  const int64_t out_width = std::max<int64_t>(
-      static_cast<int64_t>(
-          std::floor(static_cast<double>(width) / (*options.strides())[1])),
-      2);
-
-  std::vector<int64_t> kept_rows;
-  for (const auto k : c10::irange(out_height / 2)) {
-    kept_rows.push_back(k);
+  const int64_t rank =
+      detail::pooling_spatial_rank(input, "FixedSpectralPooling");
+  const auto layer = detail::layer_name("FixedSpectralPooling", rank);
+  const auto& strides = options.strides();
+  TORCH_CHECK(strides.size() == 1 || static_cast<int64_t>(strides.size()) == rank,
+              layer,
+              rank == 1 ? ": expected 1 stride"
+                        : ": expected 1 or " + std::to_string(rank) + " strides",
+              " for an ",
+              detail::input_layout(rank),
+              " input, got ",
+              strides.size());
+  check_strides(strides, layer);
+  const auto spatial = input.sizes().slice(2);
+  TORCH_CHECK(std::all_of(spatial.begin(),
+                          spatial.end(),
+                          [](int64_t size) { return size >= 2; }),
+              layer,
+              ": expected every spatial size to be at least 2, got ",
+              c10::Join("x", spatial));
+  // Every axis but the last keeps floor(size / s) rounded down to even (as
+  // many negative as positive frequencies), at least 2: bins [0, t/2) and
+  // [size - t/2, size). The last keeps floor(W / s), at least 2; a C2R
+  // transform needs only its t/2 + 1 lowest bins.
+  std::vector<detail::AxisCrop> crops(rank);
+  int64_t last_output_size = 0;
+  for (const auto axis : c10::irange(rank)) {
+    const double stride = strides[strides.size() == 1 ? 0 : axis];
+    const int64_t size = spatial[axis];
+    auto& bins = crops[axis].bins;
+    int64_t kept =
+        static_cast<int64_t>(std::floor(static_cast<double>(size) / stride));
+    if (axis + 1 < rank) {
+      kept = std::max<int64_t>(kept - kept % 2, 2);
+      for (const auto k : c10::irange(kept / 2)) {
+        bins.push_back(k);
+      }
+      for (const auto k : c10::irange(size - kept / 2, size)) {
+        bins.push_back(k);
+      }
+    } else {
+      last_output_size = std::max<int64_t>(kept, 2);
+      for (const auto k : c10::irange(last_output_size / 2 + 1)) {
+        bins.push_back(k);
+      }
+    }
   }
-  for (const auto k : c10::irange(height - out_height / 2, height)) {
-    kept_rows.push_back(k);
-  }
-  return detail::separable_spectral_crop(input,
-                                         kept_rows,
-                                         at::Tensor(),
-                                         out_width / 2 + 1,
-                                         at::Tensor(),
-                                         out_width);
+  return detail::spectral_crop(input, crops, last_output_size);
 }
 
 }  // namespace functional
 
-FixedSpectralPoolingImpl::FixedSpectralPoolingImpl(
-    const FixedSpectralPoolingOptions& options_)
+template <size_t D>
+FixedSpectralPoolingNdImpl<D>::FixedSpectralPoolingNdImpl(
+    const FixedSpectralPoolingNdOptions<D>& options_)
     : options(options_) {
   reset();
 }
 
-void FixedSpectralPoolingImpl::reset() {
-  check_strides(options.strides());
+template <size_t D>
+void FixedSpectralPoolingNdImpl<D>::reset() {
+  check_strides(*options.strides(),
+                detail::layer_name("FixedSpectralPooling", D));
 }
 
-void FixedSpectralPoolingImpl::pretty_print(std::ostream& stream) const {
-  stream << "diffstride::FixedSpectralPooling(strides=["
-         << (*options.strides())[0] << ", " << (*options.strides())[1] << "])";
+template <size_t D>
+void FixedSpectralPoolingNdImpl<D>::pretty_print(std::ostream& stream) const {
+  stream << "diffstride::" << detail::layer_name("FixedSpectralPooling", D)
+         << "(strides=[" << c10::Join(", ", *options.strides()) << "])";
 }
 
-at::Tensor FixedSpectralPoolingImpl::forward(const at::Tensor& input) {
+template <size_t D>
+at::Tensor FixedSpectralPoolingNdImpl<D>::forward(const at::Tensor& input) {
+  detail::check_pooling_input(
+      input, detail::layer_name("FixedSpectralPooling", D), D);
   return functional::fixed_spectral_pooling(input, options);
 }
+
+template class FixedSpectralPoolingNdImpl<1>;
+template class FixedSpectralPoolingNdImpl<2>;
+template class FixedSpectralPoolingNdImpl<3>;
 
 }  // namespace diffstride

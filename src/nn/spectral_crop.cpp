@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 namespace diffstride {
 namespace detail {
@@ -80,34 +81,98 @@ at::Tensor column_matrix(int64_t kept_columns,
   return at::cat({real, imag}, 1);
 }
 
+// The map is linear and separable (docs/layers.md): y = Re(A) x G_r +
+// Im(A) x G_i, with A (H' x H, complex) the row pipeline IDFT * crop *
+// diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
+// applied to unit rows and to i times their spectra. The small matrices are
+// built on the host in float64, then copied once each to the data's dtype and
+// device (autograd carries the stride gradient back through both); the
+// data-sized work is the op's.
+at::Tensor separable_spectral_crop(const at::Tensor& data,
+                                   const AxisCrop& rows,
+                                   const AxisCrop& columns,
+                                   int64_t output_width) {
+  const auto on_device = data.options();
+  const auto row = row_matrix(rows.bins, rows.mask, data.size(2)).to(on_device);
+  const auto column = column_matrix(static_cast<int64_t>(columns.bins.size()),
+                                    columns.mask,
+                                    data.size(3),
+                                    output_width)
+                          .to(on_device);
+  return ops::spectral_crop(data, row, column);
+}
+
+// The FFT formulation itself, for one or three axes: there the separable
+// matrices would be dense L x L' blocks (16000 x 4000 for one second of
+// audio at stride 4), far costlier than the transforms. The crop comes
+// before the mask, so only kept bins are multiplied; the masks' outer product
+// is formed on the host and copied once.
+at::Tensor fft_spectral_crop(const at::Tensor& data,
+                             c10::ArrayRef<AxisCrop> crops,
+                             int64_t last_output_size) {
+  const int64_t rank = static_cast<int64_t>(crops.size());
+  const int64_t first = data.dim() - rank;
+  std::vector<int64_t> dims;
+  for (int64_t i = 0; i < rank; ++i) {
+    dims.push_back(first + i);
+  }
+  auto spectrum = at::fft_rfftn(data, at::OptionalIntArrayRef(), dims);
+  std::vector<int64_t> output_sizes;
+  at::Tensor mask;
+  for (int64_t i = 0; i < rank; ++i) {
+    const auto& crop = crops[i];
+    const int64_t kept = static_cast<int64_t>(crop.bins.size());
+    const int64_t dim = dims[i];
+    if (i + 1 < rank) {
+      if (kept != spectrum.size(dim)) {
+        spectrum = spectrum.index_select(
+            dim, at::tensor(crop.bins, at::kLong).to(data.device()));
+      }
+      output_sizes.push_back(kept);
+    } else {
+      spectrum = spectrum.narrow(dim, 0, kept);
+      output_sizes.push_back(last_output_size);
+    }
+    if (crop.mask.defined()) {
+      std::vector<int64_t> shape(rank, 1);
+      shape[i] = kept;
+      const auto axis_mask = crop.mask.view(shape);
+      mask = mask.defined() ? mask * axis_mask : axis_mask;
+    }
+  }
+  if (mask.defined()) {
+    spectrum = spectrum * mask.to(data.options());
+  }
+  return at::fft_irfftn(spectrum, output_sizes, dims);
+}
+
 }  // namespace
 
-at::Tensor separable_spectral_crop(const at::Tensor& input,
-                                   c10::ArrayRef<int64_t> kept_rows,
-                                   const at::Tensor& row_mask,
-                                   int64_t kept_columns,
-                                   const at::Tensor& column_mask,
-                                   int64_t output_width) {
-  const int64_t height = input.size(2);
-  const int64_t width = input.size(3);
-  TORCH_INTERNAL_ASSERT(!kept_rows.empty() && output_width > 0);
-  TORCH_INTERNAL_ASSERT(kept_columns == output_width / 2 + 1 &&
-                        kept_columns <= width / 2 + 1);
-  TORCH_INTERNAL_ASSERT(!row_mask.defined() || row_mask.is_cpu());
-  TORCH_INTERNAL_ASSERT(!column_mask.defined() || column_mask.is_cpu());
+at::Tensor spectral_crop(const at::Tensor& input,
+                         c10::ArrayRef<AxisCrop> crops,
+                         int64_t last_output_size) {
+  const int64_t rank = static_cast<int64_t>(crops.size());
+  TORCH_INTERNAL_ASSERT(rank >= 1 && rank <= 3 && input.dim() == rank + 2);
+  for (int64_t i = 0; i < rank; ++i) {
+    const auto& crop = crops[i];
+    TORCH_INTERNAL_ASSERT(!crop.bins.empty());
+    TORCH_INTERNAL_ASSERT(!crop.mask.defined() ||
+                          (crop.mask.is_cpu() &&
+                           crop.mask.numel() ==
+                               static_cast<int64_t>(crop.bins.size())));
+  }
+  const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
+  TORCH_INTERNAL_ASSERT(kept_last == last_output_size / 2 + 1 &&
+                        kept_last <= input.size(-1) / 2 + 1);
   // float16 and bfloat16 data is computed in float32 (products accumulate in
   // float32; the result is rounded to the input's dtype once, at the end).
   const auto type = input.scalar_type();
   const bool reduced = ops::is_reduced_precision(type);
   const auto data = reduced ? input.to(at::kFloat) : input;
-  // Built on the host in float64, then one copy each to the data's dtype and
-  // device (autograd carries the stride gradient back through both).
-  const auto on_device = data.options();
-  const auto rows = row_matrix(kept_rows, row_mask, height).to(on_device);
-  const auto columns =
-      column_matrix(kept_columns, column_mask, width, output_width)
-          .to(on_device);
-  const auto output = ops::spectral_crop(data, rows, columns);
+  const auto output =
+      rank == 2 ? separable_spectral_crop(data, crops[0], crops[1],
+                                          last_output_size)
+                : fft_spectral_crop(data, crops, last_output_size);
   return (reduced ? output.to(type) : output)
       .contiguous(input.suggest_memory_format());
 }

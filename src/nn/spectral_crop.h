@@ -1,38 +1,40 @@
 #pragma once
 
-// Masks and crop of the spectral pooling layers turned into the small
-// matrices of the spectral crop op (ops/spectral_crop.h). Internal to the
-// library.
+// Masks and crop of the spectral pooling layers applied to data: through the
+// small matrices of the spectral crop op (ops/spectral_crop.h) over two
+// spatial axes, through FFTs over one or three. Internal to the library.
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace diffstride {
 namespace detail {
 
-/// Computes, for every H x W plane of `input`,
-///   y = irfft2(crop(rfft2(x) * row_mask[row] * column_mask[col]))
-/// where the crop keeps rows `kept_rows` of the spectrum (indices in FFT
-/// order, in that order) and columns [0, kept_columns), and irfft2 produces
-/// H' = kept_rows.size() rows and `output_width` columns. An undefined mask
-/// means all ones; a defined one is float64, on the host, one weight per kept
-/// bin, and the result is differentiable in it.
-///
-/// The map is linear and separable (docs/layers.md): y = Re(A) x G_r +
-/// Im(A) x G_i, with A (H' x H, complex) the row pipeline IDFT * crop *
-/// diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
-/// applied to unit rows and to i times their spectra. The small matrices are
-/// built on the host in float64, in the layout the op takes; the data-sized
-/// work is the op's, on the input's device, in the input's precision
-/// (float32 for float16 and bfloat16 inputs, rounded back at the end).
-at::Tensor separable_spectral_crop(const at::Tensor& input,
-                                   c10::ArrayRef<int64_t> kept_rows,
-                                   const at::Tensor& row_mask,
-                                   int64_t kept_columns,
-                                   const at::Tensor& column_mask,
-                                   int64_t output_width);
+/// What the crop keeps of one spatial axis' spectrum.
+struct AxisCrop {
+  /// The kept bins in FFT order, in the order they take in the cropped
+  /// spectrum. On the last (real-FFT) axis they are always 0 .. K'-1.
+  std::vector<int64_t> bins;
+  /// One weight per kept bin (float64, on the host), or undefined for all
+  /// ones. The result is differentiable in it.
+  at::Tensor mask;
+};
+
+/// Computes, over the last `crops.size()` (1, 2 or 3) axes of `input`,
+///   y = irfftn(crop(rfftn(x) * mask))
+/// with the mask the outer product of the axes' masks and the crop keeping
+/// `crops[i].bins` on axis i. irfftn produces `bins.size()` samples on every
+/// axis but the last, and `last_output_size` there (K' = last_output_size/2
+/// + 1 bins). Two axes: the separable matrices and the spectral crop op (the
+/// fast path at image sizes, docs/layers.md); one or three: ATen's FFTs.
+/// float16 and bfloat16 data is computed in float32 (products accumulate in
+/// float32) and rounded to the input's dtype once, at the end.
+at::Tensor spectral_crop(const at::Tensor& input,
+                         c10::ArrayRef<AxisCrop> crops,
+                         int64_t last_output_size);
 
 }  // namespace detail
 }  // namespace diffstride

@@ -1,5 +1,8 @@
 // The layers as PyTorch operators in namespace `diffstride`, for Python
-// (torch.ops.load_library) and TorchScript. Their kernels are the functional
+// (torch.ops.load_library) and TorchScript. `diffstride` and
+// `fixed_spectral_pooling` take inputs of every spatial rank (N x C x L,
+// N x C x H x W, N x C x D x H x W) with one stride per spatial axis or one
+// for all; `spatial_pooling` is 2-D. Their kernels are the functional
 // forms, registered as CompositeImplicitAutograd: the data-sized work inside
 // them is the internal _spectral_crop op (ops/spectral_crop.h), whose kernels
 // are registered per dispatch key, so these work on every device and
@@ -25,31 +28,21 @@ at::Tensor diffstride_op(const at::Tensor& input,
                                     .cropping(cropping));
 }
 
-// Accepts one stride (both axes) or two (height, width), like Python's
-// pooling ops.
-template <typename T>
-torch::ExpandingArray<2, T> two_strides(c10::ArrayRef<T> strides,
-                                        const char* op) {
-  TORCH_CHECK(strides.size() == 1 || strides.size() == 2,
-              op,
-              ": expected 1 or 2 strides, got ",
-              strides.size());
-  if (strides.size() == 1) {
-    return torch::ExpandingArray<2, T>(strides[0]);
-  }
-  return torch::ExpandingArray<2, T>(strides);
-}
-
 at::Tensor fixed_spectral_pooling_op(const at::Tensor& input,
                                      c10::ArrayRef<double> strides) {
-  return functional::fixed_spectral_pooling(
-      input, two_strides(strides, "fixed_spectral_pooling"));
+  return functional::fixed_spectral_pooling(input, strides.vec());
 }
 
+// Accepts one stride (both axes) or two (height, width), like Python's
+// pooling ops.
 at::Tensor spatial_pooling_op(const at::Tensor& input,
                               c10::ArrayRef<int64_t> strides) {
-  return functional::spatial_pooling(input,
-                                     two_strides(strides, "spatial_pooling"));
+  TORCH_CHECK(strides.size() == 1 || strides.size() == 2,
+              "spatial_pooling: expected 1 or 2 strides, got ",
+              strides.size());
+  return functional::spatial_pooling(
+      input,
+      strides.size() == 1 ? IntStridePair(strides[0]) : IntStridePair(strides));
 }
 
 }  // namespace

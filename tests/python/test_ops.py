@@ -131,9 +131,69 @@ def test_half_precision_and_autocast():
             y = ops.diffstride(x, torch.tensor([2.3, 1.7]))
             assert y.dtype == fft_dtype == torch.float32, (y.dtype, fft_dtype)
             assert ops.fixed_spectral_pooling(x, [2.0]).dtype == torch.float32
+            # Every rank: the 1-D layer on the rows of x.
+            assert ops.diffstride(x[0], torch.tensor([2.3])).dtype == torch.float32
             with torch.autocast("cpu", enabled=False):
                 plain = ops.diffstride(x.float(), torch.tensor([2.3, 1.7]))
             assert torch.equal(y, plain)
+
+
+def plain_diffstride_nd(x, strides, R=4.0, cropping=True):
+    """The same per axis over the last len(strides) axes: the two-sided row
+    layout on every axis but the last, rfftn, one mask per axis, crop, irfftn."""
+    rank = len(strides)
+    dims = list(range(x.dim() - rank, x.dim()))
+    ramp = lambda a, p: min(max((R + a - p) / R, 0.0), 1.0)
+    spectrum = torch.fft.rfftn(x.double(), dim=dims)
+    for axis, (dim, stride) in enumerate(zip(dims, strides)):
+        n = x.shape[dim]
+        t = max(n / stride, 2.0)
+        if axis == rank - 1:
+            mask = torch.tensor([ramp(t / 2 + 1, p) for p in range(n // 2 + 1)], dtype=torch.float64)
+        else:
+            pos = [k if k < (n + 1) // 2 else (n - 1 - k if n % 2 == 0 else n - k) for k in range(n)]
+            mask = torch.tensor([ramp(t / 2, p) for p in pos], dtype=torch.float64)
+        shape = [1] * rank
+        shape[axis] = -1
+        spectrum = spectrum * mask.view(shape)
+        if cropping:
+            spectrum = spectrum.index_select(dim, torch.nonzero(mask > 0).flatten())
+    return torch.fft.irfftn(spectrum, dim=dims).to(x.dtype)
+
+
+def test_one_and_three_dimensional_inputs():
+    """The same ops take N x C x L and N x C x D x H x W inputs with one
+    stride per axis (or one for all); values against the plain formulation,
+    first and second derivatives by gradcheck and gradgradcheck."""
+    torch.manual_seed(5)
+    for shape, strides, R, cropping in [((2, 3, 50), [3.3], 4.0, True), ((2, 3, 17), [2.1], 2.0, False),
+                                        ((1, 2, 9, 12, 11), [2.3, 1.6, 2.8], 2.0, True),
+                                        ((1, 2, 8, 7, 10), [1.9], 4.0, True)]:
+        x = torch.randn(*shape, dtype=torch.float64)
+        y = ops.diffstride(x, torch.tensor(strides, dtype=torch.float64), R, cropping)
+        sizes = shape[2:]
+        floors = [floor(n, R) for n in sizes]
+        per_axis = [max(strides[0], max(floors))] * len(sizes) if len(strides) == 1 else \
+            [max(s, f) for s, f in zip(strides, floors)]
+        expected = plain_diffstride_nd(x, per_axis, R, cropping)
+        assert y.shape == expected.shape, (y.shape, expected.shape)
+        assert rel_err(y, expected) <= 1e-10, rel_err(y, expected)
+    for shape, strides in [((2, 2, 23), [2.6]), ((1, 2, 7, 9, 8), [2.3, 1.7, 2.1])]:
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        s = torch.tensor(strides, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, s: ops.diffstride(x, s, 2.0, True), (x, s))
+        assert torch.autograd.gradgradcheck(lambda x, s: ops.diffstride(x, s, 2.0, True), (x, s))
+        fixed_strides = [2.0] * len(strides)
+        assert torch.autograd.gradgradcheck(lambda x: ops.fixed_spectral_pooling(x, fixed_strides), (x,))
+    audio = torch.randn(2, 3, 50, dtype=torch.float64)
+    kept = torch.fft.rfft(audio)[..., :7]
+    assert rel_err(ops.fixed_spectral_pooling(audio, [4.0]), torch.fft.irfft(kept, n=12)) <= 1e-10
+    volume = torch.randn(1, 2, 8, 9, 10, dtype=torch.float64)
+    spectrum = torch.fft.rfftn(volume, dim=(2, 3, 4))
+    kept = torch.cat([spectrum[:, :, :2], spectrum[:, :, 6:]], dim=2)
+    kept = torch.cat([kept[:, :, :, :2], kept[:, :, :, 7:]], dim=3)[..., :4]
+    assert rel_err(ops.fixed_spectral_pooling(volume, [2.0, 2.0, 1.5]),
+                   torch.fft.irfftn(kept, s=(4, 4, 6), dim=(2, 3, 4))) <= 1e-10
 
 
 def test_op_never_modifies_strides():
@@ -164,7 +224,18 @@ def test_fixed_spectral_and_spatial_pooling():
 
 def test_errors_are_clear():
     for call, expected in [
-        (lambda: ops.diffstride(torch.randn(3, 8, 8), torch.tensor([2.0, 2.0])), "expected a 4-D NCHW input"),
+        (lambda: ops.diffstride(torch.randn(8, 8), torch.tensor([2.0, 2.0])),
+         "expected a 3-D (N x C x L), 4-D (N x C x H x W) or 5-D (N x C x D x H x W) input, got a 2-D tensor"),
+        (lambda: ops.diffstride(torch.randn(2, 3, 8), torch.tensor([2.0, 2.0])),
+         "DiffStride1d: expected strides of shape (1,) [length] for an N x C x L input, got shape [2]"),
+        (lambda: ops.diffstride(torch.randn(1, 1, 8, 8, 3), torch.ones(3)),
+         "DiffStride3d: every spatial size of the input must exceed the smoothness factor R = 4"),
+        (lambda: ops.diffstride(torch.randn(1, 1, 8, 8, 8), torch.tensor([2.0, float("nan"), 2.0])),
+         "DiffStride3d: strides must be finite and >= 1, got nan"),
+        (lambda: ops.fixed_spectral_pooling(torch.randn(1, 1, 8, 8, 8), [2.0, 2.0]),
+         "FixedSpectralPooling3d: expected 1 or 3 strides for an N x C x D x H x W input, got 2"),
+        (lambda: ops.fixed_spectral_pooling(torch.randn(1, 1, 1), [2.0]),
+         "FixedSpectralPooling1d: expected every spatial size to be at least 2, got 1"),
         (lambda: ops.diffstride(torch.randn(1, 1, 8, 8), torch.tensor([0.5, 2.0])), "strides must be finite and >= 1"),
         (lambda: ops.diffstride(torch.randn(1, 1, 8, 8), torch.ones(3)), "expected strides of shape (2,)"),
         (lambda: ops.diffstride(torch.randn(1, 1, 4, 8), torch.ones(2)), "must exceed the smoothness factor"),

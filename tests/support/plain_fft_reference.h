@@ -105,4 +105,77 @@ inline torch::Tensor fixed_spectral_pooling(const torch::Tensor& x,
   return torch::fft::irfft2(kept, std::vector<int64_t>{out_height, out_width});
 }
 
+// DiffStride over the last strides.numel() axes of x (1-D: N x C x L, 3-D:
+// N x C x D x H x W; the 2-D case is diffstride above), strides used as given:
+// rfftn over those axes; on each, the ramp mask with the layout of
+// row_positions on every axis but the last and the frequencies on the last
+// one, multiplied in over the whole spectrum; the crop (bins where that
+// axis' mask is > 0); irfftn with its default output sizes.
+inline torch::Tensor diffstride_nd(const torch::Tensor& x,
+                                   const torch::Tensor& strides,
+                                   double smoothness_factor,
+                                   bool cropping) {
+  const int64_t rank = strides.numel();
+  std::vector<int64_t> dims;
+  for (int64_t i = 0; i < rank; ++i) {
+    dims.push_back(x.dim() - rank + i);
+  }
+  const auto s = strides.to(torch::kCPU, torch::kDouble);
+  const auto real = torch::TensorOptions(torch::kDouble);
+  auto spectrum = torch::fft::rfftn(x, at::OptionalIntArrayRef(), dims);
+  std::vector<torch::Tensor> masks;
+  for (int64_t i = 0; i < rank; ++i) {
+    const int64_t size = x.size(dims[i]);
+    const auto target = torch::clamp_min(size / s[i], 2.0);
+    const bool last = i == rank - 1;
+    auto mask = last ? ramp(target / 2.0 + 1.0,
+                            torch::arange(size / 2 + 1, real),
+                            smoothness_factor)
+                     : ramp(target / 2.0, row_positions(size), smoothness_factor);
+    std::vector<int64_t> shape(rank, 1);
+    shape[i] = mask.numel();
+    spectrum =
+        spectrum * mask.view(shape).to(x.device(), x.scalar_type());
+    masks.push_back(mask);
+  }
+  if (cropping) {
+    for (int64_t i = 0; i < rank; ++i) {
+      const auto kept =
+          torch::nonzero(masks[i].detach() > 0).flatten().to(x.device());
+      spectrum = spectrum.index_select(dims[i], kept);
+    }
+  }
+  return torch::fft::irfftn(spectrum, at::OptionalIntArrayRef(), dims);
+}
+
+// FixedSpectralPooling over the last strides.size() axes: on every axis but
+// the last, keep the t/2 lowest and t/2 highest bins of the full spectrum
+// (t = floor(size/s) made even, at least 2); on the last, the first t/2 + 1
+// bins of the half spectrum (t = max(floor(W/s), 2)); irfftn to those t.
+inline torch::Tensor fixed_spectral_pooling_nd(const torch::Tensor& x,
+                                               std::vector<double> strides) {
+  const int64_t rank = static_cast<int64_t>(strides.size());
+  std::vector<int64_t> dims, out;
+  auto spectrum = torch::Tensor();
+  for (int64_t i = 0; i < rank; ++i) {
+    dims.push_back(x.dim() - rank + i);
+  }
+  spectrum = torch::fft::rfftn(x, at::OptionalIntArrayRef(), dims);
+  for (int64_t i = 0; i < rank; ++i) {
+    const int64_t size = x.size(dims[i]);
+    int64_t t = static_cast<int64_t>(std::floor(size / strides[i]));
+    if (i + 1 < rank) {
+      t = std::max<int64_t>(t - t % 2, 2);
+      spectrum = torch::cat({spectrum.slice(dims[i], 0, t / 2),
+                             spectrum.slice(dims[i], size - t / 2, size)},
+                            dims[i]);
+    } else {
+      t = std::max<int64_t>(t, 2);
+      spectrum = spectrum.slice(dims[i], 0, t / 2 + 1);
+    }
+    out.push_back(t);
+  }
+  return torch::fft::irfftn(spectrum, out, dims);
+}
+
 }  // namespace diffstride_reference
