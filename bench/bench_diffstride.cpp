@@ -2,8 +2,10 @@
 // input, and for DiffStride's strides, as in training) at the
 // ResNet-18/CIFAR shapes, batch 128, float32: the library beside the plain
 // FFT formulation (tests/support/plain_fft_reference.h), each shape's pair
-// measured back to back. On a machine with CUDA the same pairs run on the
-// GPU too.
+// measured back to back. Then DiffStride1d on one second of 16 kHz audio
+// (batch 64, 64 channels, stride 4) and DiffStride3d on short video clips
+// (batch 8, 32 channels, 16 x 56 x 56, stride 2), each beside its plain
+// formulation. On a machine with CUDA the same pairs run on the GPU too.
 //
 //   build/bench/bench_diffstride --benchmark_min_time=1
 
@@ -17,6 +19,8 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <tuple>
+#include <vector>
 
 namespace {
 
@@ -43,16 +47,21 @@ torch::Tensor plain_fixed(const torch::Tensor& x, const torch::Tensor&) {
   return diffstride_reference::fixed_spectral_pooling(x, 2.0, 2.0);
 }
 
+torch::Tensor plain_diffstride_nd(const torch::Tensor& x,
+                                  const torch::Tensor& strides) {
+  return diffstride_reference::diffstride_nd(x, strides, 4.0, true);
+}
+
 void forward_backward(benchmark::State& state,
                       Pool pool,
+                      const std::vector<int64_t>& shape,
+                      const std::vector<float>& stride_values,
                       torch::Device device) {
-  const int64_t channels = state.range(0);
-  const int64_t size = state.range(1);
   torch::manual_seed(0);
-  const auto x =
-      torch::randn({kBatch, channels, size, size}, device).requires_grad_();
-  const auto strides = torch::tensor({2.0f, 2.0f}, torch::TensorOptions(device))
-                           .requires_grad_();
+  const auto x = torch::randn(shape, device).requires_grad_();
+  const auto strides =
+      torch::tensor(stride_values, torch::TensorOptions(device))
+          .requires_grad_();
   const auto grad_output = torch::randn_like(pool(x, strides).detach());
   const auto sync = [&] {
     if (device.is_cuda()) {
@@ -87,11 +96,38 @@ void register_pairs(const std::string& layer,
           std::make_pair("BM_Plain" + layer + suffix, plain)}) {
       benchmark::RegisterBenchmark(
           name.c_str(),
-          [pool = pool, device](benchmark::State& state) {
-            forward_backward(state, pool, device);
+          [pool = pool, device, channels = channels, size = size](
+              benchmark::State& state) {
+            forward_backward(
+                state, pool, {kBatch, channels, size, size}, {2, 2}, device);
           })
           ->Args({channels, size})
           ->ArgNames({"C", "HW"})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+}
+
+// DiffStride1d / DiffStride3d beside the plain N-D formulation.
+void register_nd_pairs(torch::Device device) {
+  const std::string suffix = device.is_cuda() ? "/cuda" : "";
+  const std::vector<std::tuple<std::string, std::vector<int64_t>, float>>
+      cases = {{"1d_audio", {64, 64, 16000}, 4.0f},
+               {"3d_video", {8, 32, 16, 56, 56}, 2.0f}};
+  for (const auto& [what, shape, stride] : cases) {
+    const std::vector<float> strides(shape.size() - 2, stride);
+    for (const auto& [name, pool] : {
+             std::make_pair("BM_DiffStride" + what + suffix,
+                            Pool(library_diffstride)),
+             std::make_pair("BM_PlainDiffStride" + what + suffix,
+                            Pool(plain_diffstride_nd))}) {
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [pool = pool, shape = shape, strides, device](
+              benchmark::State& state) {
+            forward_backward(state, pool, shape, strides, device);
+          })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }
@@ -121,6 +157,7 @@ const bool registered = [] {
   for (const auto& device : devices) {
     register_pairs("DiffStride", library_diffstride, plain_diffstride, device);
     register_pairs("FixedSpectral", library_fixed, plain_fixed, device);
+    register_nd_pairs(device);
   }
   return true;
 }();

@@ -102,6 +102,40 @@ at::Tensor separable_spectral_crop(const at::Tensor& data,
   return ops::spectral_crop(data, row, column);
 }
 
+// The layers' inverse transform reads only the real part of the last axis'
+// DC and Nyquist bins once the other axes are transformed back
+// (docs/layers.md, "How it is computed"), which is what a C2R transform of a
+// Hermitian spectrum does. A cropped and masked spectrum is not Hermitian on
+// those edge planes, and C2R transforms differ on such input (cuFFT may read
+// the parts it should ignore). Replacing each edge plane E by its Hermitian
+// part (E + conj(E at -k)) / 2 leaves the layers' map unchanged and makes
+// every backend compute it.
+at::Tensor hermitian_edges(const at::Tensor& spectrum,
+                           c10::ArrayRef<int64_t> two_sided_dims,
+                           int64_t last_dim,
+                           int64_t last_output_size) {
+  const auto hermitian_part = [&](const at::Tensor& edge) {
+    auto mirrored = edge.conj();
+    if (!two_sided_dims.empty()) {
+      // Index j -> (n - j) mod n on every two-sided axis: flip, then roll by 1.
+      mirrored = mirrored.flip(two_sided_dims)
+                     .roll(std::vector<int64_t>(two_sided_dims.size(), 1),
+                           two_sided_dims);
+    }
+    return (edge + mirrored) * 0.5;
+  };
+  const int64_t kept = spectrum.size(last_dim);
+  std::vector<at::Tensor> pieces = {
+      hermitian_part(spectrum.narrow(last_dim, 0, 1))};
+  if (last_output_size % 2 == 0) {
+    pieces.push_back(spectrum.narrow(last_dim, 1, kept - 2));
+    pieces.push_back(hermitian_part(spectrum.narrow(last_dim, kept - 1, 1)));
+  } else {
+    pieces.push_back(spectrum.narrow(last_dim, 1, kept - 1));
+  }
+  return at::cat(pieces, last_dim);
+}
+
 // The FFT formulation itself, for one or three axes: there the separable
 // matrices would be dense L x L' blocks (16000 x 4000 for one second of
 // audio at stride 4), far costlier than the transforms. The crop comes
@@ -143,6 +177,10 @@ at::Tensor fft_spectral_crop(const at::Tensor& data,
   if (mask.defined()) {
     spectrum = spectrum * mask.to(data.options());
   }
+  spectrum = hermitian_edges(spectrum,
+                             c10::IntArrayRef(dims).slice(0, rank - 1),
+                             dims.back(),
+                             last_output_size);
   return at::fft_irfftn(spectrum, output_sizes, dims);
 }
 
