@@ -1,6 +1,8 @@
 """Error of DiffStride in float16, bfloat16 and float32 against float64, at
-the four ResNet-18/CIFAR layer sizes: output, input gradient and stride
-gradient, each as max |error| / max |float64 value|. Prints a Markdown table.
+the four ResNet-18/CIFAR layer sizes, one second of 16 kHz audio (1-D) and a
+video clip (3-D): output, input gradient and stride gradient, each as
+max |error| / max |float64 value|; the stride gradient also against float64
+on the rounded input. Prints a Markdown table.
 
 Usage: /usr/bin/python3 bench/half_precision_error.py build/libdiffstride.so [cpu|cuda] [batch]
 """
@@ -27,18 +29,20 @@ def run(x, strides, weights):
     return y.double(), x.grad.double(), s.grad.double()
 
 
-print(f"device {device}, batch {batch}, strides (2.3, 1.7), R = 4")
+print(f"device {device}, batch {batch}, R = 4; strides (2.3, 1.7) in 2-D, 3.1 in 1-D, (1.8, 2.2, 2.3) in 3-D")
 print()
 print("| shape | dtype | output | input gradient | stride gradient |")
 print("| --- | --- | ---: | ---: | ---: |")
 torch.manual_seed(0)
-for channels, size in [(64, 32), (128, 32), (256, 24), (512, 18)]:
-    x64 = torch.randn(batch, channels, size, size, dtype=torch.float64, device=device)
-    s64 = torch.tensor([2.3, 1.7], dtype=torch.float64, device=device)
-    y_ref = diffstride(x64, s64)
-    weights = torch.randn_like(y_ref)
+cases = [((channels, size, size), [2.3, 1.7]) for channels, size in [(64, 32), (128, 32), (256, 24), (512, 18)]]
+cases += [((64, 16000), [3.1]), ((32, 16, 32, 32), [1.8, 2.2, 2.3])]
+for sizes, strides in cases:
+    x64 = torch.randn(batch, *sizes, dtype=torch.float64, device=device)
+    s64 = torch.tensor(strides, dtype=torch.float64, device=device)
+    weights = torch.randn_like(diffstride(x64, s64))
     y_ref, gx_ref, gs_ref = run(x64, s64, weights)
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         y, gx, gs = run(x64.to(dtype), s64.float(), weights)
-        print(f"| {channels}x{size}x{size} | {str(dtype).replace('torch.', '')} | "
+        shape = "x".join(str(n) for n in sizes)
+        print(f"| {shape} | {str(dtype).replace('torch.', '')} | "
               f"{relative(y, y_ref):.1e} | {relative(gx, gx_ref):.1e} | {relative(gs, gs_ref):.1e} |")
