@@ -117,11 +117,11 @@ void register_nd_pairs(torch::Device device) {
                {"3d_video", {8, 32, 16, 56, 56}, 2.0f}};
   for (const auto& [what, shape, stride] : cases) {
     const std::vector<float> strides(shape.size() - 2, stride);
-    for (const auto& [name, pool] : {
-             std::make_pair("BM_DiffStride" + what + suffix,
-                            Pool(library_diffstride)),
-             std::make_pair("BM_PlainDiffStride" + what + suffix,
-                            Pool(plain_diffstride_nd))}) {
+    for (const auto& [name, pool] :
+         {std::make_pair("BM_DiffStride" + what + suffix,
+                         Pool(library_diffstride)),
+          std::make_pair("BM_PlainDiffStride" + what + suffix,
+                         Pool(plain_diffstride_nd))}) {
       benchmark::RegisterBenchmark(
           name.c_str(),
           [pool = pool, shape = shape, strides, device](

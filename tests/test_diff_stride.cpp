@@ -23,21 +23,12 @@ using diffstride::DiffStride;
 using diffstride::DiffStrideOptions;
 using diffstride_test::central_difference;
 using diffstride_test::expect_error_containing;
+using diffstride_test::expect_second_derivatives_match;
 using diffstride_test::relative_error;
 using diffstride_test::right_difference;
+using diffstride_test::run;
 
 namespace {
-
-torch::Tensor run(const torch::Tensor& x,
-                  std::vector<double> strides,
-                  double smoothness_factor = 4.0,
-                  bool cropping = true) {
-  return F::diffstride(x,
-                       torch::tensor(strides, torch::kDouble),
-                       F::DiffStrideFuncOptions()
-                           .smoothness_factor(smoothness_factor)
-                           .cropping(cropping));
-}
 
 // The generic kernels registered for CPU too, for as long as the returned
 // library lives: the dispatcher then sends CPU tensors down the path other
@@ -260,71 +251,22 @@ constexpr bool kFromTheRight = true;
 
 }  // namespace
 
-// Second derivatives: Q = <dL/dx, u> + <dL/ds, v> for L = sum(w y^2) (so
-// that dL/dx depends on x), differentiated again by autograd, against central
-// differences of Q computed from first derivatives; on the CPU kernel and on
-// the generic path.
+// Second derivatives against finite differences of first derivatives
+// (test_helpers.h), on the CPU kernel and on the generic path.
 TEST(DiffStrideGradients, SecondDerivativesMatchFiniteDifferencesOfGradient) {
   torch::manual_seed(11);
   const auto x0 = random_input({2, 3, 13, 10});
-  const auto w = torch::randn({2, 3, 9, 10}, torch::kDouble);
-  const auto u = torch::randn_like(x0);
-  const auto v = torch::randn({2}, torch::kDouble);
-  const std::array<double, 2> s0 = {2.3, 1.7};
-  // Q and, when `second`, its gradient (dQ/dx, dQ/ds).
-  const auto q = [&](const torch::Tensor& x_value,
-                     std::array<double, 2> strides,
-                     bool second) {
-    const auto x = x_value.clone().requires_grad_();
-    const auto s = torch::tensor({strides[0], strides[1]}, torch::kDouble)
-                       .requires_grad_();
-    const auto y =
-        F::diffstride(x, s, F::DiffStrideFuncOptions().smoothness_factor(2.0));
-    EXPECT_EQ(y.sizes(), w.sizes());
-    const auto loss = (w * y * y).sum();
-    const auto first =
-        torch::autograd::grad({loss}, {x, s}, {}, second, second);
-    const auto value = (first[0] * u).sum() + (first[1] * v).sum();
-    std::vector<torch::Tensor> out = {value.detach()};
-    if (second) {
-      const auto grads = torch::autograd::grad({value}, {x, s});
-      out.push_back(grads[0]);
-      out.push_back(grads[1]);
-    }
-    return out;
-  };
   for (const bool generic_path : {false, true}) {
     SCOPED_TRACE(generic_path ? "generic path" : "CPU kernel");
     const auto generic = generic_path ? generic_kernels_on_cpu() : nullptr;
-    const auto analytic = q(x0, s0, true);
-    ASSERT_TRUE(analytic[1].defined() && analytic[2].defined());
-    std::mt19937 rng(5);
-    std::uniform_int_distribution<int64_t> element(0, x0.numel() - 1);
-    for (int trial = 0; trial < 6; ++trial) {
-      const int64_t index = element(rng);
-      const double numeric = central_difference(
-          [&](double h) {
-            auto x = x0.clone();
-            x.view(-1)[index] += h;
-            return q(x, s0, false)[0].item<double>();
-          },
-          1e-5);
-      EXPECT_NEAR(analytic[1].view(-1)[index].item<double>(),
-                  numeric,
-                  1e-6 * std::max(1.0, std::abs(numeric)));
-    }
-    for (int axis = 0; axis < 2; ++axis) {
-      const double numeric = central_difference(
-          [&](double h) {
-            auto s = s0;
-            s[axis] += h;
-            return q(x0, s, false)[0].item<double>();
-          },
-          1e-6);
-      EXPECT_NEAR(analytic[2][axis].item<double>(),
-                  numeric,
-                  1e-6 * std::max(1.0, std::abs(numeric)));
-    }
+    expect_second_derivatives_match(
+        [](const torch::Tensor& x, const torch::Tensor& s) {
+          return F::diffstride(
+              x, s, F::DiffStrideFuncOptions().smoothness_factor(2.0));
+        },
+        x0,
+        {2.3, 1.7},
+        6);
   }
 }
 
@@ -783,35 +725,4 @@ TEST(DiffStrideConcurrency, ThreadsGiveTheResultsOfSequentialCalls) {
   }
   EXPECT_EQ(shared_module->current_strides(),
             sequential_module->current_strides());
-}
-
-// float16 and bfloat16: computed in float32, output in the input's dtype,
-// within 1e-2 (relative to the largest value) of the float64 result on the
-// unrounded input; gradients reach the input (in its dtype) and the strides.
-TEST(DiffStrideHalfPrecision, WithinOnePercentOfFloat64AndGradientsFlow) {
-  torch::manual_seed(31);
-  const auto x64 = random_input({4, 8, 32, 32});
-  const auto expected = ref::diffstride(x64, 2.3, 1.7, 4.0, true);
-  const auto s64 = torch::tensor({2.3, 1.7}, torch::kDouble).requires_grad_();
-  const auto weights = torch::randn_like(expected);
-  (F::diffstride(x64, s64) * weights).sum().backward();
-  for (const auto type : {torch::kHalf, torch::kBFloat16}) {
-    SCOPED_TRACE(c10::toString(type));
-    const auto x = x64.to(type).requires_grad_();
-    const auto s = torch::tensor({2.3f, 1.7f}).requires_grad_();
-    const auto y = F::diffstride(x, s);
-    EXPECT_EQ(y.scalar_type(), type);
-    EXPECT_LE(relative_error(y, expected), 1e-2);
-    (y.to(torch::kDouble) * weights).sum().backward();
-    ASSERT_TRUE(x.grad().defined() && s.grad().defined());
-    EXPECT_EQ(x.grad().scalar_type(), type);
-    EXPECT_LE(relative_error(s.grad(), s64.grad()), 1e-2);
-    const auto pooled = diffstride::functional::fixed_spectral_pooling(
-        x.detach(),
-        diffstride::functional::FixedSpectralPoolingFuncOptions({2.0, 2.0}));
-    EXPECT_EQ(pooled.scalar_type(), type);
-    EXPECT_LE(
-        relative_error(pooled, ref::fixed_spectral_pooling(x64, 2.0, 2.0)),
-        1e-2);
-  }
 }

@@ -19,20 +19,11 @@ namespace F = diffstride::functional;
 namespace ref = diffstride_reference;
 using diffstride_test::central_difference;
 using diffstride_test::expect_error_containing;
+using diffstride_test::expect_second_derivatives_match;
 using diffstride_test::relative_error;
+using diffstride_test::run;
 
 namespace {
-
-torch::Tensor run(const torch::Tensor& x,
-                  const std::vector<double>& strides,
-                  double smoothness_factor = 4.0,
-                  bool cropping = true) {
-  return F::diffstride(x,
-                       torch::tensor(strides, torch::kDouble),
-                       F::DiffStrideFuncOptions()
-                           .smoothness_factor(smoothness_factor)
-                           .cropping(cropping));
-}
 
 // The strides of step 1 of docs/layers.md, computed here: each raised to
 // the floor size / (size - R) of its axis; a shared stride to the largest.
@@ -48,8 +39,8 @@ std::vector<double> floored(const torch::Tensor& x,
   const double largest = *std::max_element(floors.begin(), floors.end());
   std::vector<double> out;
   for (int64_t axis = 0; axis < rank; ++axis) {
-    out.push_back(std::max(strides[shared ? 0 : axis],
-                           shared ? largest : floors[axis]));
+    out.push_back(
+        std::max(strides[shared ? 0 : axis], shared ? largest : floors[axis]));
   }
   return out;
 }
@@ -58,10 +49,8 @@ torch::Tensor reference(const torch::Tensor& x,
                         const std::vector<double>& strides,
                         double smoothness_factor,
                         bool cropping) {
-  return ref::diffstride_nd(x,
-                            torch::tensor(strides, torch::kDouble),
-                            smoothness_factor,
-                            cropping);
+  return ref::diffstride_nd(
+      x, torch::tensor(strides, torch::kDouble), smoothness_factor, cropping);
 }
 
 struct Case {
@@ -191,8 +180,8 @@ TEST(DiffStrideNd, GradientsMatchFiniteDifferences) {
   }
 }
 
-// Q = <dL/dx, u> + <dL/ds, v> for L = sum(w y^2), differentiated again by
-// autograd, against central differences of Q from first derivatives.
+// Second derivatives against finite differences of first derivatives
+// (test_helpers.h).
 TEST(DiffStrideNd, SecondDerivativesMatchFiniteDifferencesOfGradient) {
   torch::manual_seed(45);
   for (const auto& spatial :
@@ -200,76 +189,30 @@ TEST(DiffStrideNd, SecondDerivativesMatchFiniteDifferencesOfGradient) {
     SCOPED_TRACE(torch::IntArrayRef(spatial));
     std::vector<int64_t> shape = {2, 2};
     shape.insert(shape.end(), spatial.begin(), spatial.end());
-    const std::vector<double> s0 = spatial.size() == 1
-                                       ? std::vector<double>{2.3}
-                                       : std::vector<double>{2.3, 1.7, 2.6};
-    const auto x0 = torch::randn(shape, torch::kDouble);
-    const auto u = torch::randn_like(x0);
-    const auto v = torch::randn({static_cast<int64_t>(s0.size())},
-                                torch::kDouble);
-    torch::Tensor w;
-    const auto q = [&](const torch::Tensor& x_value,
-                       const std::vector<double>& strides,
-                       bool second) {
-      const auto x = x_value.clone().requires_grad_();
-      const auto s = torch::tensor(strides, torch::kDouble).requires_grad_();
-      const auto y = F::diffstride(
-          x, s, F::DiffStrideFuncOptions().smoothness_factor(2.0));
-      if (!w.defined()) {
-        w = torch::randn_like(y);
-      }
-      const auto first =
-          torch::autograd::grad({(w * y * y).sum()}, {x, s}, {}, true, true);
-      const auto value = (first[0] * u).sum() + (first[1] * v).sum();
-      std::vector<torch::Tensor> out = {value.detach()};
-      if (second) {
-        const auto grads = torch::autograd::grad({value}, {x, s});
-        out.push_back(grads[0]);
-        out.push_back(grads[1]);
-      }
-      return out;
-    };
-    const auto analytic = q(x0, s0, true);
-    std::mt19937 rng(7);
-    std::uniform_int_distribution<int64_t> element(0, x0.numel() - 1);
-    for (int trial = 0; trial < 4; ++trial) {
-      const int64_t index = element(rng);
-      const double numeric = central_difference(
-          [&](double h) {
-            auto x = x0.clone();
-            x.view(-1)[index] += h;
-            return q(x, s0, false)[0].item<double>();
-          },
-          1e-5);
-      EXPECT_NEAR(analytic[1].view(-1)[index].item<double>(),
-                  numeric,
-                  1e-6 * std::max(1.0, std::abs(numeric)));
-    }
-    for (size_t axis = 0; axis < s0.size(); ++axis) {
-      const double numeric = central_difference(
-          [&](double h) {
-            auto s = s0;
-            s[axis] += h;
-            return q(x0, s, false)[0].item<double>();
-          },
-          1e-6);
-      EXPECT_NEAR(analytic[2][axis].item<double>(),
-                  numeric,
-                  1e-6 * std::max(1.0, std::abs(numeric)));
-    }
+    expect_second_derivatives_match(
+        [](const torch::Tensor& x, const torch::Tensor& s) {
+          return F::diffstride(
+              x, s, F::DiffStrideFuncOptions().smoothness_factor(2.0));
+        },
+        torch::randn(shape, torch::kDouble),
+        spatial.size() == 1 ? std::vector<double>{2.3}
+                            : std::vector<double>{2.3, 1.7, 2.6},
+        4);
   }
 }
 
 TEST(DiffStrideNd, ModulesClampTrainAndPrint) {
   torch::manual_seed(46);
   // Length 20 at R = 4: the floor is 20 / 16 = 1.25.
-  diffstride::DiffStride1d audio(diffstride::DiffStride1dOptions().strides(1.0));
+  diffstride::DiffStride1d audio(
+      diffstride::DiffStride1dOptions().strides(1.0));
   const auto x = torch::randn({2, 3, 20});
   const auto y = audio(x);
   EXPECT_EQ(audio->strides.sizes(), torch::IntArrayRef({1}));
   EXPECT_NEAR(audio->current_strides()[0], 1.25, 1e-7);
-  EXPECT_LE(relative_error(y, reference(x.to(torch::kDouble), {1.25}, 4.0, true)),
-            1e-5);
+  EXPECT_LE(
+      relative_error(y, reference(x.to(torch::kDouble), {1.25}, 4.0, true)),
+      1e-5);
   y.square().sum().backward();
   ASSERT_TRUE(audio->strides.grad().defined());
 
@@ -278,11 +221,11 @@ TEST(DiffStrideNd, ModulesClampTrainAndPrint) {
       diffstride::DiffStride3dOptions().strides({2.0, 1.0, 3.0}));
   const auto v = torch::randn({1, 2, 10, 12, 9});
   const auto out = volume(v);
-  EXPECT_EQ(volume->current_strides(),
-            (std::array<double, 3>{2.0, 1.5, 3.0}));
-  EXPECT_LE(relative_error(out, reference(v.to(torch::kDouble),
-                                          {2.0, 1.5, 3.0}, 4.0, true)),
-            1e-5);
+  EXPECT_EQ(volume->current_strides(), (std::array<double, 3>{2.0, 1.5, 3.0}));
+  EXPECT_LE(
+      relative_error(
+          out, reference(v.to(torch::kDouble), {2.0, 1.5, 3.0}, 4.0, true)),
+      1e-5);
   out.square().sum().backward();
   EXPECT_GT(volume->strides.grad().abs().min().item<double>(), 0.0);
   std::ostringstream stream;
@@ -330,9 +273,9 @@ TEST(FixedSpectralPoolingNd, MatchPlainFftFormulationAndModules) {
       const auto y = F::fixed_spectral_pooling(x, strides);
       const auto expected =
           ref::fixed_spectral_pooling_nd(x.detach(), per_axis);
-      SCOPED_TRACE(::testing::Message() << torch::IntArrayRef(spatial)
-                                        << " strides "
-                                        << torch::ArrayRef<double>(strides));
+      SCOPED_TRACE(::testing::Message()
+                   << torch::IntArrayRef(spatial) << " strides "
+                   << torch::ArrayRef<double>(strides));
       ASSERT_EQ(y.sizes(), expected.sizes());
       EXPECT_LE(relative_error(y, expected), 1e-10);
       // Linear in x: <y, w> = <x, dL/dx>.
@@ -360,18 +303,21 @@ TEST(FixedSpectralPoolingNd, MatchPlainFftFormulationAndModules) {
             "diffstride::FixedSpectralPooling3d(strides=[2, 1, 3])");
 }
 
-// float16 and bfloat16: computed in float32, output in the input's dtype,
-// within 1e-2 of the float64 result; gradients reach input and strides.
-TEST(DiffStrideNd, HalfPrecisionWithinOnePercentOfFloat64) {
+// float16 and bfloat16, in 1-D, 2-D and 3-D: computed in float32, output in
+// the input's dtype, within 1e-2 (relative to the largest value) of the
+// float64 reference on the unrounded input; gradients reach the input (in
+// its dtype) and the strides, within 1e-2 of the reference's.
+TEST(DiffStrideHalfPrecision, WithinOnePercentOfFloat64InEveryRank) {
   torch::manual_seed(48);
   for (const auto& shape : std::vector<std::vector<int64_t>>{
-           {4, 8, 400}, {2, 4, 12, 16, 16}}) {
+           {4, 8, 400}, {4, 8, 32, 32}, {2, 4, 12, 16, 16}}) {
     const auto x64 = torch::randn(shape, torch::kDouble);
-    const std::vector<double> s0 =
-        shape.size() == 3 ? std::vector<double>{3.1}
-                          : std::vector<double>{1.8, 2.2, 2.3};
+    const std::vector<double> s0 = shape.size() == 3 ? std::vector<double>{3.1}
+                                   : shape.size() == 4
+                                       ? std::vector<double>{2.3, 1.7}
+                                       : std::vector<double>{1.8, 2.2, 2.3};
     const auto s64 = torch::tensor(s0, torch::kDouble).requires_grad_();
-    const auto expected = F::diffstride(x64, s64);
+    const auto expected = ref::diffstride_nd(x64, s64, 4.0, true);
     const auto weights = torch::randn_like(expected);
     (expected * weights).sum().backward();
     for (const auto type : {torch::kHalf, torch::kBFloat16}) {
@@ -389,9 +335,9 @@ TEST(DiffStrideNd, HalfPrecisionWithinOnePercentOfFloat64) {
       const auto pooled = F::fixed_spectral_pooling(x.detach(), 2.0);
       EXPECT_EQ(pooled.scalar_type(), type);
       std::vector<double> twos(shape.size() - 2, 2.0);
-      EXPECT_LE(relative_error(pooled,
-                               ref::fixed_spectral_pooling_nd(x64, twos)),
-                1e-2);
+      EXPECT_LE(
+          relative_error(pooled, ref::fixed_spectral_pooling_nd(x64, twos)),
+          1e-2);
     }
   }
 }
@@ -399,20 +345,28 @@ TEST(DiffStrideNd, HalfPrecisionWithinOnePercentOfFloat64) {
 TEST(DiffStrideNd, ErrorsNameTheLayerAndWhatWasExpected) {
   diffstride::DiffStride1d audio;
   expect_error_containing(
-      [&] { audio(torch::randn({1, 2, 8, 8})); },
+      [&] {
+        audio(torch::randn({1, 2, 8, 8}));
+      },
       "DiffStride1d: expected a 3-D N x C x L input, got a 4-D tensor of "
       "shape [1, 2, 8, 8]");
   diffstride::DiffStride3d volume;
   expect_error_containing(
-      [&] { volume(torch::randn({1, 2, 8, 8})); },
+      [&] {
+        volume(torch::randn({1, 2, 8, 8}));
+      },
       "DiffStride3d: expected a 5-D N x C x D x H x W input, got a 4-D tensor");
   expect_error_containing(
-      [&] { volume(torch::randn({1, 1, 8, 4, 8})); },
+      [&] {
+        volume(torch::randn({1, 1, 8, 4, 8}));
+      },
       "DiffStride3d: every spatial size of the input must exceed the "
       "smoothness factor R = 4 (the stride floor size/(size - R) is undefined "
       "otherwise), got 8x4x8");
   expect_error_containing(
-      [&] { audio(torch::ones({1, 1, 16}, torch::kInt)); },
+      [&] {
+        audio(torch::ones({1, 1, 16}, torch::kInt));
+      },
       "DiffStride1d: expected a float16, bfloat16, float32 or float64 input, "
       "got Int");
   expect_error_containing(
@@ -443,7 +397,8 @@ TEST(DiffStrideNd, ErrorsNameTheLayerAndWhatWasExpected) {
       "DiffStride3d: shared_stride needs equal initial strides, got (2, 2, 3)");
   expect_error_containing(
       [] {
-        diffstride::DiffStride1d(diffstride::DiffStride1dOptions().strides(0.5));
+        diffstride::DiffStride1d(
+            diffstride::DiffStride1dOptions().strides(0.5));
       },
       "DiffStride1d: strides init must be finite and >= 1, got 0.5");
   expect_error_containing(
@@ -459,7 +414,9 @@ TEST(DiffStrideNd, ErrorsNameTheLayerAndWhatWasExpected) {
       "FixedSpectralPooling1d: expected a 3-D N x C x L input, got a 4-D "
       "tensor");
   expect_error_containing(
-      [] { F::fixed_spectral_pooling(torch::randn({1, 2, 8}), {2.0, 2.0}); },
+      [] {
+        F::fixed_spectral_pooling(torch::randn({1, 2, 8}), {2.0, 2.0});
+      },
       "FixedSpectralPooling1d: expected 1 stride for an N x C x L input, got "
       "2");
   expect_error_containing(
@@ -469,7 +426,9 @@ TEST(DiffStrideNd, ErrorsNameTheLayerAndWhatWasExpected) {
       },
       "FixedSpectralPooling3d: strides must be finite and >= 1, got nan");
   expect_error_containing(
-      [] { F::fixed_spectral_pooling(torch::randn({1, 2, 8, 1, 8}), 2.0); },
+      [] {
+        F::fixed_spectral_pooling(torch::randn({1, 2, 8, 1, 8}), 2.0);
+      },
       "FixedSpectralPooling3d: expected every spatial size to be at least 2, "
       "got 8x1x8");
 }
@@ -481,12 +440,12 @@ TEST(DiffStrideNdCuda, ValuesAndGradientsMatchReference) {
     GTEST_SKIP() << "no CUDA device";
   }
   torch::manual_seed(49);
-  for (const auto& shape : std::vector<std::vector<int64_t>>{
-           {3, 4, 1001}, {2, 3, 9, 12, 11}}) {
+  for (const auto& shape :
+       std::vector<std::vector<int64_t>>{{3, 4, 1001}, {2, 3, 9, 12, 11}}) {
     SCOPED_TRACE(torch::IntArrayRef(shape));
-    const std::vector<double> s0 =
-        shape.size() == 3 ? std::vector<double>{3.3}
-                          : std::vector<double>{2.3, 1.7, 2.6};
+    const std::vector<double> s0 = shape.size() == 3
+                                       ? std::vector<double>{3.3}
+                                       : std::vector<double>{2.3, 1.7, 2.6};
     const auto x = torch::randn(shape, torch::kDouble);
     const auto x_gpu = x.to(torch::kCUDA).requires_grad_();
     const auto strides =

@@ -84,10 +84,10 @@ void check_sizes_exceed_smoothness(const at::Tensor& input,
 // `a_value`, a constant for autograd, while the mask values stay
 // differentiable in the tensor `a`.
 detail::AxisCrop ramp_mask(const std::vector<int64_t>& positions,
-                   const at::Tensor& a,
-                   double a_value,
-                   double smoothness_factor,
-                   bool cropping) {
+                           const at::Tensor& a,
+                           double a_value,
+                           double smoothness_factor,
+                           bool cropping) {
   detail::AxisCrop mask;
   std::vector<double> kept_positions;
   for (const auto bin : c10::irange(positions.size())) {
@@ -101,7 +101,7 @@ detail::AxisCrop ramp_mask(const std::vector<int64_t>& positions,
       at::tensor(kept_positions, at::TensorOptions().dtype(at::kDouble))
           .to(a.device());
   mask.mask = ((a + smoothness_factor - position_tensor) / smoothness_factor)
-                     .clamp(0.0, 1.0);
+                  .clamp(0.0, 1.0);
   return mask;
 }
 

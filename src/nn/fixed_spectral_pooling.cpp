@@ -36,14 +36,15 @@ at::Tensor fixed_spectral_pooling(
       detail::pooling_spatial_rank(input, "FixedSpectralPooling");
   const auto layer = detail::layer_name("FixedSpectralPooling", rank);
   const auto& strides = options.strides();
-  TORCH_CHECK(strides.size() == 1 || static_cast<int64_t>(strides.size()) == rank,
-              layer,
-              rank == 1 ? ": expected 1 stride"
-                        : ": expected 1 or " + std::to_string(rank) + " strides",
-              " for an ",
-              detail::input_layout(rank),
-              " input, got ",
-              strides.size());
+  TORCH_CHECK(
+      strides.size() == 1 || static_cast<int64_t>(strides.size()) == rank,
+      layer,
+      rank == 1 ? ": expected 1 stride"
+                : ": expected 1 or " + std::to_string(rank) + " strides",
+      " for an ",
+      detail::input_layout(rank),
+      " input, got ",
+      strides.size());
   check_strides(strides, layer);
   const auto spatial = input.sizes().slice(2);
   TORCH_CHECK(std::all_of(spatial.begin(),

@@ -194,10 +194,10 @@ at::Tensor spectral_crop(const at::Tensor& input,
   for (int64_t i = 0; i < rank; ++i) {
     const auto& crop = crops[i];
     TORCH_INTERNAL_ASSERT(!crop.bins.empty());
-    TORCH_INTERNAL_ASSERT(!crop.mask.defined() ||
-                          (crop.mask.is_cpu() &&
-                           crop.mask.numel() ==
-                               static_cast<int64_t>(crop.bins.size())));
+    TORCH_INTERNAL_ASSERT(
+        !crop.mask.defined() ||
+        (crop.mask.is_cpu() &&
+         crop.mask.numel() == static_cast<int64_t>(crop.bins.size())));
   }
   const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
   TORCH_INTERNAL_ASSERT(kept_last == last_output_size / 2 + 1 &&
@@ -208,9 +208,9 @@ at::Tensor spectral_crop(const at::Tensor& input,
   const bool reduced = ops::is_reduced_precision(type);
   const auto data = reduced ? input.to(at::kFloat) : input;
   const auto output =
-      rank == 2 ? separable_spectral_crop(data, crops[0], crops[1],
-                                          last_output_size)
-                : fft_spectral_crop(data, crops, last_output_size);
+      rank == 2
+          ? separable_spectral_crop(data, crops[0], crops[1], last_output_size)
+          : fft_spectral_crop(data, crops, last_output_size);
   return (reduced ? output.to(type) : output)
       .contiguous(input.suggest_memory_format());
 }

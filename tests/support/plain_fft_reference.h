@@ -128,14 +128,14 @@ inline torch::Tensor diffstride_nd(const torch::Tensor& x,
     const int64_t size = x.size(dims[i]);
     const auto target = torch::clamp_min(size / s[i], 2.0);
     const bool last = i == rank - 1;
-    auto mask = last ? ramp(target / 2.0 + 1.0,
-                            torch::arange(size / 2 + 1, real),
-                            smoothness_factor)
-                     : ramp(target / 2.0, row_positions(size), smoothness_factor);
+    auto mask =
+        last ? ramp(target / 2.0 + 1.0,
+                    torch::arange(size / 2 + 1, real),
+                    smoothness_factor)
+             : ramp(target / 2.0, row_positions(size), smoothness_factor);
     std::vector<int64_t> shape(rank, 1);
     shape[i] = mask.numel();
-    spectrum =
-        spectrum * mask.view(shape).to(x.device(), x.scalar_type());
+    spectrum = spectrum * mask.view(shape).to(x.device(), x.scalar_type());
     masks.push_back(mask);
   }
   if (cropping) {
