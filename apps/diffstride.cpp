@@ -21,6 +21,8 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <exception>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -141,6 +143,16 @@ int main(int argc, char** argv) {
     return app.exit(error);
   } catch (const c10::Error& error) {
     std::cerr << "error: " << error.what_without_backtrace() << "\n";
+    return 2;
+  } catch (const std::filesystem::filesystem_error& error) {
+    // Paths too long, symbolic link loops, a file where a folder should be.
+    std::cerr << "error: " << error.what() << "\n";
+    return 2;
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+    return 2;
+  } catch (...) {
+    std::cerr << "error: unexpected failure (an exception of unknown type)\n";
     return 2;
   }
   return 0;

@@ -7,6 +7,7 @@
 #include <diffstride/train/train_step.h>
 #include <diffstride/train/trainer.h>
 
+#include "support/tiny_run.h"
 #include "test_helpers.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +20,8 @@
 namespace fs = std::filesystem;
 using diffstride::TrainConfig;
 using diffstride_test::expect_error_containing;
+using diffstride_test::tiny_config;
+using diffstride_test::write_tiny_idx;
 
 namespace {
 
@@ -294,50 +297,6 @@ TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
 }
 
 namespace {
-
-// A tiny learnable Fashion-MNIST-shaped dataset: class k has a bright 3x3
-// block at a class-specific place, plus noise.
-void write_tiny_idx(const fs::path& dir, int64_t train, int64_t test) {
-  fs::create_directories(dir);
-  std::mt19937 rng(1);
-  const auto write = [&](const std::string& prefix, int64_t n) {
-    std::vector<uint8_t> images, labels;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t k = static_cast<int64_t>(rng() % 4);
-      labels.push_back(static_cast<uint8_t>(k));
-      for (int64_t y = 0; y < 12; ++y)
-        for (int64_t x = 0; x < 12; ++x) {
-          const bool block =
-              y / 6 == k / 2 && x / 6 == k % 2 && y % 6 < 4 && x % 6 < 4;
-          images.push_back(
-              static_cast<uint8_t>((block ? 180 : 20) + rng() % 60));
-        }
-    }
-    const auto count = static_cast<uint32_t>(n);
-    diffstride_test::write_file(
-        dir / (prefix + "-images-idx3-ubyte"),
-        diffstride_test::idx_bytes(0x803, {count, 12, 12}, images));
-    diffstride_test::write_file(
-        dir / (prefix + "-labels-idx1-ubyte"),
-        diffstride_test::idx_bytes(0x801, {count}, labels));
-  };
-  write("train", train);
-  write("t10k", test);
-}
-
-TrainConfig tiny_config(const fs::path& data, const fs::path& out) {
-  return diffstride::parse_train_config(
-      diffstride::default_train_config_toml(),
-      {"data.data_dir=\"" + data.string() + "\"",
-       "data.batch_size=16",
-       "model.filters=[4, 8]",
-       "model.strides=[1, 2]",
-       "optimizer.boundaries=[]",
-       "optimizer.values=[0.05]",
-       "train.epochs=3",
-       "train.threads=2",
-       "train.out=\"" + out.string() + "\""});
-}
 
 // metrics.csv without the examples-per-second column (wall-clock time).
 std::vector<std::string> metrics_without_rate(const fs::path& csv) {

@@ -1,11 +1,16 @@
 #include <diffstride/train/run_folder.h>
 
+#include "train/checked_file.h"
+
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <fstream>
+#include <string>
 
 namespace diffstride {
 
@@ -18,76 +23,131 @@ const char* kCheckpointFile = "checkpoint.pt";
 const char* kModelFile = "model.pt";
 const char* kMetricsFile = "metrics.csv";
 
-// Writes `write(path)` to a temporary file beside `path`, then renames it
-// over `path`: readers see the old file or the new one, never half of one.
-template <typename Write>
-void write_atomically(const fs::path& path, const Write& write) {
-  const fs::path temporary = path.string() + ".tmp";
-  write(temporary);
-  fs::rename(temporary, path);
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  write_atomically(path, [&](const fs::path& to) {
-    std::ofstream out(to, std::ios::trunc);
-    out << text;
-    TORCH_CHECK(out.good(), to, ": cannot write");
-  });
-}
-
 void save_archive(const fs::path& path,
                   const torch::nn::Module& model,
                   const torch::optim::Optimizer* optimizer,
                   const RunPosition* p) {
-  write_atomically(path, [&](const fs::path& to) {
-    torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-    model.save(model_archive);
-    archive.write("model", model_archive);
-    if (optimizer != nullptr) {
-      optimizer->save(optimizer_archive);
-      archive.write("optimizer", optimizer_archive);
-      archive.write("position",
-                    torch::tensor({p->epoch, p->batch, p->step}, torch::kLong));
-      archive.write(
-          "sums",
-          torch::tensor({p->loss_sum, p->correct, p->seen, p->seconds},
-                        torch::kDouble));
-    }
-    archive.save_to(to.string());
+  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  model.save(model_archive);
+  archive.write("model", model_archive);
+  if (optimizer != nullptr) {
+    optimizer->save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+    archive.write("position",
+                  torch::tensor({p->epoch, p->batch, p->step}, torch::kLong));
+    archive.write("sums",
+                  torch::tensor({p->loss_sum, p->correct, p->seen, p->seconds},
+                                torch::kDouble));
+  }
+  std::string bytes;
+  archive.save_to([&](const void* data, size_t size) {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
   });
+  detail::replace_file(path, detail::with_integrity_header(bytes));
 }
 
-// The archive in `file` with its model loaded into `model`.
+// Checks, before any parameter is replaced, that `archive` holds every
+// parameter and buffer of `module` under its name and with its shape
+// (LibTorch's loader would silently take the file's shapes instead).
+void check_same_architecture(const torch::nn::Module& module,
+                             torch::serialize::InputArchive& archive,
+                             const std::string& prefix,
+                             const fs::path& file) {
+  const auto check = [&](const std::string& name,
+                         const torch::Tensor& expected,
+                         bool is_buffer) {
+    torch::Tensor stored;
+    TORCH_CHECK(archive.try_read(name, stored, is_buffer),
+                file.string(),
+                ": holds no ",
+                prefix + name,
+                ": it was made with another architecture than this run's "
+                "config.toml describes");
+    TORCH_CHECK(stored.sizes() == expected.sizes(),
+                file.string(),
+                ": ",
+                prefix + name,
+                " has shape ",
+                stored.sizes(),
+                " where this run's config.toml gives ",
+                expected.sizes(),
+                ": the file was made with another architecture");
+  };
+  for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
+    check(parameter.key(), parameter.value(), false);
+  }
+  for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
+    check(buffer.key(), buffer.value(), true);
+  }
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive child_archive;
+    TORCH_CHECK(archive.try_read(child.key(), child_archive),
+                file.string(),
+                ": holds no module ",
+                prefix + child.key(),
+                ": it was made with another architecture than this run's "
+                "config.toml describes");
+    check_same_architecture(
+        *child.value(), child_archive, prefix + child.key() + ".", file);
+  }
+}
+
+// The archive in `file` (checked for integrity) with its model loaded into
+// `model` (checked for architecture first).
 torch::serialize::InputArchive load_archive(const fs::path& file,
-                                            torch::nn::Module& model) {
-  TORCH_CHECK(fs::exists(file), file.string(), ": checkpoint not found");
+                                            torch::nn::Module& model,
+                                            const char* what) {
+  const auto content = detail::verified_content(file, what);
   torch::serialize::InputArchive archive, model_archive;
   try {
-    archive.load_from(file.string());
-    archive.read("model", model_archive);
-    model.load(model_archive);
+    archive.load_from(content.data(), content.size());
+    TORCH_CHECK(archive.try_read("model", model_archive), "no model in it");
   } catch (const c10::Error& error) {
     TORCH_CHECK(false,
                 file.string(),
-                ": not a checkpoint of this model (",
+                ": not a diffstride ",
+                what,
+                " (",
                 error.what_without_backtrace(),
                 ")");
   }
+  check_same_architecture(model, model_archive, "", file);
+  model.load(model_archive);
   return archive;
 }
 
-// metrics.csv with the rows of epochs after `epochs_done` dropped.
+// metrics.csv with the rows of epochs after `epochs_done` dropped. Every row
+// must start with its epoch number.
 void trim_metrics(const fs::path& path, int64_t epochs_done) {
   std::ifstream in(path);
   std::string line, kept;
+  int64_t number = 0;
   while (std::getline(in, line)) {
-    const bool header = line.rfind("epoch", 0) == 0;
-    if (header || std::stoll(line.substr(0, line.find(','))) <= epochs_done) {
+    ++number;
+    if (number == 1 && line.rfind("epoch,", 0) == 0) {
+      kept += line + "\n";
+      continue;
+    }
+    const auto comma = line.find(',');
+    const std::string field = line.substr(0, comma);
+    char* end = nullptr;
+    errno = 0;
+    const long long epoch = std::strtoll(field.c_str(), &end, 10);
+    TORCH_CHECK(!field.empty() && end == field.c_str() + field.size() &&
+                    errno == 0 && comma != std::string::npos,
+                path.string(),
+                " line ",
+                number,
+                ": expected a row starting with its epoch number, got '",
+                line,
+                "'; repair or remove the line, then resume");
+    if (epoch <= epochs_done) {
       kept += line + "\n";
     }
   }
   in.close();
-  write_text_atomically(path, kept);
+  detail::replace_file(path, kept);
 }
 
 }  // namespace
@@ -102,7 +162,7 @@ RunFolder RunFolder::create(const std::string& path,
       out.string(),
       " or choose another --out");
   fs::create_directories(out);
-  write_text_atomically(out / kConfigFile, to_toml(config));
+  detail::replace_file(out / kConfigFile, to_toml(config));
   return RunFolder(out);
 }
 
@@ -122,7 +182,7 @@ void RunFolder::save_checkpoint(const torch::nn::Module& model,
 
 RunPosition RunFolder::load_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
-  auto archive = load_archive(path_ / kCheckpointFile, model);
+  auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);
   optimizer.load(optimizer_archive);
@@ -148,7 +208,7 @@ void RunFolder::save_model(const torch::nn::Module& model) const {
 }
 
 void load_model_weights(const std::string& file, torch::nn::Module& model) {
-  load_archive(file, model);
+  load_archive(file, model, "checkpoint or model");
 }
 
 }  // namespace diffstride

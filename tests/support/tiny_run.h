@@ -1,0 +1,64 @@
+#pragma once
+
+// A few-step training run for tests: a tiny learnable dataset in IDX files
+// and a config that trains a small model on it in seconds.
+
+#include <diffstride/train/config.h>
+
+#include "test_helpers.h"
+
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace diffstride_test {
+
+// A tiny learnable Fashion-MNIST-shaped dataset: class k has a bright 3x3
+// block at a class-specific place, plus noise.
+inline void write_tiny_idx(const std::filesystem::path& dir,
+                           int64_t train,
+                           int64_t test) {
+  std::filesystem::create_directories(dir);
+  std::mt19937 rng(1);
+  const auto write = [&](const std::string& prefix, int64_t n) {
+    std::vector<uint8_t> images, labels;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = static_cast<int64_t>(rng() % 4);
+      labels.push_back(static_cast<uint8_t>(k));
+      for (int64_t y = 0; y < 12; ++y)
+        for (int64_t x = 0; x < 12; ++x) {
+          const bool block =
+              y / 6 == k / 2 && x / 6 == k % 2 && y % 6 < 4 && x % 6 < 4;
+          images.push_back(
+              static_cast<uint8_t>((block ? 180 : 20) + rng() % 60));
+        }
+    }
+    const auto count = static_cast<uint32_t>(n);
+    diffstride_test::write_file(
+        dir / (prefix + "-images-idx3-ubyte"),
+        diffstride_test::idx_bytes(0x803, {count, 12, 12}, images));
+    diffstride_test::write_file(
+        dir / (prefix + "-labels-idx1-ubyte"),
+        diffstride_test::idx_bytes(0x801, {count}, labels));
+  };
+  write("train", train);
+  write("t10k", test);
+}
+
+inline diffstride::TrainConfig tiny_config(const std::filesystem::path& data,
+                                           const std::filesystem::path& out) {
+  return diffstride::parse_train_config(
+      diffstride::default_train_config_toml(),
+      {"data.data_dir=\"" + data.string() + "\"",
+       "data.batch_size=16",
+       "model.filters=[4, 8]",
+       "model.strides=[1, 2]",
+       "optimizer.boundaries=[]",
+       "optimizer.values=[0.05]",
+       "train.epochs=3",
+       "train.threads=2",
+       "train.out=\"" + out.string() + "\""});
+}
+
+}  // namespace diffstride_test

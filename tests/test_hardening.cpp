@@ -1,0 +1,152 @@
+// Hostile input to the training tool: checkpoints of another architecture,
+// damaged checkpoints, damaged metrics on resume. Each gives a clear error
+// naming the file, never a crash and never a silently different result.
+
+#include <diffstride/train/trainer.h>
+
+#include "support/tiny_run.h"
+#include "test_helpers.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace fs = std::filesystem;
+using diffstride_test::expect_error_containing;
+using diffstride_test::tiny_config;
+using diffstride_test::write_tiny_idx;
+
+namespace {
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+// A checkpoint made with filters [4, 8] placed in a run whose config says
+// [8, 8]: resuming and evaluating are errors naming the parameter and both
+// shapes, before anything is loaded.
+TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
+  const auto root = diffstride_test::scratch_folder("architecture");
+  write_tiny_idx(root / "data", 32, 16);
+  auto small = tiny_config(root / "data", root / "small");
+  small.train.epochs = 1;
+  diffstride::train(small);
+  auto wide = tiny_config(root / "data", root / "wide");
+  wide.model.filters = {8, 8};
+  diffstride::TrainOptions stop;
+  stop.stop_after_steps = 1;
+  diffstride::train(wide, stop);
+  const auto wide_before = read_bytes(root / "wide" / "checkpoint.pt");
+  fs::copy_file(root / "small" / "checkpoint.pt",
+                root / "wide" / "checkpoint.pt",
+                fs::copy_options::overwrite_existing);
+  const std::string message =
+      "has shape [4, 1, 3, 3] where this run's config.toml gives [8, 1, 3, "
+      "3]: the file was made with another architecture";
+  diffstride::TrainOptions resume;
+  resume.resume = true;
+  expect_error_containing([&] { diffstride::train(wide, resume); }, message);
+  expect_error_containing(
+      [&] {
+        diffstride::evaluate_checkpoint(
+            (root / "wide" / "checkpoint.pt").string());
+      },
+      message);
+  // The model file of the small run, too, in the wide folder.
+  fs::copy_file(root / "small" / "model.pt", root / "wide" / "model.pt");
+  expect_error_containing(
+      [&] {
+        diffstride::evaluate_checkpoint((root / "wide" / "model.pt").string());
+      },
+      "model.pt: stem");
+  // Nothing was written over the wide run's files by the refused resume.
+  EXPECT_NE(read_bytes(root / "wide" / "checkpoint.pt"), wide_before);
+  EXPECT_EQ(read_bytes(root / "wide" / "checkpoint.pt"),
+            read_bytes(root / "small" / "checkpoint.pt"));
+}
+
+// 200 random single-byte changes in a checkpoint: every one is a clear error
+// naming the file (the checksum written with it does not match), none
+// crashes and none evaluates to different numbers.
+TEST(Hardening, DamagedCheckpointIsAClearErrorNeverACrashOrAnotherResult) {
+  const auto root = diffstride_test::scratch_folder("flips");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  diffstride::train(config);
+  const auto original = read_bytes(root / "run" / "checkpoint.pt");
+  const auto expected = diffstride::evaluate_checkpoint(
+      (root / "run" / "checkpoint.pt").string());
+  fs::create_directories(root / "damaged");
+  fs::copy_file(root / "run" / "config.toml", root / "damaged" / "config.toml");
+  const auto damaged = root / "damaged" / "checkpoint.pt";
+  std::mt19937_64 rng(12);
+  int errors = 0, identical = 0;
+  for (int flip = 0; flip < 200; ++flip) {
+    auto bytes = original;
+    const size_t at = rng() % bytes.size();
+    bytes[at] = static_cast<char>(bytes[at] ^ (1 + rng() % 255));
+    write_bytes(damaged, bytes);
+    try {
+      const auto result = diffstride::evaluate_checkpoint(damaged.string());
+      EXPECT_EQ(result.loss, expected.loss) << "byte " << at;
+      EXPECT_EQ(result.accuracy, expected.accuracy) << "byte " << at;
+      ++identical;
+    } catch (const c10::Error& error) {
+      const std::string message = error.what_without_backtrace();
+      EXPECT_NE(message.find(damaged.string()), std::string::npos) << message;
+      ++errors;
+    }
+  }
+  EXPECT_EQ(errors + identical, 200);
+  // Truncated, empty, and a folder where the file should be.
+  write_bytes(damaged, original.substr(0, original.size() / 2));
+  expect_error_containing(
+      [&] { diffstride::evaluate_checkpoint(damaged.string()); },
+      "the header announces");
+  write_bytes(damaged, "");
+  expect_error_containing(
+      [&] { diffstride::evaluate_checkpoint(damaged.string()); },
+      "not a diffstride checkpoint or model (its header is missing");
+  fs::remove(damaged);
+  fs::create_directories(damaged);
+  expect_error_containing(
+      [&] { diffstride::evaluate_checkpoint(damaged.string()); },
+      "not a regular file");
+}
+
+// A blank or garbage line in metrics.csv: resuming names the line and
+// changes no file.
+TEST(Hardening, DamagedMetricsOnResumeNameTheLine) {
+  const auto root = diffstride_test::scratch_folder("metrics");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  diffstride::train(config);
+  config.train.epochs = 2;
+  const auto csv = root / "run" / "metrics.csv";
+  const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
+  for (const std::string& bad : {std::string(""), std::string("garbage,1")}) {
+    auto text = read_bytes(csv);
+    write_bytes(csv, text + bad + "\n");
+    diffstride::TrainOptions resume;
+    resume.resume = true;
+    expect_error_containing([&] { diffstride::train(config, resume); },
+                            "metrics.csv line 3: expected a row starting with "
+                            "its epoch number, got '" +
+                                bad + "'");
+    EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+    write_bytes(csv, text);
+  }
+}
