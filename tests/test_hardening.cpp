@@ -150,3 +150,31 @@ TEST(Hardening, DamagedMetricsOnResumeNameTheLine) {
     write_bytes(csv, text);
   }
 }
+
+// A learning rate that blows the weights up: the run stops at the first
+// non-finite loss with an error naming the step, and the checkpoint of the
+// last finished epoch is left as it was.
+TEST(Hardening, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
+  const auto root = diffstride_test::scratch_folder("nan");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  diffstride::train(config);
+  const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
+  config.train.epochs = 3;
+  config.optimizer.boundaries = {2};
+  config.optimizer.values = {0.05, 1e30};
+  diffstride::TrainOptions resume;
+  resume.resume = true;
+  expect_error_containing([&] { diffstride::train(config, resume); },
+                          "): the training loss is ");
+  try {
+    diffstride::train(config, resume);
+  } catch (const c10::Error& error) {
+    const std::string message = error.what_without_backtrace();
+    EXPECT_EQ(message.rfind("step ", 0), 0u) << message;
+    EXPECT_NE(message.find("last checkpoint, if any, is unchanged"),
+              std::string::npos);
+  }
+  EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+}

@@ -162,12 +162,26 @@ TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
   bad({"optimizer.values=[0.1]"},
       "optimizer.values: expected one more value than optimizer.boundaries");
   bad({"optimizer.boundaries=[5, 3, 9]"},
-      "optimizer.boundaries: expected increasing steps");
+      "optimizer.boundaries: expected strictly increasing steps > 0");
+  bad({"optimizer.boundaries=[-4, 3]", "optimizer.values=[1, 2, 3]"},
+      "optimizer.boundaries: expected strictly increasing steps > 0");
+  bad({"optimizer.momentum=5"},
+      "optimizer.momentum: expected a number in [0, 1)");
+  bad({"optimizer.values=[1e39, 0.1, 0.01, 0.001]"},
+      "optimizer.values: expected learning rates > 0 and within float range");
+  bad({"model.lower_limit_stride=0.5"},
+      "model.lower_limit_stride: expected a number >= 1");
+  bad({"model.lower_limit_stride=3", "model.upper_limit_stride=2"},
+      "model.upper_limit_stride: expected a number >= model.lower_limit_stride "
+      "(3), got 2");
   bad({"data.dataset=imagenet"}, "data.dataset: 'imagenet' is not one of");
   bad({"pooling"}, "--set pooling: expected section.key=value");
   expect_error_containing(
       [] { diffstride::load_train_config("/no/such/config.toml"); },
       "/no/such/config.toml: config file not found");
+  expect_error_containing(
+      [] { diffstride::load_train_config(DIFFSTRIDE_SOURCE_DIR "/configs"); },
+      "/configs: not a regular file; expected a TOML config file");
   expect_error_containing(
       [] { diffstride::parse_train_config("[data\nx=1", {}, "broken.toml"); },
       "broken.toml: line 1:");

@@ -14,8 +14,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 
 namespace diffstride {
@@ -291,21 +293,22 @@ Check<std::vector<StridePair>> strides_at_least_one() {
   };
 }
 
-Check<std::vector<int64_t>> increasing() {
+Check<std::vector<int64_t>> positive_and_increasing() {
   return [](const std::vector<int64_t>& steps) {
-    for (size_t i = 1; i < steps.size(); ++i) {
-      if (steps[i] <= steps[i - 1])
-        return Error("expected increasing steps");
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (steps[i] <= 0 || (i > 0 && steps[i] <= steps[i - 1]))
+        return Error("expected strictly increasing steps > 0");
     }
     return Error();
   };
 }
 
-Check<std::vector<double>> all_positive(const std::string& what) {
+// Values > 0 that a float32 parameter update can hold.
+Check<std::vector<double>> all_positive_floats(const std::string& what) {
   return [=](const std::vector<double>& values) {
     for (const double v : values) {
-      if (!(v > 0))
-        return "expected " + what + " > 0";
+      if (!(v > 0 && v <= std::numeric_limits<float>::max()))
+        return "expected " + what + " > 0 and within float range";
     }
     return Error();
   };
@@ -463,20 +466,23 @@ const std::vector<Key>& schema() {
                             trainable_strides,
                             any<bool>(),
                             "DiffStride's strides are learned"),
-      DIFFSTRIDE_CONFIG_KEY(
-          model, lower_limit_stride, any<double>(), "lowest DiffStride stride"),
+      DIFFSTRIDE_CONFIG_KEY(model,
+                            lower_limit_stride,
+                            number_at_least(1),
+                            "lowest DiffStride stride"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             upper_limit_stride,
                             any<std::optional<double>>(),
                             "highest DiffStride stride (absent: none)"),
-      DIFFSTRIDE_CONFIG_KEY(optimizer, momentum, any<double>(), "SGD momentum"),
+      DIFFSTRIDE_CONFIG_KEY(
+          optimizer, momentum, number_in_half_open(0, 1), "SGD momentum"),
       DIFFSTRIDE_CONFIG_KEY(optimizer,
                             boundaries,
-                            increasing(),
+                            positive_and_increasing(),
                             "steps where the learning rate changes"),
       DIFFSTRIDE_CONFIG_KEY(optimizer,
                             values,
-                            all_positive("learning rates"),
+                            all_positive_floats("learning rates"),
                             "learning rates, one more than boundaries"),
       DIFFSTRIDE_CONFIG_KEY(
           loss, label_smoothing, number_in_half_open(0, 1), "label smoothing"),
@@ -605,6 +611,14 @@ void check_consistency(const TrainConfig& c, const std::string& origin) {
               ": model.factory: \"",
               kCustomResNetFactory,
               "\" needs model.filters and model.strides");
+  TORCH_CHECK(!c.model.upper_limit_stride ||
+                  *c.model.upper_limit_stride >= c.model.lower_limit_stride,
+              origin,
+              ": model.upper_limit_stride: expected a number >= "
+              "model.lower_limit_stride (",
+              c.model.lower_limit_stride,
+              "), got ",
+              c.model.upper_limit_stride.value_or(0));
   TORCH_CHECK(c.optimizer.values.size() == c.optimizer.boundaries.size() + 1,
               origin,
               ": optimizer.values: expected one more value than "
@@ -645,8 +659,14 @@ TrainConfig load_train_config(const std::string& path,
     return parse_train_config(
         default_train_config_toml(), overrides, "default config");
   }
+  std::error_code status_error;
+  const auto status = std::filesystem::status(path, status_error);
+  TORCH_CHECK(std::filesystem::exists(status), path, ": config file not found");
+  TORCH_CHECK(std::filesystem::is_regular_file(status),
+              path,
+              ": not a regular file; expected a TOML config file");
   std::ifstream in(path);
-  TORCH_CHECK(in.good(), path, ": config file not found or unreadable");
+  TORCH_CHECK(in.good(), path, ": config file unreadable");
   std::stringstream text;
   text << in.rdbuf();
   return parse_train_config(text.str(), overrides, path);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <iomanip>
 
 namespace diffstride {
@@ -187,6 +188,20 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       lr = learning_rate_at(config.optimizer, position.step);
       const auto step = train_step(model, optimizer, *batch, config.loss, lr);
       const double data_loss = step.data_loss.item<double>();
+      // A non-finite loss poisons every parameter at the next step: stop
+      // before anything is written, so the last checkpoint stays as it was.
+      TORCH_CHECK(std::isfinite(data_loss),
+                  "step ",
+                  position.step + 1,
+                  " (epoch ",
+                  position.epoch + 1,
+                  ", batch ",
+                  position.batch + 1,
+                  "): the training loss is ",
+                  data_loss,
+                  "; the run stops here and its last checkpoint, if any, is "
+                  "unchanged. Lower the learning rate or check the data, "
+                  "then resume or start a new run");
       const auto n = static_cast<double>(batch->labels.size(0));
       position.loss_sum += data_loss * n;
       position.correct += step.correct.item<double>();
