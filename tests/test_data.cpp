@@ -7,6 +7,7 @@
 #include <diffstride/data/dataset.h>
 #include <diffstride/data/idx.h>
 
+#include "data/random_draws.h"
 #include "test_helpers.h"
 
 #include <gtest/gtest.h>
@@ -393,6 +394,33 @@ TEST(Batches, MixupMergesConsecutivePairsAndLabelSmoothingSpreadsMass) {
     mixed += lambda > 0.01 && lambda < 0.99;
   }
   EXPECT_GT(mixed, 0);
+}
+
+// Mixup's Beta(alpha, alpha) draws for alphas from 0.001 (where the Gamma
+// draws underflow to 0) up: every draw in [0, 1], and sample mean and
+// variance within a few standard errors of 1/2 and 1 / (4 (2 alpha + 1)).
+TEST(Batches, MixupBetaDrawsHaveTheDistributionsMeanAndVariance) {
+  for (const double alpha : {0.001, 0.05, 0.2, 1.0, 4.0}) {
+    SCOPED_TRACE(alpha);
+    diffstride::detail::SplitMix64 rng{42};
+    constexpr int kDraws = 200000;
+    double sum = 0, sum_squares = 0;
+    int outside = 0;
+    for (int i = 0; i < kDraws; ++i) {
+      const double x = diffstride::detail::beta_draw(rng, alpha);
+      outside += !(x >= 0 && x <= 1);
+      sum += x;
+      sum_squares += x * x;
+    }
+    EXPECT_EQ(outside, 0);
+    const double mean = sum / kDraws;
+    const double variance = sum_squares / kDraws - mean * mean;
+    const double expected_variance = 1.0 / (4.0 * (2.0 * alpha + 1.0));
+    // Standard errors: sqrt(var / n) <= 1.2e-3 for the mean; the variance's
+    // below 0.25 / sqrt(n) = 5.6e-4.
+    EXPECT_NEAR(mean, 0.5, 5e-3);
+    EXPECT_NEAR(variance, expected_variance, 3e-3);
+  }
 }
 
 TEST(Batches, AugmentationIsAShiftWithinTwoPixelsAndAnOptionalFlip) {

@@ -1,5 +1,7 @@
 #include <diffstride/data/batches.h>
 
+#include "data/random_draws.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -9,59 +11,15 @@ namespace diffstride {
 
 namespace {
 
-// SplitMix64: a small, fully specified generator, so that data order is the
-// same with every standard library.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t operator()() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n).
-  uint64_t below(uint64_t n) {
-    return static_cast<uint64_t>(
-        (static_cast<unsigned __int128>((*this)()) * n) >> 64);
-  }
-  // Uniform in [0, 1).
-  double uniform() {
-    return static_cast<double>((*this)() >> 11) * 0x1.0p-53;
-  }
-};
+using detail::beta_draw;
+using detail::SplitMix64;
+
 
 uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t batch) {
   SplitMix64 mix{seed};
   uint64_t s = mix() ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
   SplitMix64 second{s};
   return second() ^ (static_cast<uint64_t>(batch + 1) * 0x8CB92BA72F3D8DD7ull);
-}
-
-// Beta(alpha, alpha) from two Gamma(alpha) draws (Marsaglia-Tsang, which is
-// exact for alpha >= 1; for alpha < 1 boosted by U^(1/alpha)).
-double gamma_draw(SplitMix64& rng, double alpha) {
-  const double boost = alpha < 1 ? std::pow(rng.uniform(), 1.0 / alpha) : 1.0;
-  const double a = alpha < 1 ? alpha + 1 : alpha;
-  const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
-  while (true) {
-    // A standard normal by Box-Muller.
-    const double u1 = 1.0 - rng.uniform(), u2 = rng.uniform();
-    const double z =
-        std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    const double v = std::pow(1.0 + c * z, 3);
-    if (v <= 0) {
-      continue;
-    }
-    const double u = 1.0 - rng.uniform();
-    if (std::log(u) < 0.5 * z * z + d - d * v + d * std::log(v)) {
-      return d * v * boost;
-    }
-  }
-}
-
-double beta_draw(SplitMix64& rng, double alpha) {
-  const double x = gamma_draw(rng, alpha), y = gamma_draw(rng, alpha);
-  return x / (x + y);
 }
 
 }  // namespace
