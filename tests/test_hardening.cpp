@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using diffstride_test::expect_error_containing;
+using diffstride_test::metrics_without_rate;
 using diffstride_test::tiny_config;
 using diffstride_test::write_tiny_idx;
 
@@ -177,4 +178,31 @@ TEST(Hardening, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
               std::string::npos);
   }
   EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+}
+
+// Interrupted before its first checkpoint: --resume starts the run from its
+// beginning, and so does a new run with the same folder; both end with the
+// metrics of an uninterrupted run.
+TEST(Hardening, RunInterruptedBeforeItsFirstCheckpointCanContinue) {
+  const auto root = diffstride_test::scratch_folder("first");
+  write_tiny_idx(root / "data", 48, 16);
+  auto whole = tiny_config(root / "data", root / "whole");
+  whole.train.epochs = 2;
+  diffstride::train(whole);
+  const auto expected = metrics_without_rate(root / "whole" / "metrics.csv");
+  for (const bool resume : {true, false}) {
+    SCOPED_TRACE(resume ? "--resume" : "a new run in the same folder");
+    const auto folder = root / (resume ? "resumed" : "restarted");
+    auto config = tiny_config(root / "data", folder);
+    config.train.epochs = 2;
+    diffstride::TrainOptions stop;
+    stop.stop_after_steps = 1;  // before the end of epoch 1 (3 steps)
+    diffstride::train(config, stop);
+    fs::remove(folder / "checkpoint.pt");  // killed, not interrupted
+    ASSERT_TRUE(fs::exists(folder / "config.toml"));
+    diffstride::TrainOptions again;
+    again.resume = resume;
+    EXPECT_EQ(diffstride::train(config, again).size(), 2u);
+    EXPECT_EQ(metrics_without_rate(folder / "metrics.csv"), expected);
+  }
 }

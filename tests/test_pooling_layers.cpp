@@ -119,13 +119,15 @@ TEST(FixedSpectralPooling, ErrorsNameTheProblem) {
         F::fixed_spectral_pooling(torch::randn({1, 1, 1, 8}),
                                   FixedSpectralPoolingOptions(1.0));
       },
-      "FixedSpectralPooling: expected every spatial size to be at least 2, got 1x8");
+      "FixedSpectralPooling: expected every spatial size to be at least 2, got "
+      "1x8");
   expect_error_containing(
       [] {
         F::fixed_spectral_pooling(torch::randn({8, 8}),
                                   FixedSpectralPoolingOptions(1.0));
       },
-      "FixedSpectralPooling: expected a 3-D (N x C x L), 4-D (N x C x H x W) or "
+      "FixedSpectralPooling: expected a 3-D (N x C x L), 4-D (N x C x H x W) "
+      "or "
       "5-D (N x C x D x H x W) input, got a 2-D tensor");
   std::ostringstream stream;
   stream << FixedSpectralPooling(FixedSpectralPoolingOptions({2.0, 1.5}));

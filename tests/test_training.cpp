@@ -20,6 +20,7 @@
 namespace fs = std::filesystem;
 using diffstride::TrainConfig;
 using diffstride_test::expect_error_containing;
+using diffstride_test::metrics_without_rate;
 using diffstride_test::tiny_config;
 using diffstride_test::write_tiny_idx;
 
@@ -310,29 +311,7 @@ TEST(EventWriter, RecordsAreFramedWithLengthAndMaskedCrc32c) {
   EXPECT_NE(records[2].find(std::string("\x10\x04", 2)), std::string::npos);
 }
 
-namespace {
-
-// metrics.csv without the examples-per-second column (wall-clock time).
-std::vector<std::string> metrics_without_rate(const fs::path& csv) {
-  std::ifstream in(csv);
-  std::vector<std::string> rows;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> cells;
-    std::stringstream row(line);
-    std::string cell;
-    while (std::getline(row, cell, ','))
-      cells.push_back(cell);
-    cells.erase(cells.begin() + 7);
-    std::string joined;
-    for (const auto& c : cells)
-      joined += c + ",";
-    rows.push_back(joined);
-  }
-  return rows;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST(Training, TinyRunLowersTheLossWritesItsFolderAndEvaluates) {
   const auto root = diffstride_test::scratch_folder("tiny");

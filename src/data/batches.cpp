@@ -14,7 +14,6 @@ namespace {
 using detail::beta_draw;
 using detail::SplitMix64;
 
-
 uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t batch) {
   SplitMix64 mix{seed};
   uint64_t s = mix() ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);

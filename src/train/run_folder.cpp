@@ -155,8 +155,10 @@ void trim_metrics(const fs::path& path, int64_t epochs_done) {
 RunFolder RunFolder::create(const std::string& path,
                             const TrainConfig& config) {
   const fs::path out = path;
+  // A folder whose run never reached its first checkpoint (config.toml and
+  // perhaps event files only) holds no results: the run starts again there.
   TORCH_CHECK(
-      !fs::exists(out / kCheckpointFile) && !fs::exists(out / kConfigFile),
+      !fs::exists(out / kCheckpointFile) && !fs::exists(out / kMetricsFile),
       out.string(),
       " already holds a run: resume it with --resume ",
       out.string(),
@@ -182,6 +184,15 @@ void RunFolder::save_checkpoint(const torch::nn::Module& model,
 
 RunPosition RunFolder::load_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
+  if (!fs::exists(path_ / kCheckpointFile) &&
+      !fs::is_symlink(path_ / kCheckpointFile)) {
+    // Interrupted before its first checkpoint: the run starts from its
+    // beginning, keeping no metrics row of an epoch it redoes.
+    if (fs::exists(metrics_path())) {
+      trim_metrics(metrics_path(), 0);
+    }
+    return RunPosition();
+  }
   auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);

@@ -8,7 +8,9 @@
 #include "test_helpers.h"
 
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,27 @@ inline diffstride::TrainConfig tiny_config(const std::filesystem::path& data,
        "train.epochs=3",
        "train.threads=2",
        "train.out=\"" + out.string() + "\""});
+}
+
+// metrics.csv without the examples-per-second column (wall-clock time).
+inline std::vector<std::string> metrics_without_rate(
+    const std::filesystem::path& csv) {
+  std::ifstream in(csv);
+  std::vector<std::string> rows;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::stringstream row(line);
+    std::string cell;
+    while (std::getline(row, cell, ','))
+      cells.push_back(cell);
+    cells.erase(cells.begin() + 7);
+    std::string joined;
+    for (const auto& c : cells)
+      joined += c + ",";
+    rows.push_back(joined);
+  }
+  return rows;
 }
 
 }  // namespace diffstride_test

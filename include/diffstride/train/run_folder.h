@@ -33,9 +33,10 @@ struct RunPosition {
 
 class RunFolder {
  public:
-  /// A new run in `path`: an error if the folder already holds one (resume
-  /// it or choose another folder); otherwise creates it and writes the
-  /// resolved config.toml.
+  /// A new run in `path`: an error if the folder already holds one with a
+  /// checkpoint or metrics (resume it or choose another folder); otherwise
+  /// creates it and writes the resolved config.toml (replacing that of a run
+  /// that never reached its first checkpoint).
   static RunFolder create(const std::string& path, const TrainConfig& config);
 
   /// The run in `path`, to resume from its checkpoint.
@@ -52,6 +53,8 @@ class RunFolder {
                        const RunPosition& position) const;
 
   /// Loads checkpoint.pt into `model` and `optimizer`; returns its position.
+  /// Without a checkpoint (a run interrupted before its first one) returns
+  /// the start of the run and leaves `model` and `optimizer` as they are.
   /// Keeps the rows of metrics.csv up to the checkpoint's epoch only: a run
   /// killed between an epoch's row and its checkpoint writes that row again.
   RunPosition load_checkpoint(torch::nn::Module& model,
