@@ -10,6 +10,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -205,4 +208,67 @@ TEST(Hardening, RunInterruptedBeforeItsFirstCheckpointCanContinue) {
     EXPECT_EQ(diffstride::train(config, again).size(), 2u);
     EXPECT_EQ(metrics_without_rate(folder / "metrics.csv"), expected);
   }
+}
+
+namespace {
+
+// A full disk, simulated by a limit on file sizes (RLIMIT_FSIZE): a write
+// past it fails with EFBIG (SIGXFSZ, which would kill the process, is
+// ignored meanwhile). Restores both when it goes out of scope.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    getrlimit(RLIMIT_FSIZE, &saved_);
+    previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, previous_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  void (*previous_handler_)(int) = nullptr;
+};
+
+}  // namespace
+
+// The disk fills up at the end of epoch 2: first the checkpoint (44 KB)
+// cannot be written, then not even metrics.csv. Each is an error naming the
+// file; the previous checkpoint and metrics stay valid (no half rows, no
+// temporary files left), and the run resumes from them once there is room.
+TEST(Hardening, FullDiskIsAClearErrorAndKeepsThePreviousFiles) {
+  const auto root = diffstride_test::scratch_folder("full");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  diffstride::train(config);
+  const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
+  const auto metrics = read_bytes(root / "run" / "metrics.csv");
+  config.train.epochs = 2;
+  diffstride::TrainOptions resume;
+  resume.resume = true;
+  {
+    const FileSizeLimit limit(4096);
+    expect_error_containing([&] { diffstride::train(config, resume); },
+                            "checkpoint.pt: cannot write (File too large); "
+                            "the previous file, if any, is unchanged");
+  }
+  EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+  EXPECT_FALSE(fs::exists(root / "run" / "checkpoint.pt.tmp"));
+  {
+    const FileSizeLimit limit(100);
+    expect_error_containing([&] { diffstride::train(config, resume); },
+                            "metrics.csv: cannot write (File too large)");
+  }
+  EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+  EXPECT_EQ(read_bytes(root / "run" / "metrics.csv").substr(0, metrics.size()),
+            metrics);
+  EXPECT_FALSE(fs::exists(root / "run" / "metrics.csv.tmp"));
+  // With room again, the run resumes and ends with two rows.
+  EXPECT_EQ(diffstride::train(config, resume).size(), 1u);
+  EXPECT_EQ(metrics_without_rate(root / "run" / "metrics.csv").size(), 3u);
 }

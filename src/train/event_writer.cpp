@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -83,11 +84,17 @@ EventWriter::EventWriter(const std::string& folder) {
   std::filesystem::create_directories(folder);
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
-  path_ = (std::filesystem::path(folder) /
-           ("events.out.tfevents." +
-            std::to_string(static_cast<int64_t>(wall_time())) + "." + host +
-            "." + std::to_string(getpid())))
-              .string();
+  const auto base = (std::filesystem::path(folder) /
+                     ("events.out.tfevents." +
+                      std::to_string(static_cast<int64_t>(wall_time())) + "." +
+                      host + "." + std::to_string(getpid())))
+                        .string();
+  // Two writers of one process in the same second (a run and its resume in
+  // one program) would share the name: never truncate an existing file.
+  path_ = base;
+  for (int n = 1; std::filesystem::exists(path_); ++n) {
+    path_ = base + "." + std::to_string(n);
+  }
   out_.open(path_, std::ios::binary | std::ios::trunc);
   TORCH_CHECK(out_.good(), path_, ": cannot create the event file");
   std::string version;
@@ -126,6 +133,11 @@ void EventWriter::write_record(const std::string& data) {
 
 void EventWriter::flush() {
   out_.flush();
+  TORCH_CHECK(out_.good(),
+              path_,
+              ": cannot write (",
+              std::strerror(errno),
+              "); events up to the last flush are intact");
 }
 
 }  // namespace diffstride

@@ -1,5 +1,7 @@
 #include <diffstride/train/metrics_log.h>
 
+#include "train/checked_file.h"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -37,9 +39,13 @@ MetricsLog::MetricsLog(const std::string& folder)
 void MetricsLog::add_epoch(int64_t epoch,
                            int64_t step,
                            const std::vector<NamedValue>& values) {
-  const bool fresh = !std::filesystem::exists(csv_path_);
-  std::ofstream rows(csv_path_, std::ios::app);
-  if (fresh) {
+  // The whole file is rewritten through a temporary one: a failed write (a
+  // full disk) leaves the previous rows intact, never half a row.
+  std::ostringstream rows;
+  if (std::filesystem::exists(csv_path_)) {
+    std::ifstream in(csv_path_);
+    rows << in.rdbuf();
+  } else {
     rows << "epoch,step";
     for (const auto& v : values)
       rows << "," << column_name(v.name);
@@ -51,8 +57,7 @@ void MetricsLog::add_epoch(int64_t epoch,
     write_number(rows, v.value);
   }
   rows << "\n";
-  rows.close();
-  TORCH_CHECK(rows.good(), csv_path_, ": cannot write");
+  detail::replace_file(csv_path_, rows.str());
   for (const auto& v : values) {
     events_.add_scalar(v.name, v.value, step);
   }
