@@ -2,6 +2,7 @@
 // damaged checkpoints, damaged metrics on resume. Each gives a clear error
 // naming the file, never a crash and never a silently different result.
 
+#include <diffstride/data/idx.h>
 #include <diffstride/train/trainer.h>
 
 #include "support/tiny_run.h"
@@ -11,6 +12,8 @@
 #include <torch/torch.h>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <zlib.h>
 
 #include <csignal>
 #include <filesystem>
@@ -271,4 +274,55 @@ TEST(Hardening, FullDiskIsAClearErrorAndKeepsThePreviousFiles) {
   // With room again, the run resumes and ends with two rows.
   EXPECT_EQ(diffstride::train(config, resume).size(), 1u);
   EXPECT_EQ(metrics_without_rate(root / "run" / "metrics.csv").size(), 3u);
+}
+
+// Data files that are not what they claim: a FIFO (would block), a device
+// (/dev/zero never ends), and a gzip bomb (2 MB that inflate to far more
+// than its header announces) are refused without reading them whole.
+TEST(Hardening, SpecialFilesAndGzipBombsAreRefusedWithBoundedReads) {
+  const auto root = diffstride_test::scratch_folder("special");
+  const auto fifo = root / "train-images-idx3-ubyte";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  expect_error_containing([&] { diffstride::read_idx(fifo.string()); },
+                          "train-images-idx3-ubyte: not a regular file");
+  expect_error_containing([] { diffstride::read_idx("/dev/zero"); },
+                          "/dev/zero: not a regular file");
+  // 10 images of 28 x 28 announced, then 64 MiB of zeros, gzip-compressed.
+  std::vector<uint8_t> header =
+      diffstride_test::idx_bytes(0x803, {10, 28, 28}, {});
+  const auto bomb = root / "bomb.gz";
+  {
+    gzFile file = gzopen(bomb.c_str(), "wb9");
+    gzwrite(file, header.data(), static_cast<unsigned>(header.size()));
+    const std::vector<uint8_t> zeros(1 << 20, 0);
+    for (int mib = 0; mib < 64; ++mib) {
+      gzwrite(file, zeros.data(), static_cast<unsigned>(zeros.size()));
+    }
+    gzclose(file);
+  }
+  ASSERT_LT(fs::file_size(bomb), 1u << 20);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  expect_error_containing(
+      [&] { diffstride::read_idx(bomb.string()); },
+      "bomb.gz: the header announces 7840 bytes of data (sizes [10, 28, 28]), "
+      "the file holds more (trailing bytes)");
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  // Peak resident memory (KiB) grew by far less than the 64 MiB inflated.
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 16 * 1024);
+}
+
+// A test split whose images differ in size from the training split's.
+TEST(Hardening, SplitsOfDifferentImageSizesAreRefused) {
+  const auto root = diffstride_test::scratch_folder("splits");
+  write_tiny_idx(root / "data", 32, 16);
+  std::vector<uint8_t> pixels(16 * 14 * 14, 9);
+  diffstride_test::write_file(
+      root / "data" / "t10k-images-idx3-ubyte",
+      diffstride_test::idx_bytes(0x803, {16, 14, 14}, pixels));
+  expect_error_containing(
+      [&] { diffstride::train(tiny_config(root / "data", root / "run")); },
+      "the training images are [1, 12, 12] (C, H, W) but the test images "
+      "[1, 14, 14]; both splits must have one image size");
 }

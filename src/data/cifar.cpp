@@ -37,8 +37,15 @@ void read_records(const fs::path& path,
                   std::vector<uint8_t>& images,
                   std::vector<uint8_t>& labels,
                   const std::string& layout) {
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  TORCH_CHECK(fs::exists(status), path, " not found; ", layout);
+  // A FIFO would block and a device never end.
+  TORCH_CHECK(fs::is_regular_file(status),
+              path,
+              ": not a regular file; expected a CIFAR binary batch");
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), path, " not found or unreadable; ", layout);
+  TORCH_CHECK(in.good(), path, " unreadable; ", layout);
   const int64_t record = label_bytes + kImageBytes;
   const auto size = static_cast<int64_t>(fs::file_size(path));
   TORCH_CHECK(size == records * record,

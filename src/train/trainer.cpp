@@ -145,6 +145,17 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       load_dataset(config.data.dataset, "train", config.data.data_dir);
   const auto test_data =
       load_dataset(config.data.dataset, "test", config.data.data_dir);
+  TORCH_CHECK(
+      train_data.images.sizes().slice(1) == test_data.images.sizes().slice(1),
+      config.data.dataset,
+      " in ",
+      config.data.data_dir.empty() ? "its default folder"
+                                   : config.data.data_dir,
+      ": the training images are ",
+      train_data.images.sizes().slice(1),
+      " (C, H, W) but the test images ",
+      test_data.images.sizes().slice(1),
+      "; both splits must have one image size");
   const auto normalization = dataset_normalization(config.data.dataset);
 
   torch::manual_seed(config.train.seed);
