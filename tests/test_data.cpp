@@ -146,7 +146,7 @@ TEST(CifarLoader, MissingTruncatedAndBadFilesNameTheProblem) {
   fs::remove(dir / "data_batch_4.bin");
   expect_error_containing(
       [&] { diffstride::load_cifar10(dir.string(), true, 3); },
-      "data_batch_4.bin\" not found or unreadable");
+      "data_batch_4.bin\" not found; CIFAR-10 needs the binary version");
   // Randomly truncated and extended files.
   write_cifar10(dir, 3);
   const auto full = read_file(dir / "data_batch_2.bin");

@@ -170,6 +170,9 @@ TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
       "optimizer.momentum: expected a number in [0, 1)");
   bad({"optimizer.values=[1e39, 0.1, 0.01, 0.001]"},
       "optimizer.values: expected learning rates > 0 and within float range");
+  bad({"model.layers_per_block=0"},
+      "model.layers_per_block: expected an integer >= 1 (leave the key out "
+      "for the factory's)");
   bad({"model.lower_limit_stride=0.5"},
       "model.lower_limit_stride: expected a number >= 1");
   bad({"model.lower_limit_stride=3", "model.upper_limit_stride=2"},

@@ -213,18 +213,23 @@ struct Codec<std::vector<E>> {
   }
 };
 
-// An optional number: absent (written as nothing) or a number.
-template <>
-struct Codec<std::optional<double>> {
-  static constexpr const char* kType = "number";
-  static constexpr const char* kExpected = Codec<double>::kExpected;
-  static std::optional<std::optional<double>> read(const toml::node& node) {
-    const auto v = Codec<double>::read(node);
+// An optional value: absent (written as nothing) or a value.
+template <typename T>
+struct Codec<std::optional<T>> {
+  static constexpr const char* kType = Codec<T>::kType;
+  static constexpr const char* kExpected = Codec<T>::kExpected;
+  static std::optional<std::optional<T>> read(const toml::node& node) {
+    const auto v = Codec<T>::read(node);
     if (!v)
       return std::nullopt;
-    return std::optional<double>(*v);
+    return std::optional<T>(*v);
   }
 };
+
+template <typename T>
+constexpr bool kIsOptional = false;
+template <typename T>
+constexpr bool kIsOptional<std::optional<T>> = true;
 
 // ---------------------------------------------------------------------------
 // Checks of a value, each with the message that says what is expected.
@@ -241,6 +246,16 @@ Check<int64_t> integer_at_least(int64_t min, const std::string& note = "") {
   return [=](int64_t v) {
     return v >= min ? Error()
                     : "expected an integer >= " + std::to_string(min) + note;
+  };
+}
+
+// An optional integer: absent, or at least `min`.
+Check<std::optional<int64_t>> absent_or_at_least(int64_t min,
+                                                 const std::string& note) {
+  return [=](const std::optional<int64_t>& v) {
+    return !v || *v >= min
+               ? Error()
+               : "expected an integer >= " + std::to_string(min) + note;
   };
 }
 
@@ -329,7 +344,7 @@ struct Key {
 
 template <typename T>
 void write_value(const T& value, toml::table& table, const std::string& name) {
-  if constexpr (std::is_same_v<T, std::optional<double>>) {
+  if constexpr (kIsOptional<T>) {
     if (value)
       table.insert_or_assign(name, *value);
   } else {
@@ -443,8 +458,11 @@ const std::vector<Key>& schema() {
                             "filters per stage (empty: the factory's)"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             layers_per_block,
-                            integer_at_least(0),
-                            "residual layers per block (0: the factory's)"),
+                            absent_or_at_least(1,
+                                               " (leave the key out for "
+                                               "the factory's)"),
+                            "residual layers per block (absent: the "
+                            "factory's)"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             id_only,
                             any<std::vector<int64_t>>(),

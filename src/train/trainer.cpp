@@ -84,8 +84,8 @@ ResNet build_model(const TrainConfig& config,
     options.filters(m.filters);
   if (!m.strides.empty())
     options.strides(m.strides);
-  if (m.layers_per_block > 0)
-    options.layers_per_block(m.layers_per_block);
+  if (m.layers_per_block)
+    options.layers_per_block(*m.layers_per_block);
   auto diffstride = DiffStrideOptions()
                         .smoothness_factor(m.smoothness_factor)
                         .cropping(m.cropping)

@@ -27,7 +27,7 @@ struct TrainConfig {
     std::string factory = "resnet18";
     std::vector<StridePair> strides;  // empty: the factory's
     std::vector<int64_t> filters;     // empty: the factory's
-    int64_t layers_per_block = 0;     // 0: the factory's
+    std::optional<int64_t> layers_per_block;  // none: the factory's
     std::vector<int64_t> id_only;     // used with factory "resnet"
     std::string pooling = "diffstride";
     double smoothness_factor = 4.0;
