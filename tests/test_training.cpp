@@ -170,6 +170,8 @@ TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
       "optimizer.momentum: expected a number in [0, 1)");
   bad({"optimizer.values=[1e39, 0.1, 0.01, 0.001]"},
       "optimizer.values: expected learning rates > 0 and within float range");
+  bad({"model.filters=[8, 0, 8]"},
+      "model.filters: expected integers >= 1");
   bad({"model.layers_per_block=0"},
       "model.layers_per_block: expected an integer >= 1 (leave the key out "
       "for the factory's)");

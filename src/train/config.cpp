@@ -259,6 +259,16 @@ Check<std::optional<int64_t>> absent_or_at_least(int64_t min,
   };
 }
 
+Check<std::vector<int64_t>> each_at_least(int64_t min) {
+  return [=](const std::vector<int64_t>& values) {
+    for (const int64_t v : values) {
+      if (v < min)
+        return "expected integers >= " + std::to_string(min);
+    }
+    return Error();
+  };
+}
+
 Check<double> number_at_least(double min) {
   return [=](double v) {
     std::ostringstream message;
@@ -454,7 +464,7 @@ const std::vector<Key>& schema() {
                             "factory's)"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             filters,
-                            any<std::vector<int64_t>>(),
+                            each_at_least(1),
                             "filters per stage (empty: the factory's)"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             layers_per_block,
