@@ -9,8 +9,8 @@ packages=(
   # LibTorch (CPU) and a fast BLAS for its matrix products; without
   # libopenblas0-openmp LibTorch falls back to the reference BLAS (~30x slower).
   libtorch-dev libopenblas0-openmp
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks; clang with libFuzzer for the fuzz targets
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # command-line tools
   libcli11-dev
   # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself
