@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -325,4 +326,20 @@ TEST(Hardening, SplitsOfDifferentImageSizesAreRefused) {
       [&] { diffstride::train(tiny_config(root / "data", root / "run")); },
       "the training images are [1, 12, 12] (C, H, W) but the test images "
       "[1, 14, 14]; both splits must have one image size");
+}
+
+// mixup_alpha = 0.001 made every Beta draw 0/0 and every loss nan; now the
+// draws are exact and the run's losses finite.
+TEST(Hardening, TinyMixupAlphaTrainsWithFiniteLosses) {
+  const auto root = diffstride_test::scratch_folder("mixup");
+  write_tiny_idx(root / "data", 64, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.data.mixup_alpha = 0.001;
+  config.train.epochs = 2;
+  const auto epochs = diffstride::train(config);
+  ASSERT_EQ(epochs.size(), 2u);
+  for (const auto& epoch : epochs) {
+    EXPECT_TRUE(std::isfinite(epoch.train_loss));
+    EXPECT_TRUE(std::isfinite(epoch.test_loss));
+  }
 }
