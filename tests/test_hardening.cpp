@@ -23,6 +23,7 @@
 
 namespace fs = std::filesystem;
 using diffstride_test::expect_error_containing;
+using diffstride_test::finished_tiny_run;
 using diffstride_test::metrics_without_rate;
 using diffstride_test::tiny_config;
 using diffstride_test::write_tiny_idx;
@@ -45,18 +46,15 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
 // [8, 8]: resuming and evaluating are errors naming the parameter and both
 // shapes, before anything is loaded.
 TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
-  const auto root = diffstride_test::scratch_folder("architecture");
-  write_tiny_idx(root / "data", 32, 16);
-  auto small = tiny_config(root / "data", root / "small");
-  small.train.epochs = 1;
-  diffstride::train(small);
+  const auto small = finished_tiny_run("architecture");
+  const auto root = fs::path(small.train.out).parent_path();
   auto wide = tiny_config(root / "data", root / "wide");
   wide.model.filters = {8, 8};
   diffstride::TrainOptions stop;
   stop.stop_after_steps = 1;
   diffstride::train(wide, stop);
   const auto wide_before = read_bytes(root / "wide" / "checkpoint.pt");
-  fs::copy_file(root / "small" / "checkpoint.pt",
+  fs::copy_file(root / "run" / "checkpoint.pt",
                 root / "wide" / "checkpoint.pt",
                 fs::copy_options::overwrite_existing);
   const std::string message =
@@ -72,7 +70,7 @@ TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
       },
       message);
   // The model file of the small run, too, in the wide folder.
-  fs::copy_file(root / "small" / "model.pt", root / "wide" / "model.pt");
+  fs::copy_file(root / "run" / "model.pt", root / "wide" / "model.pt");
   expect_error_containing(
       [&] {
         diffstride::evaluate_checkpoint((root / "wide" / "model.pt").string());
@@ -81,18 +79,15 @@ TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
   // Nothing was written over the wide run's files by the refused resume.
   EXPECT_NE(read_bytes(root / "wide" / "checkpoint.pt"), wide_before);
   EXPECT_EQ(read_bytes(root / "wide" / "checkpoint.pt"),
-            read_bytes(root / "small" / "checkpoint.pt"));
+            read_bytes(root / "run" / "checkpoint.pt"));
 }
 
 // 200 random single-byte changes in a checkpoint: every one is a clear error
 // naming the file (the checksum written with it does not match), none
 // crashes and none evaluates to different numbers.
 TEST(Hardening, DamagedCheckpointIsAClearErrorNeverACrashOrAnotherResult) {
-  const auto root = diffstride_test::scratch_folder("flips");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
-  diffstride::train(config);
+  auto config = finished_tiny_run("flips");
+  const auto root = fs::path(config.train.out).parent_path();
   const auto original = read_bytes(root / "run" / "checkpoint.pt");
   const auto expected = diffstride::evaluate_checkpoint(
       (root / "run" / "checkpoint.pt").string());
@@ -137,11 +132,8 @@ TEST(Hardening, DamagedCheckpointIsAClearErrorNeverACrashOrAnotherResult) {
 // A blank or garbage line in metrics.csv: resuming names the line and
 // changes no file.
 TEST(Hardening, DamagedMetricsOnResumeNameTheLine) {
-  const auto root = diffstride_test::scratch_folder("metrics");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
-  diffstride::train(config);
+  auto config = finished_tiny_run("metrics");
+  const auto root = fs::path(config.train.out).parent_path();
   config.train.epochs = 2;
   const auto csv = root / "run" / "metrics.csv";
   const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
@@ -163,11 +155,8 @@ TEST(Hardening, DamagedMetricsOnResumeNameTheLine) {
 // non-finite loss with an error naming the step, and the checkpoint of the
 // last finished epoch is left as it was.
 TEST(Hardening, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
-  const auto root = diffstride_test::scratch_folder("nan");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
-  diffstride::train(config);
+  auto config = finished_tiny_run("nan");
+  const auto root = fs::path(config.train.out).parent_path();
   const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
   config.train.epochs = 3;
   config.optimizer.boundaries = {2};
@@ -245,11 +234,8 @@ class FileSizeLimit {
 // file; the previous checkpoint and metrics stay valid (no half rows, no
 // temporary files left), and the run resumes from them once there is room.
 TEST(Hardening, FullDiskIsAClearErrorAndKeepsThePreviousFiles) {
-  const auto root = diffstride_test::scratch_folder("full");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
-  diffstride::train(config);
+  auto config = finished_tiny_run("full");
+  const auto root = fs::path(config.train.out).parent_path();
   const auto checkpoint = read_bytes(root / "run" / "checkpoint.pt");
   const auto metrics = read_bytes(root / "run" / "metrics.csv");
   config.train.epochs = 2;

@@ -4,6 +4,7 @@
 // and a config that trains a small model on it in seconds.
 
 #include <diffstride/train/config.h>
+#include <diffstride/train/trainer.h>
 
 #include "test_helpers.h"
 
@@ -82,6 +83,18 @@ inline std::vector<std::string> metrics_without_rate(
     rows.push_back(joined);
   }
   return rows;
+}
+
+/// A tiny run of one epoch on 32 training examples, finished, in the fresh
+/// scratch folder `name` (data in data/, the run in run/); returns its
+/// config.
+inline diffstride::TrainConfig finished_tiny_run(const std::string& name) {
+  const auto root = scratch_folder(name);
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  diffstride::train(config);
+  return config;
 }
 
 }  // namespace diffstride_test
