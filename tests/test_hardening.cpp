@@ -3,6 +3,7 @@
 // naming the file, never a crash and never a silently different result.
 
 #include <diffstride/data/idx.h>
+#include <diffstride/train/run_folder.h>
 #include <diffstride/train/trainer.h>
 
 #include "support/tiny_run.h"
@@ -328,4 +329,23 @@ TEST(Hardening, TinyMixupAlphaTrainsWithFiniteLosses) {
     EXPECT_TRUE(std::isfinite(epoch.train_loss));
     EXPECT_TRUE(std::isfinite(epoch.test_loss));
   }
+}
+
+// Parameters holding nan or inf are never written as a checkpoint or model.
+TEST(Hardening, NonFiniteParametersAreNeverCheckpointed) {
+  auto config = finished_tiny_run("nonfinite");
+  const auto folder = diffstride::RunFolder::resume(config.train.out);
+  const auto before = read_bytes(folder.path() / "checkpoint.pt");
+  auto model = diffstride::build_model(config, 1, 10);
+  torch::optim::SGD optimizer(model->parameters(), 0.1);
+  {
+    torch::NoGradGuard no_grad;
+    model->parameters().back().view(-1)[0] = NAN;
+  }
+  expect_error_containing(
+      [&] { folder.save_checkpoint(*model, optimizer, {}); },
+      "checkpoint.pt: not written: parameter ");
+  expect_error_containing([&] { folder.save_model(*model); },
+                          "holds non-finite values");
+  EXPECT_EQ(read_bytes(folder.path() / "checkpoint.pt"), before);
 }

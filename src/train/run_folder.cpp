@@ -27,6 +27,15 @@ void save_archive(const fs::path& path,
                   const torch::nn::Module& model,
                   const torch::optim::Optimizer* optimizer,
                   const RunPosition* p) {
+  // A checkpoint is a state to go back to: never one that cannot train.
+  for (const auto& parameter : model.named_parameters()) {
+    TORCH_CHECK(parameter.value().isfinite().all().item<bool>(),
+                path.string(),
+                ": not written: parameter ",
+                parameter.key(),
+                " holds non-finite values; the previous file, if any, is "
+                "unchanged");
+  }
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   model.save(model_archive);
   archive.write("model", model_archive);
