@@ -17,8 +17,10 @@ packages=(
   zlib1g-dev dataset-fashion-mnist
   # training configs (TOML)
   libtomlplusplus-dev
-  # Python interop test: the same LibTorch build for /usr/bin/python3
-  python3 python3-torch
+  # Python: the same LibTorch build for /usr/bin/python3, and what the
+  # package's offline install and tests need
+  python3 python3-torch python3-venv python3-pip python3-setuptools
+  python3-wheel python3-pytest
 )
 
 if [ "$(id -u)" -ne 0 ]; then

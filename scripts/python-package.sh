@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Python package into a virtual environment that sees Debian's
+# python3-torch (build/venv), reusing the op library of the main build in
+# ./build, then runs its pytest suite (tests/python/package) from /tmp, away
+# from the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+if [ ! -x build/venv/bin/python ]; then
+  /usr/bin/python3 -m venv --system-site-packages build/venv
+fi
+DIFFSTRIDE_BUILD_DIR="$root/build" build/venv/bin/pip install --quiet \
+  --no-build-isolation --no-index --force-reinstall --no-deps .
+cd /tmp
+"$root/build/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/python/package"

@@ -1,0 +1,130 @@
+"""The installed `diffstride` package: its torch.nn modules against a plain
+FFT formulation written here, gradcheck and gradgradcheck, the stride clamp
+and constraint, training steps, TorchScript, state_dict round trips, and
+`import diffstride` from any folder."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import diffstride
+
+
+def plain_diffstride(x, s_h, s_w, R=4.0):
+    """docs/layers.md steps 2-6 (strides already floored): rfft2, ramp masks,
+    crop, irfft2."""
+    H, W = x.shape[-2:]
+    t_h, t_w = max(H / s_h, 2.0), max(W / s_w, 2.0)
+    ramp = lambda a, p: min(max((R + a - p) / R, 0.0), 1.0)
+    rows = [k if k < (H + 1) // 2 else (H - 1 - k if H % 2 == 0 else H - k) for k in range(H)]
+    m_h = torch.tensor([ramp(t_h / 2, p) for p in rows], dtype=torch.float64)
+    m_w = torch.tensor([ramp(t_w / 2 + 1, p) for p in range(W // 2 + 1)], dtype=torch.float64)
+    spectrum = torch.fft.rfft2(x.double()) * m_h[:, None] * m_w[None, :]
+    return torch.fft.irfft2(spectrum[..., m_h > 0, :][..., m_w > 0])
+
+
+def floor(size, R=4.0):
+    return size / (size - R)
+
+
+def test_values_match_the_plain_formulation():
+    torch.manual_seed(0)
+    layer = diffstride.DiffStride(strides=(2.3, 1.7)).double()
+    x = torch.randn(2, 3, 20, 17, dtype=torch.float64)
+    y = layer(x)
+    expected = plain_diffstride(x, *layer.current_strides())  # float32 2.3, 1.7
+    assert y.shape == expected.shape
+    assert (y - expected).abs().max() <= 1e-10 * expected.abs().max()
+
+
+def test_gradcheck_and_gradgradcheck_of_the_module():
+    torch.manual_seed(1)
+    layer = diffstride.DiffStride(strides=(2.3, 1.6), smoothness_factor=2.0).double()
+    x = torch.randn(1, 2, 11, 14, dtype=torch.float64, requires_grad=True)
+    strides = layer.strides.detach().clone().requires_grad_()
+
+    def call(x, s):
+        return torch.nn.utils.stateless.functional_call(layer, {"strides": s}, (x,))
+
+    assert torch.autograd.gradcheck(call, (x, strides))
+    assert torch.autograd.gradgradcheck(call, (x, strides))
+    for module in (diffstride.FixedSpectralPooling((2.0, 1.5)), diffstride.DiffStride1d(3.0).double()):
+        shape = (1, 2, 12, 10) if isinstance(module, diffstride.FixedSpectralPooling) else (1, 2, 30)
+        z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(module, (z,))
+
+
+def test_forward_clamps_strides_in_place_like_the_cpp_module():
+    layer = diffstride.DiffStride(strides=(1.0, 2.5), upper_limit_stride=3.0)
+    layer(torch.randn(1, 1, 32, 20))
+    assert layer.current_strides() == pytest.approx([32 / 28, 2.5])
+    with torch.no_grad():
+        layer.strides.copy_(torch.tensor([5.0, 0.5]))
+    diffstride.constrain_strides(torch.nn.Sequential(layer))
+    # Upper limit 3; the width's floor 20 / 16 from the last input.
+    assert layer.current_strides() == pytest.approx([3.0, 20 / 16])
+    shared = diffstride.DiffStride3d(strides=1.0, shared_stride=True)
+    shared(torch.randn(1, 1, 10, 12, 16))
+    assert shared.strides.shape == (1,)
+    assert shared.current_strides() == pytest.approx([10 / 6] * 3)
+
+
+def test_bad_options_and_inputs_name_the_layer():
+    with pytest.raises(ValueError, match="DiffStride: shared_stride needs equal initial strides"):
+        diffstride.DiffStride(strides=(2.0, 3.0), shared_stride=True)
+    with pytest.raises(ValueError, match="DiffStride3d: expected 1 or 3 strides, got 2"):
+        diffstride.DiffStride3d(strides=(2.0, 3.0))
+    with pytest.raises(ValueError, match="DiffStride1d: expected a 3-D N x C x L input"):
+        diffstride.DiffStride1d()(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="DiffStride: every spatial size of the input must exceed"):
+        diffstride.DiffStride()(torch.randn(1, 1, 4, 16))
+
+
+def test_a_few_training_steps_lower_the_loss_and_move_the_strides():
+    torch.manual_seed(2)
+    features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), diffstride.DiffStride(2.0),
+                                   torch.nn.Flatten())
+    x, labels = torch.randn(16, 1, 16, 16), torch.randint(0, 3, (16,))
+    model = torch.nn.Sequential(features, torch.nn.Linear(features(x).shape[1], 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses, before = [], diffstride.current_strides(model)
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        diffstride.constrain_strides(model)
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert diffstride.current_strides(model) != before
+
+
+def test_torchscript_state_dict_and_repr():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), diffstride.DiffStride((2.0, 3.0)),
+                                diffstride.FixedSpectralPooling(1.5), diffstride.SpatialPooling(1))
+    x = torch.randn(2, 3, 32, 32)
+    scripted = torch.jit.script(model)
+    assert torch.allclose(scripted(x), model(x))
+    copy = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), diffstride.DiffStride(),
+                               diffstride.FixedSpectralPooling(1.5), diffstride.SpatialPooling(1))
+    copy.load_state_dict(model.state_dict())
+    assert torch.equal(copy(x), model(x))
+    assert "DiffStride(strides=[2.0, 3.0], smoothness_factor=4.0" in repr(model)
+
+
+def test_import_from_another_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import diffstride; print(diffstride.__file__)"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "site-packages" in out.stdout or "dist-packages" in out.stdout
+
+
+def test_readme_example_runs():
+    """The README's package example, as written there."""
+    import pathlib
+    import re
+    readme = pathlib.Path(__file__).resolve().parents[3] / "README.md"
+    example = re.search(r"<!-- package-example -->\n```python\n(.*?)```", readme.read_text(), re.S)
+    assert example, "README.md lost its package example"
+    exec(compile(example.group(1), "README.md", "exec"), {})
