@@ -53,6 +53,6 @@ setup(
     cmdclass={"build_ext": CMakeBuild},
     # setuptools' own build folder, away from the CMake build in build/.
     options={"build": {"build_base": "build-python/setuptools"}},
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     install_requires=["torch"],
 )

@@ -52,6 +52,11 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
       ->add_option(
           "--checkpoint", args.checkpoint, "checkpoint.pt or model.pt of a run")
       ->required();
+  command->add_option("--dump-logits",
+                      args.dump_logits,
+                      "also write the first 64 test examples (normalised), "
+                      "labels and logits to this file, for Python's "
+                      "torch.load");
   return command;
 }
 
@@ -113,6 +118,9 @@ int run_train(const TrainArgs& args, int threads) {
 
 int run_eval(const EvalArgs& args) {
   const auto result = diffstride::evaluate_checkpoint(args.checkpoint);
+  if (!args.dump_logits.empty()) {
+    diffstride::dump_test_logits(args.checkpoint, args.dump_logits);
+  }
   std::cout << std::fixed << std::setprecision(4) << "test loss " << result.loss
             << ", test accuracy " << result.accuracy << " (" << result.examples
             << " examples)\n";

@@ -19,6 +19,7 @@ struct TrainArgs {
 
 struct EvalArgs {
   std::string checkpoint;
+  std::string dump_logits;  // empty: none
 };
 
 CLI::App* add_train_command(CLI::App& app, TrainArgs& args);

@@ -12,4 +12,4 @@ fi
 DIFFSTRIDE_BUILD_DIR="$root/build" build/venv/bin/pip install --quiet \
   --no-build-isolation --no-index --force-reinstall --no-deps .
 cd /tmp
-"$root/build/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/python/package"
+DIFFSTRIDE_BUILD_DIR="$root/build" "$root/build/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/python/package"

@@ -1,11 +1,13 @@
 """DiffStride for PyTorch: spectral pooling with strides learned by gradient
 descent (Riad et al., ICLR 2022), backed by the compiled ops of this
 project (torch.ops.diffstride)."""
+from . import models
 from .modules import (DiffStride, DiffStride1d, DiffStride3d, FixedSpectralPooling,
                       FixedSpectralPooling1d, FixedSpectralPooling3d, SpatialPooling,
                       constrain_strides, current_strides)
 
 __all__ = [
+    "models",
     "DiffStride", "DiffStride1d", "DiffStride3d",
     "FixedSpectralPooling", "FixedSpectralPooling1d", "FixedSpectralPooling3d",
     "SpatialPooling", "constrain_strides", "current_strides",

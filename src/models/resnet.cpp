@@ -2,6 +2,7 @@
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
+#include <torch/nn/modules/container/moduledict.h>
 
 #include <c10/util/StringUtil.h>
 
@@ -97,6 +98,9 @@ void ResNetImpl::reset() {
     register_module("stem_pooling", stem_pooling.ptr());
   }
   blocks.clear();
+  // Layer l of block b is "blocks.block<b>_layer<l>" in the state dict, the
+  // names the Python package's ResNet has too.
+  auto named_layers = register_module("blocks", torch::nn::ModuleDict());
   int64_t channels = filters[0];
   for (size_t b = 1; b < filters.size(); ++b) {
     const int64_t block = static_cast<int64_t>(b) - 1;
@@ -112,9 +116,11 @@ void ResNetImpl::reset() {
                                      .kernel_size(options.kernel_size())
                                      .pooling(options.pooling())
                                      .diffstride(options.diffstride()));
-      register_module(
-          "block" + std::to_string(block) + "_layer" + std::to_string(l),
-          layer);
+      named_layers->update(
+          std::vector<
+              std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+              {"block" + std::to_string(block) + "_layer" + std::to_string(l),
+               layer.ptr()}});
       layers.push_back(layer);
       channels = filters[b];
     }

@@ -2,6 +2,7 @@
 
 #include "train/checked_file.h"
 
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
@@ -21,6 +22,7 @@ namespace fs = std::filesystem;
 const char* kConfigFile = "config.toml";
 const char* kCheckpointFile = "checkpoint.pt";
 const char* kModelFile = "model.pt";
+const char* kStateDictFile = "model_state_dict.pt";
 const char* kMetricsFile = "metrics.csv";
 
 void save_archive(const fs::path& path,
@@ -225,6 +227,18 @@ RunPosition RunFolder::load_checkpoint(
 
 void RunFolder::save_model(const torch::nn::Module& model) const {
   save_archive(path_ / kModelFile, model, nullptr, nullptr);
+  // The same weights as a PyTorch state dict (name -> tensor) that Python's
+  // torch.load reads and the Python package's ResNet loads.
+  c10::Dict<std::string, at::Tensor> state;
+  for (const auto& parameter : model.named_parameters()) {
+    state.insert(parameter.key(), parameter.value().detach().cpu());
+  }
+  for (const auto& buffer : model.named_buffers()) {
+    state.insert(buffer.key(), buffer.value().detach().cpu());
+  }
+  const auto bytes = torch::jit::pickle_save(state);
+  detail::replace_file(path_ / kStateDictFile,
+                       std::string(bytes.begin(), bytes.end()));
 }
 
 void load_model_weights(const std::string& file, torch::nn::Module& model) {

@@ -1,10 +1,13 @@
 #include <diffstride/train/trainer.h>
 
+#include "train/checked_file.h"
+
 #include <diffstride/data/batches.h>
 #include <diffstride/train/metrics_log.h>
 #include <diffstride/train/run_folder.h>
 #include <diffstride/train/train_step.h>
 
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -280,19 +283,58 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   return completed;
 }
 
-Evaluation evaluate_checkpoint(const std::string& path) {
+namespace {
+
+// A checkpoint's run read back for testing: its config, the test split and
+// the model with the checkpoint's weights.
+struct CheckpointUnderTest {
+  TrainConfig config;
+  Dataset test;
+  ResNet model{nullptr};
+};
+
+CheckpointUnderTest load_for_test(const std::string& path) {
   const std::filesystem::path file = path;
   const auto config_path = file.parent_path() / "config.toml";
   TORCH_CHECK(
       std::filesystem::exists(config_path),
       config_path.string(),
       " not found: a checkpoint is read with the config.toml of its run");
-  const auto config = load_train_config(config_path.string());
-  const auto test =
-      load_dataset(config.data.dataset, "test", config.data.data_dir);
-  auto model = build_model(config, test.images.size(1), test.num_classes);
-  load_model_weights(path, *model);
-  return evaluate(model, test, dataset_normalization(config.data.dataset), 256);
+  CheckpointUnderTest run;
+  run.config = load_train_config(config_path.string());
+  run.test =
+      load_dataset(run.config.data.dataset, "test", run.config.data.data_dir);
+  run.model =
+      build_model(run.config, run.test.images.size(1), run.test.num_classes);
+  load_model_weights(path, *run.model);
+  return run;
+}
+
+}  // namespace
+
+Evaluation evaluate_checkpoint(const std::string& path) {
+  auto run = load_for_test(path);
+  return evaluate(
+      run.model, run.test, dataset_normalization(run.config.data.dataset), 256);
+}
+
+void dump_test_logits(const std::string& checkpoint,
+                      const std::string& path,
+                      int64_t count) {
+  auto run = load_for_test(checkpoint);
+  run.model->eval();
+  torch::NoGradGuard no_grad;
+  BatchMaker maker(
+      run.test,
+      dataset_normalization(run.config.data.dataset),
+      BatchOptions().batch_size(count).shuffle(false).drop_last(false));
+  const auto batch = maker.make_batch(maker.epoch_order(0), 0, 0);
+  c10::Dict<std::string, at::Tensor> dump;
+  dump.insert("images", batch.images);
+  dump.insert("labels", batch.labels);
+  dump.insert("logits", run.model(batch.images));
+  const auto bytes = torch::jit::pickle_save(dump);
+  detail::replace_file(path, std::string(bytes.begin(), bytes.end()));
 }
 
 }  // namespace diffstride

@@ -60,7 +60,8 @@ class RunFolder {
   RunPosition load_checkpoint(torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer) const;
 
-  /// Writes model.pt, the final weights.
+  /// Writes model.pt, the final weights, and model_state_dict.pt, the same
+  /// weights as a PyTorch state dict for Python (`torch.load`).
   void save_model(const torch::nn::Module& model) const;
 
  private:

@@ -67,4 +67,12 @@ Evaluation evaluate(ResNet& model,
 /// config.toml beside it says what model and data) and evaluates it.
 Evaluation evaluate_checkpoint(const std::string& path);
 
+/// The first `count` test examples of a checkpoint's run as its model sees
+/// them (normalised), their labels, and the model's logits, written to
+/// `path` as a dict {"images", "labels", "logits"} that Python's torch.load
+/// reads: for checking the weights in another implementation.
+void dump_test_logits(const std::string& checkpoint,
+                      const std::string& path,
+                      int64_t count = 64);
+
 }  // namespace diffstride
