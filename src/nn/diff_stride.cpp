@@ -136,18 +136,20 @@ at::Tensor straight_through_floor(const at::Tensor& stride, double floor) {
   return stride + (stride.clamp_min(floor) - stride).detach();
 }
 
-}  // namespace
+// Steps 1-3 of docs/layers.md for inputs of spatial size `spatial`: what
+// the crop keeps of each axis and the masks' weights there, and the last
+// axis' output size.
+struct DiffStrideCrops {
+  std::vector<detail::AxisCrop> axes;
+  int64_t last_output_size = 0;
+};
 
-namespace functional {
-
-at::Tensor diffstride(const at::Tensor& input,
-                      const at::Tensor& strides,
-                      const DiffStrideFuncOptions& options) {
-  const int64_t rank = detail::pooling_spatial_rank(input, "DiffStride");
-  const auto layer = detail::layer_name("DiffStride", rank);
-  const double smoothness_factor = options.smoothness_factor();
-  check_smoothness_factor(smoothness_factor, layer);
-  check_sizes_exceed_smoothness(input, smoothness_factor, layer);
+DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
+                                 const at::Tensor& strides,
+                                 double smoothness_factor,
+                                 bool cropping,
+                                 const std::string& layer) {
+  const int64_t rank = static_cast<int64_t>(spatial.size());
   TORCH_CHECK(strides.defined() && strides.dim() == 1 &&
                   (strides.numel() == 1 || strides.numel() == rank),
               layer,
@@ -164,7 +166,6 @@ at::Tensor diffstride(const at::Tensor& input,
               layer,
               ": expected floating-point strides, got ",
               strides.scalar_type());
-  const auto spatial = input.sizes().slice(2);
   const bool shared = strides.numel() == 1;
 
   // The output's shape depends on the strides' values: read them on the host
@@ -210,7 +211,7 @@ at::Tensor diffstride(const at::Tensor& input,
                               target / 2.0 + offset,
                               target_value / 2.0 + offset,
                               smoothness_factor,
-                              options.cropping()));
+                              cropping));
   }
   const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
   TORCH_CHECK(kept_last >= 2,
@@ -220,8 +221,52 @@ at::Tensor diffstride(const at::Tensor& input,
               " leaves no output sample on that axis (irfft of ",
               kept_last,
               " bin); use a size of at least 2");
+  return {crops, 2 * (kept_last - 1)};
+}
+
+}  // namespace
+
+namespace functional {
+
+at::Tensor diffstride(const at::Tensor& input,
+                      const at::Tensor& strides,
+                      const DiffStrideFuncOptions& options) {
+  const int64_t rank = detail::pooling_spatial_rank(input, "DiffStride");
+  const auto layer = detail::layer_name("DiffStride", rank);
+  const double smoothness_factor = options.smoothness_factor();
+  check_smoothness_factor(smoothness_factor, layer);
+  check_sizes_exceed_smoothness(input, smoothness_factor, layer);
+  const auto crops = diffstride_crops(input.sizes().slice(2),
+                                      strides,
+                                      smoothness_factor,
+                                      options.cropping(),
+                                      layer);
   // Steps 4-6: mask, crop, inverse transform with last size 2 (K' - 1).
-  return detail::spectral_crop(input, crops, 2 * (kept_last - 1));
+  return detail::spectral_crop(input, crops.axes, crops.last_output_size);
+}
+
+std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
+    at::IntArrayRef size,
+    const at::Tensor& strides,
+    const DiffStrideFuncOptions& options) {
+  const double smoothness_factor = options.smoothness_factor();
+  check_smoothness_factor(smoothness_factor, "DiffStride");
+  TORCH_CHECK(size.size() == 2,
+              "DiffStride: the separable matrices are the 2-D layer's: "
+              "expected a spatial size (H, W), got ",
+              size);
+  const bool ok = static_cast<double>(size[0]) > smoothness_factor &&
+                  static_cast<double>(size[1]) > smoothness_factor;
+  TORCH_CHECK(ok,
+              "DiffStride: every spatial size of the input must exceed the "
+              "smoothness factor R = ",
+              smoothness_factor,
+              ", got ",
+              c10::Join("x", size));
+  const auto crops = diffstride_crops(
+      size, strides, smoothness_factor, options.cropping(), "DiffStride");
+  return detail::separable_matrices(
+      crops.axes[0], crops.axes[1], size[0], size[1], crops.last_output_size);
 }
 
 }  // namespace functional

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -81,25 +82,19 @@ at::Tensor column_matrix(int64_t kept_columns,
   return at::cat({real, imag}, 1);
 }
 
-// The map is linear and separable (docs/layers.md): y = Re(A) x G_r +
-// Im(A) x G_i, with A (H' x H, complex) the row pipeline IDFT * crop *
-// diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
-// applied to unit rows and to i times their spectra. The small matrices are
-// built on the host in float64, then copied once each to the data's dtype and
-// device (autograd carries the stride gradient back through both); the
-// data-sized work is the op's.
+// The data-sized work of two axes is the op's (docs/layers.md): the small
+// matrices, copied once each to the data's dtype and device (autograd
+// carries the stride gradient back through both).
 at::Tensor separable_spectral_crop(const at::Tensor& data,
                                    const AxisCrop& rows,
                                    const AxisCrop& columns,
                                    int64_t output_width) {
   const auto on_device = data.options();
-  const auto row = row_matrix(rows.bins, rows.mask, data.size(2)).to(on_device);
-  const auto column = column_matrix(static_cast<int64_t>(columns.bins.size()),
-                                    columns.mask,
-                                    data.size(3),
-                                    output_width)
-                          .to(on_device);
-  return ops::spectral_crop(data, row, column);
+  const auto matrices = separable_matrices(
+      rows, columns, data.size(2), data.size(3), output_width);
+  return ops::spectral_crop(data,
+                            std::get<0>(matrices).to(on_device),
+                            std::get<1>(matrices).to(on_device));
 }
 
 // The layers' inverse transform reads only the real part of the last axis'
@@ -185,6 +180,23 @@ at::Tensor fft_spectral_crop(const at::Tensor& data,
 }
 
 }  // namespace
+
+// The map is linear and separable (docs/layers.md): y = Re(A) x G_r +
+// Im(A) x G_i, with A (H' x H, complex) the row pipeline IDFT * crop *
+// diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
+// applied to unit rows and to i times their spectra; built on the host in
+// float64.
+std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
+                                                      const AxisCrop& columns,
+                                                      int64_t height,
+                                                      int64_t width,
+                                                      int64_t output_width) {
+  return {row_matrix(rows.bins, rows.mask, height),
+          column_matrix(static_cast<int64_t>(columns.bins.size()),
+                        columns.mask,
+                        width,
+                        output_width)};
+}
 
 at::Tensor spectral_crop(const at::Tensor& input,
                          c10::ArrayRef<AxisCrop> crops,

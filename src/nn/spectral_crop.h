@@ -8,6 +8,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 namespace diffstride {
@@ -22,6 +23,15 @@ struct AxisCrop {
   /// ones. The result is differentiable in it.
   at::Tensor mask;
 };
+
+/// The small matrices of two axes, [A_r | A_i] (H' x 2H) and [G_r | G_i]
+/// (W x 2W'), in float64 on the host: every H x W plane x maps to
+/// y = A_r x G_r + A_i x G_i (docs/layers.md). Differentiable in the masks.
+std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
+                                                      const AxisCrop& columns,
+                                                      int64_t height,
+                                                      int64_t width,
+                                                      int64_t output_width);
 
 /// Computes, over the last `crops.size()` (1, 2 or 3) axes of `input`,
 ///   y = irfftn(crop(rfftn(x) * mask))

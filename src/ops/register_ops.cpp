@@ -28,6 +28,19 @@ at::Tensor diffstride_op(const at::Tensor& input,
                                     .cropping(cropping));
 }
 
+std::tuple<at::Tensor, at::Tensor> diffstride_matrices_op(
+    c10::ArrayRef<int64_t> size,
+    const at::Tensor& strides,
+    double smoothness_factor,
+    bool cropping) {
+  return functional::diffstride_matrices(
+      size,
+      strides,
+      functional::DiffStrideFuncOptions()
+          .smoothness_factor(smoothness_factor)
+          .cropping(cropping));
+}
+
 at::Tensor fixed_spectral_pooling_op(const at::Tensor& input,
                                      c10::ArrayRef<double> strides) {
   return functional::fixed_spectral_pooling(input, strides.vec());
@@ -53,12 +66,16 @@ TORCH_LIBRARY(diffstride, m) {
   m.def(
       "diffstride(Tensor input, Tensor strides, float smoothness_factor=4.0, "
       "bool cropping=True) -> Tensor");
+  m.def(
+      "diffstride_matrices(int[] size, Tensor strides, float "
+      "smoothness_factor=4.0, bool cropping=True) -> (Tensor, Tensor)");
   m.def("fixed_spectral_pooling(Tensor input, float[] strides) -> Tensor");
   m.def("spatial_pooling(Tensor input, int[] strides) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(diffstride, CompositeImplicitAutograd, m) {
   m.impl("diffstride", TORCH_FN(diffstride::diffstride_op));
+  m.impl("diffstride_matrices", TORCH_FN(diffstride::diffstride_matrices_op));
   m.impl("fixed_spectral_pooling",
          TORCH_FN(diffstride::fixed_spectral_pooling_op));
   m.impl("spatial_pooling", TORCH_FN(diffstride::spatial_pooling_op));

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <tuple>
 
 namespace diffstride {
 
@@ -68,6 +69,16 @@ struct DiffStrideFuncOptions {
 at::Tensor diffstride(const at::Tensor& input,
                       const at::Tensor& strides,
                       const DiffStrideFuncOptions& options = {});
+
+/// The 2-D layer at fixed strides as its two small matrices, for inputs of
+/// spatial size `size` (H, W): [A_r | A_i] (H' x 2H) and [G_r | G_i]
+/// (W x 2W'), float64, such that every plane x maps to y = A_r x G_r +
+/// A_i x G_i (docs/layers.md). What freezing a trained layer for deployment
+/// needs; differentiable in `strides` like the layer.
+std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
+    at::IntArrayRef size,
+    const at::Tensor& strides,
+    const DiffStrideFuncOptions& options = {});
 
 }  // namespace functional
 
