@@ -21,6 +21,8 @@ packages=(
   # package's offline install and tests need
   python3 python3-torch python3-venv python3-pip python3-setuptools
   python3-wheel python3-pytest
+  # an independent ONNX runtime for the frozen-model export test
+  python3-opencv
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -2,12 +2,13 @@
 descent (Riad et al., ICLR 2022), backed by the compiled ops of this
 project (torch.ops.diffstride)."""
 from . import models
+from .freeze import FrozenDiffStride, freeze
 from .modules import (DiffStride, DiffStride1d, DiffStride3d, FixedSpectralPooling,
                       FixedSpectralPooling1d, FixedSpectralPooling3d, SpatialPooling,
                       constrain_strides, current_strides)
 
 __all__ = [
-    "models",
+    "models", "freeze", "FrozenDiffStride",
     "DiffStride", "DiffStride1d", "DiffStride3d",
     "FixedSpectralPooling", "FixedSpectralPooling1d", "FixedSpectralPooling3d",
     "SpatialPooling", "constrain_strides", "current_strides",

@@ -176,3 +176,62 @@ def test_parameter_counts_equal_the_cpp_models():
     assert count(diffstride.models.resnet56(pooling="diffstride")) == 855_842
     scripted = torch.jit.script(diffstride.models.resnet56(pooling="diffstride").eval())
     assert scripted(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _trained_looking_resnet():
+    """A small DiffStride ResNet whose batch norms hold varied statistics,
+    as after training (ONNX exporters merge identical constants of a fresh
+    model into Identity nodes, which OpenCV does not read)."""
+    torch.manual_seed(4)
+    model = diffstride.models.resnet([8, 16, 16], [2, 2, 2], layers_per_block=1,
+                                     pooling="diffstride")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_frozen_model_equals_the_model_and_runs_without_the_library(tmp_path):
+    model = _trained_looking_resnet()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        diffstride.freeze(model, x[:1])
+        frozen = model(x)
+    assert not any(isinstance(m, diffstride.DiffStride) for m in model.modules())
+    assert (frozen - expected).abs().max() <= 1e-5 * expected.abs().max()
+    traced = torch.jit.trace(model, x)
+    traced.save(str(tmp_path / "frozen.pt"))
+    torch.save(x, tmp_path / "x.pt")
+    # A fresh interpreter that never imports diffstride runs the traced model.
+    script = ("import sys, torch\n"
+              f"m = torch.jit.load({str(tmp_path / 'frozen.pt')!r})\n"
+              f"print(m(torch.load({str(tmp_path / 'x.pt')!r})).tolist())\n"
+              "assert 'diffstride' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert torch.allclose(torch.tensor(eval(out.stdout)), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+def test_frozen_model_exported_to_onnx_runs_in_opencv(tmp_path):
+    import cv2  # python3-opencv, from scripts/install-deps.sh
+    model = _trained_looking_resnet()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    diffstride.freeze(model, x)
+    torch.onnx.export(model, x, str(tmp_path / "frozen.onnx"), opset_version=13)
+    net = cv2.dnn.readNetFromONNX(str(tmp_path / "frozen.onnx"))
+    net.setInput(x.numpy())
+    out = torch.from_numpy(net.forward())
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_freeze_needs_an_input_size_and_a_two_dimensional_layer():
+    with pytest.raises(ValueError, match="has seen no input"):
+        diffstride.freeze(torch.nn.Sequential(diffstride.DiffStride()))
+    with pytest.raises(NotImplementedError, match="DiffStride1d computes through FFTs"):
+        diffstride.freeze(torch.nn.Sequential(diffstride.DiffStride1d()))
