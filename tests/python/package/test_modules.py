@@ -235,3 +235,25 @@ def test_freeze_needs_an_input_size_and_a_two_dimensional_layer():
         diffstride.freeze(torch.nn.Sequential(diffstride.DiffStride()))
     with pytest.raises(NotImplementedError, match="DiffStride1d computes through FFTs"):
         diffstride.freeze(torch.nn.Sequential(diffstride.DiffStride1d()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_modules_match_the_cpu_and_train():
+    torch.manual_seed(5)
+    x = torch.randn(4, 8, 20, 18, dtype=torch.float64)
+    for layer in (diffstride.DiffStride((2.3, 1.7)), diffstride.FixedSpectralPooling(2.0),
+                  diffstride.DiffStride1d(3.0), diffstride.DiffStride3d(2.0)):
+        input = x if layer.dims == 2 else (x.flatten(2) if layer.dims == 1 else x.unsqueeze(2).expand(4, 8, 6, 20, 18))
+        cpu = layer.double()(input)
+        gpu = layer.cuda()(input.cuda().requires_grad_())
+        assert gpu.is_cuda
+        assert (gpu.cpu() - cpu).abs().max() <= 1e-10 * cpu.abs().max()
+        gpu.square().sum().backward()
+        layer.cpu()
+    model = diffstride.models.resnet18(pooling="diffstride").cuda()
+    out = model(torch.randn(2, 3, 32, 32, device="cuda"))
+    out.square().mean().backward()
+    assert model.stem_pooling.strides.grad.is_cuda
+    diffstride.constrain_strides(model)
+    frozen = diffstride.freeze(_trained_looking_resnet().cuda(), torch.randn(1, 3, 32, 32, device="cuda"))
+    assert frozen(torch.randn(2, 3, 32, 32, device="cuda")).is_cuda
