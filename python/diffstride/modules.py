@@ -179,19 +179,28 @@ class _FixedSpectralPoolingNd(nn.Module):
 
 
 class FixedSpectralPooling1d(_FixedSpectralPoolingNd):
+    """Fixed spectral pooling of N x C x L inputs: keeps max(floor(L/s), 2)
+    samples' worth of the lowest frequencies."""
     dims = 1
     layer = "FixedSpectralPooling1d"
     layout = "N x C x L"
 
 
 class FixedSpectralPooling(_FixedSpectralPoolingNd):
-    """Fixed spectral pooling of N x C x H x W inputs."""
+    """Fixed spectral pooling of N x C x H x W inputs: output height
+    floor(H/s_h) made even, width floor(W/s_w), each at least 2.
+
+    Args:
+        strides: (height, width) strides, floats >= 1; one number sets both.
+    """
     dims = 2
     layer = "FixedSpectralPooling"
     layout = "N x C x H x W"
 
 
 class FixedSpectralPooling3d(_FixedSpectralPoolingNd):
+    """Fixed spectral pooling of N x C x D x H x W inputs, one stride per
+    axis."""
     dims = 3
     layer = "FixedSpectralPooling3d"
     layout = "N x C x D x H x W"
