@@ -10,23 +10,7 @@ import pytest
 import torch
 
 import diffstride
-
-
-def plain_diffstride(x, s_h, s_w, R=4.0):
-    """docs/layers.md steps 2-6 (strides already floored): rfft2, ramp masks,
-    crop, irfft2."""
-    H, W = x.shape[-2:]
-    t_h, t_w = max(H / s_h, 2.0), max(W / s_w, 2.0)
-    ramp = lambda a, p: min(max((R + a - p) / R, 0.0), 1.0)
-    rows = [k if k < (H + 1) // 2 else (H - 1 - k if H % 2 == 0 else H - k) for k in range(H)]
-    m_h = torch.tensor([ramp(t_h / 2, p) for p in rows], dtype=torch.float64)
-    m_w = torch.tensor([ramp(t_w / 2 + 1, p) for p in range(W // 2 + 1)], dtype=torch.float64)
-    spectrum = torch.fft.rfft2(x.double()) * m_h[:, None] * m_w[None, :]
-    return torch.fft.irfft2(spectrum[..., m_h > 0, :][..., m_w > 0])
-
-
-def floor(size, R=4.0):
-    return size / (size - R)
+from plain_formulation import plain_diffstride
 
 
 def test_values_match_the_plain_formulation():
