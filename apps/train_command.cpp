@@ -35,6 +35,11 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
       "--set model.strides=1,1,3,2,3 (repeatable)");
   command->add_option("--out", args.out, "output folder (overrides train.out)");
   command->add_option(
+      "--device",
+      args.device,
+      "auto, cpu, cuda or cuda:N (overrides train.device; auto: CUDA when "
+      "available)");
+  command->add_option(
       "--resume",
       args.resume,
       "continue the run in this folder from its last checkpoint");
@@ -77,8 +82,16 @@ int run_train(const TrainArgs& args, int threads) {
         (std::filesystem::path(args.resume) / "config.toml").string());
     config.train.out = args.resume;
     options.resume = true;
+    // Checkpoints are device-independent: a run may resume elsewhere.
+    if (!args.device.empty()) {
+      config.train.device = args.device;
+    }
   } else {
-    config = diffstride::load_train_config(args.config, args.overrides);
+    auto overrides = args.overrides;
+    if (!args.device.empty()) {
+      overrides.push_back("train.device=" + args.device);
+    }
+    config = diffstride::load_train_config(args.config, overrides);
     if (!args.out.empty()) {
       config.train.out = args.out;
     }

@@ -13,6 +13,7 @@ struct TrainArgs {
   std::string config;  // empty: the built-in Fashion-MNIST recipe
   std::vector<std::string> overrides;
   std::string out;
+  std::string device;  // empty: the config's
   std::string resume;
   bool help_config = false;
 };

@@ -349,3 +349,23 @@ TEST(Hardening, NonFiniteParametersAreNeverCheckpointed) {
                           "holds non-finite values");
   EXPECT_EQ(read_bytes(folder.path() / "checkpoint.pt"), before);
 }
+
+// A CUDA device where there is none is an error naming the key before
+// anything is written; "cpu" trains.
+TEST(Hardening, UnavailableDeviceIsAClearError) {
+  if (torch::cuda::is_available()) {
+    GTEST_SKIP() << "this machine has a CUDA device";
+  }
+  const auto root = diffstride_test::scratch_folder("device");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  config.train.device = "cuda:1";
+  expect_error_containing(
+      [&] { diffstride::train(config); },
+      "train.device: cuda:1 requested, but no CUDA device is available");
+  EXPECT_FALSE(fs::exists(root / "run" / "checkpoint.pt"));
+  config.train.device = "cpu";
+  config.train.out = (root / "cpu").string();
+  EXPECT_EQ(diffstride::train(config).size(), 1u);
+}

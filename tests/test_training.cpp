@@ -128,7 +128,7 @@ TEST(TrainConfig, ReferenceTableListsEveryKeyAndTheReadmeShowsIt) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 28);
+  EXPECT_EQ(keys, 29);
   EXPECT_NE(table.find("| `model.filters` | list of integers |"),
             std::string::npos);
   EXPECT_NE(table.find("| `train.epochs` | integer | `400` |"),
@@ -170,6 +170,9 @@ TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
       "optimizer.momentum: expected a number in [0, 1)");
   bad({"optimizer.values=[1e39, 0.1, 0.01, 0.001]"},
       "optimizer.values: expected learning rates > 0 and within float range");
+  bad({"train.device=tpu"},
+      "train.device: 'tpu' is not a device: expected auto, cpu, cuda or "
+      "cuda:N");
   bad({"model.filters=[8, 0, 8]"},
       "model.filters: expected integers >= 1");
   bad({"model.layers_per_block=0"},

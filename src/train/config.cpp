@@ -8,6 +8,7 @@
 #include <diffstride/models/pooling_choice.h>
 #include <diffstride/models/resnet.h>
 
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 
 #include <toml++/toml.h>
@@ -301,6 +302,22 @@ Check<std::string> one_of(std::vector<std::string> names) {
   };
 }
 
+// "auto" or a CPU or CUDA device as LibTorch writes it ("cpu", "cuda",
+// "cuda:1"); whether that CUDA device exists is checked when training starts.
+Check<std::string> device_name() {
+  return [](const std::string& v) {
+    if (v == "auto")
+      return Error();
+    try {
+      const c10::Device device(v);
+      if (device.is_cpu() || device.is_cuda())
+        return Error();
+    } catch (const c10::Error&) {
+    }
+    return "'" + v + "' is not a device: expected auto, cpu, cuda or cuda:N";
+  };
+}
+
 Check<std::string> not_empty(const std::string& what) {
   return [=](const std::string& v) {
     return v.empty() ? "expected " + what : Error();
@@ -532,6 +549,11 @@ const std::vector<Key>& schema() {
                             threads,
                             integer_at_least(0, " (0: all cores)"),
                             "intra-op threads (0: all cores)"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            device,
+                            device_name(),
+                            "where to train: auto (CUDA when available), cpu, "
+                            "cuda or cuda:N"),
       DIFFSTRIDE_CONFIG_KEY(
           train, out, not_empty("a folder"), "the run folder"),
       DIFFSTRIDE_CONFIG_KEY(train,

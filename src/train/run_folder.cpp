@@ -112,7 +112,12 @@ torch::serialize::InputArchive load_archive(const fs::path& file,
   const auto content = detail::verified_content(file, what);
   torch::serialize::InputArchive archive, model_archive;
   try {
-    archive.load_from(content.data(), content.size());
+    // Onto the model's device, whatever device wrote the file.
+    const auto parameters = model.parameters();
+    archive.load_from(content.data(),
+                      content.size(),
+                      parameters.empty() ? torch::Device(torch::kCPU)
+                                         : parameters.front().device());
     TORCH_CHECK(archive.try_read("model", model_archive), "no model in it");
   } catch (const c10::Error& error) {
     TORCH_CHECK(false,

@@ -8,6 +8,7 @@
 #include <diffstride/train/train_step.h>
 
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -75,6 +76,46 @@ void print_progress(std::ostream& out,
 
 }  // namespace
 
+namespace {
+
+// The batch on `device`: pinned host memory and asynchronous copies to a
+// GPU, the tensors themselves on the CPU.
+Batch batch_on(const Batch& batch, const torch::Device& device) {
+  if (device.is_cpu()) {
+    return batch;
+  }
+  Batch moved;
+  moved.images = batch.images.pin_memory().to(device, /*non_blocking=*/true);
+  moved.targets = batch.targets.pin_memory().to(device, /*non_blocking=*/true);
+  moved.labels = batch.labels.pin_memory().to(device, /*non_blocking=*/true);
+  return moved;
+}
+
+torch::Device training_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA)
+                                       : torch::Device(torch::kCPU);
+  }
+  const torch::Device device(name);
+  TORCH_CHECK(!device.is_cuda() ||
+                  (torch::cuda::is_available() &&
+                   (!device.has_index() ||
+                    device.index() <
+                        static_cast<int64_t>(torch::cuda::device_count()))),
+              "train.device: ",
+              name,
+              " requested, but ",
+              torch::cuda::is_available()
+                  ? "this machine has " +
+                        std::to_string(torch::cuda::device_count()) +
+                        " CUDA device(s)"
+                  : std::string("no CUDA device is available (or LibTorch "
+                                "was built without CUDA)"));
+  return device;
+}
+
+}  // namespace
+
 ResNet build_model(const TrainConfig& config,
                    int64_t in_channels,
                    int64_t num_classes) {
@@ -117,15 +158,17 @@ Evaluation evaluate(ResNet& model,
   Evaluation result;
   double loss_sum = 0, correct = 0;
   BatchPrefetcher batches(maker, 0);
+  const auto device = model->parameters().front().device();
   while (auto batch = batches.next()) {
-    const auto logits = model(batch->images);
+    const auto logits = model(batch->images.to(device));
+    const auto labels = batch->labels.to(device);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits,
-                    batch->labels,
+                    labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(
                         torch::kSum))
                     .item<double>();
-    correct += logits.argmax(1).eq(batch->labels).sum().item<double>();
+    correct += logits.argmax(1).eq(labels).sum().item<double>();
     result.examples += batch->labels.size(0);
   }
   model->train(training);
@@ -164,6 +207,11 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   torch::manual_seed(config.train.seed);
   auto model =
       build_model(config, train_data.images.size(1), train_data.num_classes);
+  const auto device = training_device(config.train.device);
+  model->to(device);
+  if (options.progress != nullptr) {
+    *options.progress << "device " << device << "\n";
+  }
   torch::optim::SGD optimizer(
       model->parameters(),
       torch::optim::SGDOptions(config.optimizer.values[0])
@@ -200,7 +248,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
     BatchPrefetcher batches(maker, position.epoch, position.batch);
     while (auto batch = batches.next()) {
       lr = learning_rate_at(config.optimizer, position.step);
-      const auto step = train_step(model, optimizer, *batch, config.loss, lr);
+      const auto step = train_step(
+          model, optimizer, batch_on(*batch, device), config.loss, lr);
       const double data_loss = step.data_loss.item<double>();
       // A non-finite loss poisons every parameter at the next step: stop
       // before anything is written, so the last checkpoint stays as it was.

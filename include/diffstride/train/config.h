@@ -25,10 +25,10 @@ struct TrainConfig {
   } data;
   struct Model {
     std::string factory = "resnet18";
-    std::vector<StridePair> strides;  // empty: the factory's
-    std::vector<int64_t> filters;     // empty: the factory's
+    std::vector<StridePair> strides;          // empty: the factory's
+    std::vector<int64_t> filters;             // empty: the factory's
     std::optional<int64_t> layers_per_block;  // none: the factory's
-    std::vector<int64_t> id_only;     // used with factory "resnet"
+    std::vector<int64_t> id_only;             // used with factory "resnet"
     std::string pooling = "diffstride";
     double smoothness_factor = 4.0;
     bool cropping = true;
@@ -50,7 +50,8 @@ struct TrainConfig {
   struct Train {
     int64_t epochs = 400;
     uint64_t seed = 0;
-    int64_t threads = 0;  // 0: all cores
+    int64_t threads = 0;          // 0: all cores
+    std::string device = "auto";  // auto, cpu, cuda or cuda:N
     std::string out = "runs/train";
     int64_t log_every_steps = 20;
   } train;
