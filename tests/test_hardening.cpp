@@ -369,3 +369,31 @@ TEST(Hardening, UnavailableDeviceIsAClearError) {
   config.train.out = (root / "cpu").string();
   EXPECT_EQ(diffstride::train(config).size(), 1u);
 }
+
+// On a GPU: a run trained on CUDA resumes on the CPU and the other way
+// round, ending with the epochs of one run (checkpoints are
+// device-independent).
+TEST(DeviceCuda, RunsMoveBetweenCudaAndCpu) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  const auto root = diffstride_test::scratch_folder("cuda_run");
+  write_tiny_idx(root / "data", 32, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.epochs = 1;
+  config.train.device = "cuda";
+  EXPECT_EQ(diffstride::train(config).size(), 1u);
+  diffstride::TrainOptions resume;
+  resume.resume = true;
+  config.train.epochs = 2;
+  config.train.device = "cpu";
+  const auto cpu_epoch = diffstride::train(config, resume);
+  ASSERT_EQ(cpu_epoch.size(), 1u);
+  EXPECT_TRUE(std::isfinite(cpu_epoch[0].test_loss));
+  config.train.epochs = 3;
+  config.train.device = "cuda:0";
+  EXPECT_EQ(diffstride::train(config, resume).size(), 1u);
+  const auto evaluation =
+      diffstride::evaluate_checkpoint((root / "run" / "model.pt").string());
+  EXPECT_EQ(evaluation.examples, 16);
+}
