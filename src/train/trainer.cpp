@@ -33,7 +33,8 @@ int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
     torch::NoGradGuard no_grad;
     model->forward_traced(
         torch::zeros(
-            {1, data.images.size(1), data.images.size(2), data.images.size(3)}),
+            {1, data.images.size(1), data.images.size(2), data.images.size(3)},
+            model->parameters().front().options()),
         &trace,
         nullptr);
   }
