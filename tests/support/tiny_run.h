@@ -61,6 +61,9 @@ inline diffstride::TrainConfig tiny_config(const std::filesystem::path& data,
        "optimizer.values=[0.05]",
        "train.epochs=3",
        "train.threads=2",
+       // On the CPU on every machine: the tests compare runs bit for bit
+       // (DeviceCuda tests cover CUDA).
+       "train.device=\"cpu\"",
        "train.out=\"" + out.string() + "\""});
 }
 
