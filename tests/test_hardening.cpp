@@ -356,10 +356,8 @@ TEST(Hardening, UnavailableDeviceIsAClearError) {
   if (torch::cuda::is_available()) {
     GTEST_SKIP() << "this machine has a CUDA device";
   }
-  const auto root = diffstride_test::scratch_folder("device");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
+  auto config = diffstride_test::tiny_run_config("device");
+  const auto root = fs::path(config.train.out).parent_path();
   config.train.device = "cuda:1";
   expect_error_containing(
       [&] { diffstride::train(config); },
@@ -377,10 +375,8 @@ TEST(DeviceCuda, RunsMoveBetweenCudaAndCpu) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
   }
-  const auto root = diffstride_test::scratch_folder("cuda_run");
-  write_tiny_idx(root / "data", 32, 16);
-  auto config = tiny_config(root / "data", root / "run");
-  config.train.epochs = 1;
+  auto config = diffstride_test::tiny_run_config("cuda_run");
+  const auto root = fs::path(config.train.out).parent_path();
   config.train.device = "cuda";
   EXPECT_EQ(diffstride::train(config).size(), 1u);
   diffstride::TrainOptions resume;

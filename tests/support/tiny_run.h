@@ -88,14 +88,20 @@ inline std::vector<std::string> metrics_without_rate(
   return rows;
 }
 
-/// A tiny run of one epoch on 32 training examples, finished, in the fresh
-/// scratch folder `name` (data in data/, the run in run/); returns its
-/// config.
-inline diffstride::TrainConfig finished_tiny_run(const std::string& name) {
+/// The config of a tiny run of one epoch on 32 training examples in the
+/// fresh scratch folder `name` (data written to data/, the run to go in
+/// run/).
+inline diffstride::TrainConfig tiny_run_config(const std::string& name) {
   const auto root = scratch_folder(name);
   write_tiny_idx(root / "data", 32, 16);
   auto config = tiny_config(root / "data", root / "run");
   config.train.epochs = 1;
+  return config;
+}
+
+/// The same run, finished.
+inline diffstride::TrainConfig finished_tiny_run(const std::string& name) {
+  auto config = tiny_run_config(name);
   diffstride::train(config);
   return config;
 }
