@@ -60,10 +60,9 @@ const char* axis_names(int64_t rank) {
 
 // Every spatial size must exceed R: the stride floor size/(size - R) is
 // undefined otherwise.
-void check_sizes_exceed_smoothness(const at::Tensor& input,
+void check_sizes_exceed_smoothness(at::IntArrayRef spatial,
                                    double smoothness_factor,
                                    const std::string& layer) {
-  const auto spatial = input.sizes().slice(2);
   bool ok = true;
   for (const int64_t size : spatial) {
     ok = ok && static_cast<double>(size) > smoothness_factor;
@@ -235,7 +234,8 @@ at::Tensor diffstride(const at::Tensor& input,
   const auto layer = detail::layer_name("DiffStride", rank);
   const double smoothness_factor = options.smoothness_factor();
   check_smoothness_factor(smoothness_factor, layer);
-  check_sizes_exceed_smoothness(input, smoothness_factor, layer);
+  check_sizes_exceed_smoothness(
+      input.sizes().slice(2), smoothness_factor, layer);
   const auto crops = diffstride_crops(input.sizes().slice(2),
                                       strides,
                                       smoothness_factor,
@@ -255,14 +255,7 @@ std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
               "DiffStride: the separable matrices are the 2-D layer's: "
               "expected a spatial size (H, W), got ",
               size);
-  const bool ok = static_cast<double>(size[0]) > smoothness_factor &&
-                  static_cast<double>(size[1]) > smoothness_factor;
-  TORCH_CHECK(ok,
-              "DiffStride: every spatial size of the input must exceed the "
-              "smoothness factor R = ",
-              smoothness_factor,
-              ", got ",
-              c10::Join("x", size));
+  check_sizes_exceed_smoothness(size, smoothness_factor, "DiffStride");
   const auto crops = diffstride_crops(
       size, strides, smoothness_factor, options.cropping(), "DiffStride");
   return detail::separable_matrices(
@@ -345,7 +338,8 @@ template <size_t D>
 at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
   const auto layer = detail::layer_name("DiffStride", D);
   detail::check_pooling_input(input, layer, D);
-  check_sizes_exceed_smoothness(input, options.smoothness_factor(), layer);
+  check_sizes_exceed_smoothness(
+      input.sizes().slice(2), options.smoothness_factor(), layer);
   {
     std::lock_guard<std::mutex> lock(*constrain_mutex_);
     std::array<int64_t, D> size;
