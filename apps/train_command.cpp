@@ -1,8 +1,10 @@
 #include "train_command.h"
 
+#include <diffstride/train/distributed.h>
 #include <diffstride/train/trainer.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <filesystem>
@@ -96,12 +98,21 @@ int run_train(const TrainArgs& args, int threads) {
       config.train.out = args.out;
     }
   }
+  // The machine's threads are shared by the processes a launcher started on
+  // it.
+  const auto launcher = diffstride::launcher_environment();
   if (config.train.threads == 0) {
-    config.train.threads = threads;
+    config.train.threads =
+        std::max<int64_t>(1, threads / launcher.local_world_size);
   }
   std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   options.interrupt = &interrupted;
   options.progress = &std::cerr;
+  if (launcher.rank != 0) {
+    diffstride::train(config, options);
+    return 0;
+  }
   std::cout << "training " << config.model.factory << " ("
             << config.model.pooling << ") on " << config.data.dataset << " for "
             << config.train.epochs << " epochs into " << config.train.out

@@ -14,11 +14,13 @@ namespace {
 using detail::beta_draw;
 using detail::SplitMix64;
 
-uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t batch) {
+// The seed of one random stream of an epoch: -1 is the epoch's shuffle,
+// p >= 0 the example at position p of the epoch.
+uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t stream) {
   SplitMix64 mix{seed};
   uint64_t s = mix() ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
   SplitMix64 second{s};
-  return second() ^ (static_cast<uint64_t>(batch + 1) * 0x8CB92BA72F3D8DD7ull);
+  return second() ^ (static_cast<uint64_t>(stream + 1) * 0x8CB92BA72F3D8DD7ull);
 }
 
 }  // namespace
@@ -42,6 +44,13 @@ BatchMaker::BatchMaker(const Dataset& dataset,
   TORCH_CHECK(options.label_smoothing() >= 0 && options.label_smoothing() < 1,
               "BatchMaker: expected label smoothing in [0, 1), got ",
               options.label_smoothing());
+  TORCH_CHECK(options.shards() >= 1 && options.shard() >= 0 &&
+                  options.shard() < options.shards(),
+              "BatchMaker: expected shard in [0, shards) and shards >= 1, got "
+              "shard ",
+              options.shard(),
+              " of ",
+              options.shards());
   const auto channels = static_cast<size_t>(dataset.images.size(1));
   TORCH_CHECK(normalization_.mean.size() == channels &&
                   normalization_.std.size() == channels,
@@ -85,7 +94,10 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
               " is past the end of the epoch (",
               batches_per_epoch(),
               " batches)");
-  const int64_t count = std::min(options_.batch_size(), available - first);
+  const int64_t whole = std::min(options_.batch_size(), available - first);
+  const int64_t shard_begin = whole * options_.shard() / options_.shards();
+  const int64_t count =
+      whole * (options_.shard() + 1) / options_.shards() - shard_begin;
   const int64_t C = dataset_.images.size(1), H = dataset_.images.size(2),
                 W = dataset_.images.size(3), K = dataset_.num_classes;
   Batch batch;
@@ -97,13 +109,14 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
   float* out = batch.images.data_ptr<float>();
   float* targets = batch.targets.data_ptr<float>();
   int64_t* batch_labels = batch.labels.data_ptr<int64_t>();
-  SplitMix64 rng{stream_seed(options_.seed(), epoch, index)};
   for (int64_t e = 0; e < count; ++e) {
+    const int64_t position = first + shard_begin + e;
+    SplitMix64 rng{stream_seed(options_.seed(), epoch, position)};
     const double lambda =
         per_example == 2 ? beta_draw(rng, options_.mixup_alpha()) : 1.0;
     int64_t sources[2] = {0, 0};
     for (int64_t j = 0; j < per_example; ++j) {
-      sources[j] = order[static_cast<size_t>((first + e) * per_example + j)];
+      sources[j] = order[static_cast<size_t>(position * per_example + j)];
       const double weight = j == 0 ? lambda : 1.0 - lambda;
       const uint8_t* image = pixels + sources[j] * C * H * W;
       int64_t dy = 2, dx = 2;

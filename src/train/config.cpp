@@ -7,6 +7,7 @@
 #include <diffstride/data/dataset.h>
 #include <diffstride/models/pooling_choice.h>
 #include <diffstride/models/resnet.h>
+#include <diffstride/train/mixed_precision.h>
 
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
@@ -554,6 +555,22 @@ const std::vector<Key>& schema() {
                             device_name(),
                             "where to train: auto (CUDA when available), cpu, "
                             "cuda or cuda:N"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            precision,
+                            one_of(precision_names()),
+                            "autocast precision: " + join(precision_names()) +
+                                " (float16 with dynamic loss scaling, CUDA "
+                                "only)"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            channels_last,
+                            any<bool>(),
+                            "images and convolution weights in NHWC memory "
+                            "order"),
+      DIFFSTRIDE_CONFIG_KEY(train,
+                            collective_timeout_seconds,
+                            number_above(0),
+                            "several processes: a rank waits this long for "
+                            "the others before it stops with an error"),
       DIFFSTRIDE_CONFIG_KEY(
           train, out, not_empty("a folder"), "the run folder"),
       DIFFSTRIDE_CONFIG_KEY(train,

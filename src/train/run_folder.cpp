@@ -49,6 +49,10 @@ void save_archive(const fs::path& path,
     archive.write("sums",
                   torch::tensor({p->loss_sum, p->correct, p->seen, p->seconds},
                                 torch::kDouble));
+    archive.write("loss_scale",
+                  torch::tensor({p->loss_scale,
+                                 static_cast<double>(p->loss_scale_good_steps)},
+                                torch::kDouble));
   }
   std::string bytes;
   archive.save_to([&](const void* data, size_t size) {
@@ -200,20 +204,26 @@ void RunFolder::save_checkpoint(const torch::nn::Module& model,
 
 RunPosition RunFolder::load_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
+  const auto p = read_checkpoint(model, optimizer);
+  // Without a checkpoint (interrupted before its first one) the run starts
+  // from its beginning, keeping no metrics row of an epoch it redoes.
+  if (fs::exists(metrics_path())) {
+    trim_metrics(metrics_path(), p.epoch);
+  }
+  return p;
+}
+
+RunPosition RunFolder::read_checkpoint(
+    torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
   if (!fs::exists(path_ / kCheckpointFile) &&
       !fs::is_symlink(path_ / kCheckpointFile)) {
-    // Interrupted before its first checkpoint: the run starts from its
-    // beginning, keeping no metrics row of an epoch it redoes.
-    if (fs::exists(metrics_path())) {
-      trim_metrics(metrics_path(), 0);
-    }
     return RunPosition();
   }
   auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);
   optimizer.load(optimizer_archive);
-  torch::Tensor position, sums;
+  torch::Tensor position, sums, loss_scale;
   archive.read("position", position);
   archive.read("sums", sums);
   RunPosition p;
@@ -224,8 +234,9 @@ RunPosition RunFolder::load_checkpoint(
   p.correct = sums[1].item<double>();
   p.seen = sums[2].item<double>();
   p.seconds = sums[3].item<double>();
-  if (fs::exists(metrics_path())) {
-    trim_metrics(metrics_path(), p.epoch);
+  if (archive.try_read("loss_scale", loss_scale)) {
+    p.loss_scale = loss_scale[0].item<double>();
+    p.loss_scale_good_steps = static_cast<int64_t>(loss_scale[1].item<double>());
   }
   return p;
 }

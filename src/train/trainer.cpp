@@ -3,7 +3,9 @@
 #include "train/checked_file.h"
 
 #include <diffstride/data/batches.h>
+#include <diffstride/train/distributed.h>
 #include <diffstride/train/metrics_log.h>
+#include <diffstride/train/mixed_precision.h>
 #include <diffstride/train/run_folder.h>
 #include <diffstride/train/train_step.h>
 
@@ -14,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <iomanip>
+#include <optional>
 
 namespace diffstride {
 
@@ -61,6 +64,7 @@ std::vector<NamedValue> named_values(const EpochMetrics& m) {
   return values;
 }
 
+// Examples per second count every rank: the batch is the global one.
 void print_progress(std::ostream& out,
                     const TrainConfig& config,
                     const RunPosition& p,
@@ -75,20 +79,58 @@ void print_progress(std::ostream& out,
       << std::defaultfloat << std::flush;
 }
 
+// Batch norm statistics are kept per process while training (as Keras'
+// MirroredStrategy does); evaluation and checkpoints use their average over
+// the processes, as MirroredStrategy reads them.
+void average_buffers(Collectives& collectives, ResNet& model) {
+  std::vector<at::Tensor> floating;
+  for (auto& buffer : model->buffers()) {
+    if (buffer.is_floating_point()) {
+      floating.push_back(buffer);
+    }
+  }
+  torch::NoGradGuard no_grad;
+  collectives.average(floating);
+}
+
+// Parameters and buffers as rank 0 has them, on every rank.
+void broadcast_model(Collectives& collectives, ResNet& model) {
+  torch::NoGradGuard no_grad;
+  auto tensors = model->parameters();
+  for (auto& buffer : model->buffers()) {
+    tensors.push_back(buffer);
+  }
+  collectives.broadcast_from_first(tensors);
+}
+
+// Convolution weights (4-D parameters) in NHWC order, for
+// train.channels_last.
+void to_channels_last(ResNet& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) {
+    if (p.dim() == 4) {
+      p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+}
+
 }  // namespace
 
 namespace {
 
 // The batch on `device`: pinned host memory and asynchronous copies to a
-// GPU, the tensors themselves on the CPU.
-Batch batch_on(const Batch& batch, const torch::Device& device) {
-  if (device.is_cpu()) {
-    return batch;
+// GPU, the tensors themselves on the CPU; images in `format`.
+Batch batch_on(const Batch& batch,
+               const torch::Device& device,
+               at::MemoryFormat format) {
+  Batch moved = batch;
+  if (!device.is_cpu()) {
+    moved.images = batch.images.pin_memory().to(device, /*non_blocking=*/true);
+    moved.targets =
+        batch.targets.pin_memory().to(device, /*non_blocking=*/true);
+    moved.labels = batch.labels.pin_memory().to(device, /*non_blocking=*/true);
   }
-  Batch moved;
-  moved.images = batch.images.pin_memory().to(device, /*non_blocking=*/true);
-  moved.targets = batch.targets.pin_memory().to(device, /*non_blocking=*/true);
-  moved.labels = batch.labels.pin_memory().to(device, /*non_blocking=*/true);
+  moved.images = moved.images.contiguous(format);
   return moved;
 }
 
@@ -148,43 +190,59 @@ ResNet build_model(const TrainConfig& config,
 Evaluation evaluate(ResNet& model,
                     const Dataset& test,
                     const Normalization& normalization,
-                    int64_t batch_size) {
+                    int64_t batch_size,
+                    Collectives* collectives) {
   const bool training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
-  BatchMaker maker(
-      test,
-      normalization,
-      BatchOptions().batch_size(batch_size).shuffle(false).drop_last(false));
-  Evaluation result;
-  double loss_sum = 0, correct = 0;
+  const int64_t rank = collectives ? collectives->rank() : 0;
+  const int64_t ranks = collectives ? collectives->world_size() : 1;
+  BatchMaker maker(test,
+                   normalization,
+                   BatchOptions()
+                       .batch_size(batch_size)
+                       .shuffle(false)
+                       .drop_last(false)
+                       .shard(rank)
+                       .shards(ranks));
   BatchPrefetcher batches(maker, 0);
   const auto device = model->parameters().front().device();
+  // loss sum, correct, examples: summed over this rank's shards, then over
+  // the ranks.
+  auto sums = torch::zeros({3}, torch::TensorOptions(device).dtype(at::kDouble));
   while (auto batch = batches.next()) {
-    const auto logits = model(batch->images.to(device));
+    const auto logits = model(batch->images.to(device)).to(at::kFloat);
     const auto labels = batch->labels.to(device);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits,
-                    labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                        torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(1).eq(labels).sum().item<double>();
-    result.examples += batch->labels.size(0);
+    sums[0] += torch::nn::functional::cross_entropy(
+        logits,
+        labels,
+        torch::nn::functional::CrossEntropyFuncOptions().reduction(
+            torch::kSum));
+    sums[1] += logits.argmax(1).eq(labels).sum();
+    sums[2] += batch->labels.size(0);
+  }
+  if (collectives != nullptr) {
+    collectives->sum(sums);
   }
   model->train(training);
-  result.loss =
-      loss_sum / static_cast<double>(std::max<int64_t>(1, result.examples));
-  result.accuracy =
-      correct / static_cast<double>(std::max<int64_t>(1, result.examples));
+  const auto host = sums.cpu();
+  Evaluation result;
+  result.examples = static_cast<int64_t>(host[2].item<double>());
+  const double examples = std::max(1.0, host[2].item<double>());
+  result.loss = host[0].item<double>() / examples;
+  result.accuracy = host[1].item<double>() / examples;
   return result;
 }
 
 std::vector<EpochMetrics> train(const TrainConfig& config,
                                 const TrainOptions& options) {
-  const auto folder = options.resume
-                          ? RunFolder::resume(config.train.out)
-                          : RunFolder::create(config.train.out, config);
+  const auto launcher = launcher_environment();
+  const bool writer = launcher.rank == 0;
+  // Rank 0 alone writes the run folder; the others only read a checkpoint.
+  const auto folder =
+      options.resume || !writer
+          ? RunFolder::resume(config.train.out)
+          : RunFolder::create(config.train.out, config);
   if (config.train.threads > 0) {
     torch::set_num_threads(static_cast<int>(config.train.threads));
   }
@@ -204,23 +262,70 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       test_data.images.sizes().slice(1),
       "; both splits must have one image size");
   const auto normalization = dataset_normalization(config.data.dataset);
+  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
+              "data.batch_size ",
+              config.data.batch_size,
+              " is the global batch: it must split evenly across the ",
+              launcher.world_size,
+              " processes");
 
   torch::manual_seed(config.train.seed);
   auto model =
       build_model(config, train_data.images.size(1), train_data.num_classes);
-  const auto device = training_device(config.train.device);
+  auto device = training_device(config.train.device);
+  if (device.is_cuda() && !device.has_index() && launcher.world_size > 1) {
+    // One GPU per process on each machine, as torchrun expects.
+    device = torch::Device(torch::kCUDA,
+                           static_cast<c10::DeviceIndex>(launcher.local_rank));
+    device = training_device(device.str());
+  }
+  const auto precision = parse_precision(config.train.precision);
+  check_precision_supported(precision, device);
+  const auto memory_format = config.train.channels_last
+                                 ? at::MemoryFormat::ChannelsLast
+                                 : at::MemoryFormat::Contiguous;
   model->to(device);
-  if (options.progress != nullptr) {
-    *options.progress << "device " << device << "\n";
+  if (config.train.channels_last) {
+    to_channels_last(model);
+  }
+  Collectives collectives(
+      launcher,
+      device,
+      std::chrono::milliseconds(static_cast<int64_t>(
+          config.train.collective_timeout_seconds * 1000)));
+  std::ostream* progress = writer ? options.progress : nullptr;
+  if (progress != nullptr) {
+    *progress << "device " << device << ", precision "
+              << config.train.precision
+              << (config.train.channels_last ? ", channels last" : "");
+    if (collectives.world_size() > 1) {
+      *progress << "; " << collectives.world_size() << " processes ("
+                << collectives.backend() << "), global batch "
+                << config.data.batch_size << " = "
+                << collectives.world_size() << " x "
+                << config.data.batch_size / collectives.world_size();
+    }
+    *progress << "\n";
   }
   torch::optim::SGD optimizer(
       model->parameters(),
       torch::optim::SGDOptions(config.optimizer.values[0])
           .momentum(config.optimizer.momentum));
+  LossScaler scaler(precision == at::kHalf);
   RunPosition position;
   if (options.resume) {
-    position = folder.load_checkpoint(*model, optimizer);
+    // Every rank reads the same checkpoint (the folder is shared); rank 0
+    // also drops the metrics rows past it.
+    position = writer ? folder.load_checkpoint(*model, optimizer)
+                      : folder.read_checkpoint(*model, optimizer);
+    scaler.restore(position.loss_scale, position.loss_scale_good_steps);
   }
+  broadcast_model(collectives, model);
+  GradientAverager averager(collectives, model->parameters());
+  StepOptions step_options;
+  step_options.precision = precision;
+  step_options.scaler = scaler.enabled() ? &scaler : nullptr;
+  step_options.averager = &averager;
   BatchMaker maker(train_data,
                    normalization,
                    BatchOptions()
@@ -228,7 +333,9 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
                        .seed(config.train.seed)
                        .augment(config.data.augment)
                        .mixup_alpha(config.data.mixup_alpha)
-                       .label_smoothing(config.loss.label_smoothing));
+                       .label_smoothing(config.loss.label_smoothing)
+                       .shard(collectives.rank())
+                       .shards(collectives.world_size()));
   const int64_t per_epoch = maker.batches_per_epoch();
   TORCH_CHECK(per_epoch > 0,
               "data.batch_size ",
@@ -237,11 +344,27 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
               train_data.images.size(0),
               " examples");
   const int64_t total_steps = per_epoch * config.train.epochs;
-  MetricsLog log(folder.path().string());
+  std::optional<MetricsLog> log;
+  if (writer) {
+    log.emplace(folder.path().string());
+  }
+  // Call with the batch norm statistics averaged over the ranks.
+  const auto save_checkpoint = [&](const RunPosition& p) {
+    if (writer) {
+      RunPosition saved = p;
+      saved.loss_scale = scaler.scale();
+      saved.loss_scale_good_steps = scaler.good_steps();
+      folder.save_checkpoint(*model, optimizer, saved);
+    }
+  };
   std::vector<EpochMetrics> completed;
   const auto run_start = Clock::now();
   const int64_t first_step = position.step;
   double lr = 0;
+  // Per step, summed over the ranks: loss x examples, correct, examples,
+  // and whether any rank was interrupted.
+  auto step_sums = torch::zeros(
+      {4}, torch::TensorOptions(device).dtype(at::kDouble));
 
   for (; position.epoch < config.train.epochs; ++position.epoch) {
     const auto epoch_start = Clock::now();
@@ -249,11 +372,28 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
     BatchPrefetcher batches(maker, position.epoch, position.batch);
     while (auto batch = batches.next()) {
       lr = learning_rate_at(config.optimizer, position.step);
-      const auto step = train_step(
-          model, optimizer, batch_on(*batch, device), config.loss, lr);
-      const double data_loss = step.data_loss.item<double>();
+      const auto step = train_step(model,
+                                   optimizer,
+                                   batch_on(*batch, device, memory_format),
+                                   config.loss,
+                                   lr,
+                                   step_options);
+      const bool interrupted_here =
+          options.interrupt != nullptr && options.interrupt->load();
+      const auto n = static_cast<double>(batch->labels.size(0));
+      step_sums[0] = step.data_loss.to(at::kDouble) * n;
+      step_sums[1] = step.correct.to(at::kDouble);
+      step_sums[2] = n;
+      step_sums[3] = interrupted_here ? 1.0 : 0.0;
+      collectives.sum(step_sums);
+      const auto sums = step_sums.cpu();
+      const double loss_sum = sums[0].item<double>();
+      const double examples = sums[2].item<double>();
+      const double data_loss = loss_sum / examples;
       // A non-finite loss poisons every parameter at the next step: stop
       // before anything is written, so the last checkpoint stays as it was.
+      // (A float16 step that overflowed was skipped instead: the loss scale
+      // handles that.)
       TORCH_CHECK(std::isfinite(data_loss),
                   "step ",
                   position.step + 1,
@@ -266,70 +406,80 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
                   "; the run stops here and its last checkpoint, if any, is "
                   "unchanged. Lower the learning rate or check the data, "
                   "then resume or start a new run");
-      const auto n = static_cast<double>(batch->labels.size(0));
-      position.loss_sum += data_loss * n;
-      position.correct += step.correct.item<double>();
-      position.seen += n;
+      position.loss_sum += loss_sum;
+      position.correct += sums[1].item<double>();
+      position.seen += examples;
       ++position.step;
       ++position.batch;
+      if (options.after_step) {
+        options.after_step(model, position.step);
+      }
       const int64_t steps_this_call = position.step - first_step;
       position.seconds = seconds_before + seconds_since(epoch_start);
-      if (options.progress != nullptr &&
+      if (progress != nullptr &&
           (position.batch % 10 == 0 || position.batch == per_epoch)) {
-        print_progress(*options.progress,
+        print_progress(*progress,
                        config,
                        position,
                        total_steps,
                        steps_this_call / seconds_since(run_start));
       }
-      if (steps_this_call % config.train.log_every_steps == 0) {
-        log.add_scalar("train/step_loss", data_loss, position.step);
+      if (log && steps_this_call % config.train.log_every_steps == 0) {
+        log->add_scalar("train/step_loss", data_loss, position.step);
       }
-      const bool interrupted =
-          options.interrupt != nullptr && options.interrupt->load();
+      const bool interrupted = sums[3].item<double>() > 0;
       if (interrupted || (options.stop_after_steps >= 0 &&
                           steps_this_call >= options.stop_after_steps)) {
-        folder.save_checkpoint(*model, optimizer, position);
-        log.flush();
-        if (options.progress != nullptr) {
-          *options.progress << "\nstopped at step " << position.step
-                            << "; checkpoint written: continue with --resume "
-                            << folder.path().string() << "\n";
+        average_buffers(collectives, model);
+        save_checkpoint(position);
+        if (log) {
+          log->flush();
+        }
+        if (progress != nullptr) {
+          *progress << "\nstopped at step " << position.step
+                    << "; checkpoint written: continue with --resume "
+                    << folder.path().string() << "\n";
         }
         return completed;
       }
     }
     // End of epoch: evaluate, record, checkpoint.
+    average_buffers(collectives, model);
     EpochMetrics m;
     m.epoch = position.epoch + 1;
     m.step = position.step;
     m.learning_rate = lr;
     m.train_loss = position.loss_sum / std::max(1.0, position.seen);
     m.train_accuracy = position.correct / std::max(1.0, position.seen);
-    const auto test = evaluate(model, test_data, normalization, 256);
+    const auto test =
+        evaluate(model, test_data, normalization, 256, &collectives);
     m.test_loss = test.loss;
     m.test_accuracy = test.accuracy;
     m.examples_per_second = position.seen / std::max(1e-9, position.seconds);
     m.multiply_adds = multiply_adds_now(model, train_data);
     m.strides = model->current_strides();
-    if (options.progress != nullptr) {
-      *options.progress << std::fixed << std::setprecision(4) << "\nepoch "
-                        << m.epoch << ": train loss " << m.train_loss
-                        << ", accuracy " << m.train_accuracy << "; test loss "
-                        << m.test_loss << ", accuracy " << m.test_accuracy
-                        << std::defaultfloat << "\n";
+    if (progress != nullptr) {
+      *progress << std::fixed << std::setprecision(4) << "\nepoch "
+                << m.epoch << ": train loss " << m.train_loss
+                << ", accuracy " << m.train_accuracy << "; test loss "
+                << m.test_loss << ", accuracy " << m.test_accuracy
+                << std::defaultfloat << "\n";
     }
-    log.add_epoch(m.epoch, m.step, named_values(m));
-    log.flush();
+    if (log) {
+      log->add_epoch(m.epoch, m.step, named_values(m));
+      log->flush();
+    }
     completed.push_back(m);
     RunPosition next;
     next.epoch = position.epoch + 1;
     next.step = position.step;
-    folder.save_checkpoint(*model, optimizer, next);
+    save_checkpoint(next);
     position.batch = 0;
     position.loss_sum = position.correct = position.seen = position.seconds = 0;
   }
-  folder.save_model(*model);
+  if (writer) {
+    folder.save_model(*model);
+  }
   return completed;
 }
 

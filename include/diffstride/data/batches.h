@@ -35,6 +35,12 @@ struct BatchOptions {
   TORCH_ARG(double, label_smoothing) = 0.0;
   /// Drop the last partial batch (training); keep it (evaluation).
   TORCH_ARG(bool, drop_last) = true;
+  /// Data-parallel training: batch_size is the global batch, and make_batch
+  /// returns shard `shard` of `shards` equal consecutive parts of it (the
+  /// first count * shard / shards to count * (shard + 1) / shards examples),
+  /// identical to those rows of the unsharded batch.
+  TORCH_ARG(int64_t, shard) = 0;
+  TORCH_ARG(int64_t, shards) = 1;
 };
 
 struct Batch {
@@ -45,7 +51,10 @@ struct Batch {
 
 /// Makes the batches of one dataset. Every batch is a pure function of
 /// (seed, epoch, batch index), whichever thread makes it and in whatever
-/// order: a run resumed at any batch sees the same data.
+/// order: a run resumed at any batch sees the same data. Each example draws
+/// its augmentation and mixup weight from its own stream (seed, epoch,
+/// position in the epoch), so that a shard is made without the rest of its
+/// batch.
 class BatchMaker {
  public:
   BatchMaker(const Dataset& dataset,
@@ -55,7 +64,8 @@ class BatchMaker {
   int64_t batches_per_epoch() const;
   /// The order in which epoch `epoch` visits the examples.
   std::vector<int64_t> epoch_order(int64_t epoch) const;
-  /// Batch `index` of the epoch whose order is `order`.
+  /// Batch `index` of the epoch whose order is `order` (this maker's shard
+  /// of it).
   Batch make_batch(const std::vector<int64_t>& order,
                    int64_t epoch,
                    int64_t index) const;

@@ -52,6 +52,9 @@ struct TrainConfig {
     uint64_t seed = 0;
     int64_t threads = 0;          // 0: all cores
     std::string device = "auto";  // auto, cpu, cuda or cuda:N
+    std::string precision = "float32";  // float32, bfloat16 or float16
+    bool channels_last = false;
+    double collective_timeout_seconds = 300;
     std::string out = "runs/train";
     int64_t log_every_steps = 20;
   } train;

@@ -29,6 +29,10 @@ namespace diffstride {
 struct RunPosition {
   int64_t epoch = 0, batch = 0, step = 0;
   double loss_sum = 0, correct = 0, seen = 0, seconds = 0;
+  /// The float16 loss scale and its count of good steps (LossScaler; 0:
+  /// none saved, the scaler's initial scale).
+  double loss_scale = 0;
+  int64_t loss_scale_good_steps = 0;
 };
 
 class RunFolder {
@@ -58,6 +62,11 @@ class RunFolder {
   /// Keeps the rows of metrics.csv up to the checkpoint's epoch only: a run
   /// killed between an epoch's row and its checkpoint writes that row again.
   RunPosition load_checkpoint(torch::nn::Module& model,
+                              torch::optim::Optimizer& optimizer) const;
+
+  /// As load_checkpoint, but writes nothing (the ranks other than 0 of a
+  /// run on several processes).
+  RunPosition read_checkpoint(torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer) const;
 
   /// Writes model.pt, the final weights, and model_state_dict.pt, the same

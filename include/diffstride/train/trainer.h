@@ -12,11 +12,14 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 namespace diffstride {
+
+class Collectives;
 
 struct EpochMetrics {
   int64_t epoch = 0;  // counted from 1
@@ -37,8 +40,12 @@ struct TrainOptions {
   const std::atomic<bool>* interrupt = nullptr;
   /// Stop the same way after this many steps of this call (tests; < 0: no).
   int64_t stop_after_steps = -1;
-  /// Where the progress line goes (none when null).
+  /// Where the progress line goes (none when null; with several processes
+  /// only rank 0 prints).
   std::ostream* progress = nullptr;
+  /// Called after every optimiser step with the model and the step count
+  /// (tests, instrumentation); on every rank.
+  std::function<void(ResNet&, int64_t)> after_step;
 };
 
 /// The model a config describes, for a dataset of `in_channels` channels and
@@ -48,7 +55,10 @@ ResNet build_model(const TrainConfig& config,
                    int64_t num_classes);
 
 /// Trains as `config` says in config.train.out. Returns the metrics of the
-/// epochs this call completed (a resumed run: only the new ones).
+/// epochs this call completed (a resumed run: only the new ones). Started by
+/// a launcher with WORLD_SIZE > 1 (launcher_environment()), it is one rank
+/// of a data-parallel run: config.data.batch_size is the global batch, split
+/// evenly across ranks, and rank 0 alone writes to the run folder.
 std::vector<EpochMetrics> train(const TrainConfig& config,
                                 const TrainOptions& options = {});
 
@@ -58,10 +68,13 @@ struct Evaluation {
 };
 
 /// Test loss (cross-entropy with the hard labels) and accuracy of `model`.
+/// With `collectives` of several processes, each evaluates its share of
+/// every batch and all return the totals.
 Evaluation evaluate(ResNet& model,
                     const Dataset& test,
                     const Normalization& normalization,
-                    int64_t batch_size);
+                    int64_t batch_size,
+                    Collectives* collectives = nullptr);
 
 /// Loads a checkpoint (checkpoint.pt or model.pt of a run folder; the run's
 /// config.toml beside it says what model and data) and evaluates it.

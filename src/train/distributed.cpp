@@ -1,0 +1,390 @@
+#include <diffstride/train/distributed.h>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/version.h>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+#if defined(DIFFSTRIDE_WITH_GLOO)
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#if defined(DIFFSTRIDE_WITH_NCCL)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <limits>
+
+namespace diffstride {
+
+namespace {
+
+// Gloo and NCCL share a base class with the collectives: ProcessGroup in
+// LibTorch 1.x, Backend from 2.0 on.
+#if TORCH_VERSION_MAJOR >= 2
+using GroupBase = c10d::Backend;
+#else
+using GroupBase = c10d::ProcessGroup;
+#endif
+
+// An integer environment variable; `fallback` when unset.
+int64_t integer_from_environment(const char* name, int64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') {
+    return fallback;
+  }
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text, &end, 10);
+  TORCH_CHECK(*end == '\0' && errno == 0,
+              "environment variable ",
+              name,
+              "=",
+              text,
+              ": expected an integer");
+  return value;
+}
+
+// An exception's message without LibTorch's backtrace.
+std::string message_of(const std::exception& e) {
+  if (const auto* error = dynamic_cast<const c10::Error*>(&e)) {
+    return error->what_without_backtrace();
+  }
+  return e.what();
+}
+
+}  // namespace
+
+LauncherEnvironment launcher_environment() {
+  LauncherEnvironment env;
+  env.world_size = integer_from_environment("WORLD_SIZE", 1);
+  TORCH_CHECK(env.world_size >= 1,
+              "environment variable WORLD_SIZE=",
+              env.world_size,
+              ": expected the number of processes, >= 1");
+  env.rank = integer_from_environment("RANK", 0);
+  TORCH_CHECK(env.rank >= 0 && env.rank < env.world_size,
+              "environment variable RANK=",
+              env.rank,
+              ": expected a rank in [0, WORLD_SIZE = ",
+              env.world_size,
+              ")");
+  env.local_world_size =
+      integer_from_environment("LOCAL_WORLD_SIZE", env.world_size);
+  TORCH_CHECK(env.local_world_size >= 1,
+              "environment variable LOCAL_WORLD_SIZE=",
+              env.local_world_size,
+              ": expected the number of processes on this machine, >= 1");
+  env.local_rank = integer_from_environment("LOCAL_RANK", env.rank);
+  TORCH_CHECK(env.local_rank >= 0,
+              "environment variable LOCAL_RANK=",
+              env.local_rank,
+              ": expected a rank >= 0 on this machine");
+  if (const char* addr = std::getenv("MASTER_ADDR");
+      addr != nullptr && *addr != '\0') {
+    env.master_addr = addr;
+  }
+  env.master_port = integer_from_environment("MASTER_PORT", env.master_port);
+  TORCH_CHECK(env.master_port >= 1 && env.master_port <= 65535,
+              "environment variable MASTER_PORT=",
+              env.master_port,
+              ": expected a TCP port in 1-65535");
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  env.store_hosted_by_launcher =
+      agent_store != nullptr && std::string(agent_store) == "True";
+  env.attempt = integer_from_environment("TORCHELASTIC_RESTART_COUNT", 0);
+  return env;
+}
+
+struct Collectives::Group {
+  c10::intrusive_ptr<GroupBase> backend;
+  std::string name;
+};
+
+class Collectives::Pending {
+ public:
+  std::vector<at::Tensor> tensors;
+  c10::intrusive_ptr<c10d::Work> work;
+  std::string what;
+};
+
+Collectives::Collectives() = default;
+Collectives::~Collectives() = default;
+
+Collectives::Collectives(const LauncherEnvironment& environment,
+                         const c10::Device& device,
+                         std::chrono::milliseconds timeout)
+    : rank_(environment.rank), world_size_(environment.world_size) {
+  if (world_size_ == 1) {
+    return;
+  }
+  const std::string where = "rank " + std::to_string(rank_) + " of " +
+                            std::to_string(world_size_) + ": ";
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<std::uint16_t>(environment.master_port);
+  store_options.isServer =
+      rank_ == 0 && !environment.store_hosted_by_launcher;
+  store_options.numWorkers = static_cast<std::size_t>(world_size_);
+  store_options.waitWorkers = true;
+  store_options.timeout = timeout;
+  c10::intrusive_ptr<c10d::Store> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr,
+                                                store_options);
+    store = c10::make_intrusive<c10d::PrefixStore>(
+        "diffstride/attempt_" + std::to_string(environment.attempt), store);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false,
+                where,
+                "could not meet the other ranks at MASTER_ADDR:MASTER_PORT = ",
+                environment.master_addr,
+                ":",
+                environment.master_port,
+                " within ",
+                timeout.count() / 1000.0,
+                " s (is every rank started, with the same address and port?): ",
+                message_of(e));
+  }
+  group_ = std::make_unique<Group>();
+  try {
+    if (device.is_cuda()) {
+#if defined(DIFFSTRIDE_WITH_NCCL)
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = timeout;
+      group_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          store, static_cast<int>(rank_), static_cast<int>(world_size_),
+          options);
+      group_->name = "nccl";
+#endif
+    }
+#if defined(DIFFSTRIDE_WITH_GLOO)
+    if (!group_->backend) {
+      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+      options->devices.push_back(
+          c10d::ProcessGroupGloo::createDefaultDevice());
+      group_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          store, static_cast<int>(rank_), static_cast<int>(world_size_),
+          options);
+      group_->name = "gloo";
+    }
+#endif
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, where, "could not form the process group: ", message_of(e));
+  }
+  TORCH_CHECK(group_->backend,
+              where,
+              "this build of diffstride has no c10d backend for ",
+              device.str(),
+              " tensors (Gloo for the CPU needs the gloo headers, NCCL for "
+              "CUDA needs nccl.h, when diffstride is configured)");
+}
+
+std::string Collectives::backend() const {
+  return group_ ? group_->name : "none";
+}
+
+void Collectives::wait(Pending& pending) {
+  try {
+    pending.work->wait();
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false,
+                "rank ",
+                rank_,
+                " of ",
+                world_size_,
+                ": ",
+                pending.what,
+                " across ranks failed; another rank has probably died or "
+                "stopped answering (c10d ",
+                backend(),
+                ": ",
+                message_of(e),
+                ")");
+  }
+}
+
+std::unique_ptr<Collectives::Pending> Collectives::start_sum(
+    const at::Tensor& tensor) {
+  auto pending = std::make_unique<Pending>();
+  pending->what = "a sum";
+  if (world_size_ == 1) {
+    return pending;
+  }
+  pending->tensors = {tensor};
+  c10d::AllreduceOptions options;
+  options.reduceOp = c10d::ReduceOp::SUM;
+  pending->work = group_->backend->allreduce(pending->tensors, options);
+  return pending;
+}
+
+void Collectives::sum(const at::Tensor& tensor) {
+  if (world_size_ == 1) {
+    return;
+  }
+  auto pending = start_sum(tensor);
+  wait(*pending);
+}
+
+void Collectives::average(const std::vector<at::Tensor>& tensors) {
+  if (world_size_ == 1) {
+    return;
+  }
+  std::vector<std::unique_ptr<Pending>> pending;
+  for (const auto& t : tensors) {
+    TORCH_CHECK(t.is_floating_point(),
+                "Collectives::average: expected floating-point tensors, got ",
+                t.scalar_type());
+    pending.push_back(start_sum(t));
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    wait(*pending[i]);
+    tensors[i].div_(static_cast<double>(world_size_));
+  }
+}
+
+void Collectives::broadcast_from_first(const std::vector<at::Tensor>& tensors) {
+  if (world_size_ == 1) {
+    return;
+  }
+  for (const auto& t : tensors) {
+    Pending pending;
+    pending.what = "the broadcast of rank 0's state";
+    pending.tensors = {t};
+    c10d::BroadcastOptions options;
+    options.rootRank = 0;
+    pending.work = group_->backend->broadcast(pending.tensors, options);
+    wait(pending);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+struct GradientAverager::Bucket {
+  std::vector<size_t> members;     // indices into parameters_
+  std::vector<int64_t> offsets;    // of each member in `flat`
+  at::Tensor flat;                 // the gradients, one after another
+  std::vector<bool> arrived;       // this step, per member
+  size_t count = 0;                // members arrived this step
+  std::unique_ptr<Collectives::Pending> pending;
+};
+
+GradientAverager::GradientAverager(Collectives& collectives,
+                                   std::vector<at::Tensor> parameters,
+                                   int64_t bucket_bytes)
+    : collectives_(collectives) {
+  for (auto& p : parameters) {
+    if (p.requires_grad()) {
+      parameters_.push_back(p);
+    }
+  }
+  if (collectives_.world_size() == 1) {
+    return;
+  }
+  // Reverse order: the last layers' gradients are ready first. A bucket
+  // holds one dtype and device.
+  Bucket current;
+  int64_t bytes = 0;
+  const auto close = [&] {
+    if (current.members.empty()) {
+      return;
+    }
+    const auto& first = parameters_[current.members.front()];
+    current.flat = at::zeros({bytes / first.element_size()}, first.options());
+    current.arrived.assign(current.members.size(), false);
+    buckets_.push_back(std::move(current));
+    current = Bucket();
+    bytes = 0;
+  };
+  for (size_t i = parameters_.size(); i-- > 0;) {
+    const auto& p = parameters_[i];
+    if (!current.members.empty()) {
+      const auto& first = parameters_[current.members.front()];
+      if (first.scalar_type() != p.scalar_type() ||
+          first.device() != p.device() || bytes >= bucket_bytes) {
+        close();
+      }
+    }
+    current.offsets.push_back(bytes / p.element_size());
+    current.members.push_back(i);
+    bytes += p.numel() * p.element_size();
+  }
+  close();
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    for (size_t slot = 0; slot < buckets_[b].members.size(); ++slot) {
+      const size_t index = buckets_[b].members[slot];
+      const unsigned hook = parameters_[index].register_hook(
+          [this, b, slot](const at::Tensor& gradient) {
+            on_gradient(b, slot, gradient);
+          });
+      hooks_.emplace_back(index, hook);
+    }
+  }
+}
+
+GradientAverager::~GradientAverager() {
+  for (const auto& [index, hook] : hooks_) {
+    parameters_[index].remove_hook(hook);
+  }
+}
+
+void GradientAverager::on_gradient(size_t b,
+                                   size_t slot,
+                                   const at::Tensor& gradient) {
+  auto& bucket = buckets_[b];
+  const auto& p = parameters_[bucket.members[slot]];
+  bucket.flat.narrow(0, bucket.offsets[slot], p.numel())
+      .copy_(gradient.reshape({-1}));
+  if (!bucket.arrived[slot]) {
+    bucket.arrived[slot] = true;
+    if (++bucket.count == bucket.members.size()) {
+      launch(bucket);
+    }
+  }
+}
+
+void GradientAverager::launch(Bucket& bucket) {
+  bucket.pending = collectives_.start_sum(bucket.flat);
+  bucket.pending->what = "the gradient sum";
+}
+
+void GradientAverager::finish() {
+  if (collectives_.world_size() == 1) {
+    return;
+  }
+  const double world = static_cast<double>(collectives_.world_size());
+  for (auto& bucket : buckets_) {
+    if (!bucket.pending) {
+      // Some parameter got no gradient on this rank: it counts zero.
+      for (size_t slot = 0; slot < bucket.members.size(); ++slot) {
+        if (!bucket.arrived[slot]) {
+          const auto& p = parameters_[bucket.members[slot]];
+          bucket.flat.narrow(0, bucket.offsets[slot], p.numel()).zero_();
+        }
+      }
+      launch(bucket);
+    }
+  }
+  for (auto& bucket : buckets_) {
+    collectives_.wait(*bucket.pending);
+    bucket.pending.reset();
+    bucket.flat.div_(world);
+    for (size_t slot = 0; slot < bucket.members.size(); ++slot) {
+      auto& p = parameters_[bucket.members[slot]];
+      const auto average =
+          bucket.flat.narrow(0, bucket.offsets[slot], p.numel()).view(
+              p.sizes());
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(average);
+      } else {
+        p.mutable_grad() = average.clone();
+      }
+      bucket.arrived[slot] = false;
+    }
+    bucket.count = 0;
+  }
+}
+
+}  // namespace diffstride
