@@ -45,6 +45,12 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
       "--resume",
       args.resume,
       "continue the run in this folder from its last checkpoint");
+  command
+      ->add_option("--stop-after-steps",
+                   args.stop_after_steps,
+                   "stop after this many steps, with a checkpoint (continue "
+                   "with --resume); for benchmarks and trials")
+      ->check(CLI::PositiveNumber);
   command->add_flag("--help-config",
                     args.help_config,
                     "list every config key (type, default, meaning) and exit");
@@ -109,6 +115,7 @@ int run_train(const TrainArgs& args, int threads) {
   std::signal(SIGTERM, on_interrupt);
   options.interrupt = &interrupted;
   options.progress = &std::cerr;
+  options.stop_after_steps = args.stop_after_steps;
   if (launcher.rank != 0) {
     diffstride::train(config, options);
     return 0;
@@ -122,21 +129,22 @@ int run_train(const TrainArgs& args, int threads) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  if (interrupted) {
+  // Stopped early (interrupted, --stop-after-steps): the progress output
+  // said where; there is no final result.
+  if (interrupted || epochs.empty() ||
+      epochs.back().epoch < config.train.epochs) {
     return 0;
   }
-  if (!epochs.empty()) {
-    const auto& last = epochs.back();
-    std::cout << std::fixed << std::setprecision(4) << "final test accuracy "
-              << last.test_accuracy << ", test loss " << last.test_loss
-              << " after " << last.epoch << " epochs; " << std::setprecision(0)
-              << seconds << " s in this run\n";
-    std::cout << "learned strides:";
-    for (const auto& s : last.strides) {
-      std::cout << std::setprecision(3) << " (" << s[0] << ", " << s[1] << ")";
-    }
-    std::cout << "\n";
+  const auto& last = epochs.back();
+  std::cout << std::fixed << std::setprecision(4) << "final test accuracy "
+            << last.test_accuracy << ", test loss " << last.test_loss
+            << " after " << last.epoch << " epochs; " << std::setprecision(0)
+            << seconds << " s in this run\n";
+  std::cout << "learned strides:";
+  for (const auto& s : last.strides) {
+    std::cout << std::setprecision(3) << " (" << s[0] << ", " << s[1] << ")";
   }
+  std::cout << "\n";
   return 0;
 }
 

@@ -15,6 +15,7 @@ struct TrainArgs {
   std::string out;
   std::string device;  // empty: the config's
   std::string resume;
+  int64_t stop_after_steps = -1;  // < 0: train to the end
   bool help_config = false;
 };
 

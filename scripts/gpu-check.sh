@@ -3,14 +3,17 @@
 # machine with CUDA and PyTorch 2.x but no Debian packages: builds the library,
 # tests and benchmarks against that PyTorch's LibTorch, runs the whole test
 # suite (the CUDA tests included) and the CUDA benchmarks, and writes the logs
-# to $OUT (default: gpu-check-out/).
+# to $OUT (default: gpu-check-out/). Then the training benchmarks
+# (bench/gpu_training.sh) on the Fashion-MNIST files in $deps/data/fashion-mnist;
+# GPU_CHECK_LAYER_BENCH=0 skips the layer benchmarks.
 #
 # GoogleTest, Google Benchmark, toml++ and zlib's headers come from a prefix
 # given as $1 (default .devdeps/): Debian's files copied there on a Debian
 # machine with
 #   for f in $(dpkg -L libgtest-dev libgmock-dev libbenchmark-dev \
 #              libbenchmark1debian libtomlplusplus-dev libtomlplusplus3 \
-#              zlib1g-dev); do ...copy /usr/{include,lib}/... into .devdeps
+#              zlib1g-dev libcli11-dev); do ...copy /usr/{include,lib,share/cmake}/...
+#              into .devdeps
 # and .devdeps/lib/x86_64-linux-gnu/libz.so pointed at the machine's
 # /lib/x86_64-linux-gnu/libz.so.1 (see BENCHMARKS.md, "GPU").
 set -uo pipefail
@@ -18,20 +21,41 @@ deps=$(realpath "${1:-.devdeps}")
 out=${OUT:-gpu-check-out}
 mkdir -p "$out"
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+# nccl.h of the pip package nvidia-nccl-*, when there is one.
+export NCCL_INCLUDE_DIR=${NCCL_INCLUDE_DIR:-$(python3 -c '
+import os
+try:
+    import nvidia.nccl as n
+    print(os.path.join(list(n.__path__)[0], "include"))
+except ImportError:
+    pass' 2>/dev/null)}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   nproc
+  ls -d "$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/include/gloo" \
+    || echo "no gloo headers: multi-process training on the CPU is not built"
+  echo "nccl.h: ${NCCL_INCLUDE_DIR:-none found}"
 } 2>&1 | tee "$out/machine.txt"
 export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" \
-  -DDIFFSTRIDE_BUILD_APPS=OFF 2>&1 | tee "$out/configure.log" | tail -5
-cmake --build build-gpu -j "$(nproc)" 2>&1 | tee "$out/build.log" | tail -5
-(cd build-gpu && ctest --output-on-failure -j 4) 2>&1 | tee "$out/ctest.log" | tail -15
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
+# If LibTorch's NCCL header does not compile with the nccl.h found, build
+# without NCCL (one GPU needs none) and say so.
+cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || {
+  echo "build failed; again without NCCL" | tee -a "$out/machine.txt"
+  cmake -S . -B build-gpu -DDIFFSTRIDE_USE_NCCL=OFF >> "$out/configure.log" 2>&1
+  cmake --build build-gpu -j "$(nproc)" >> "$out/build.log" 2>&1
+}
+tail -5 "$out/build.log"
 build-gpu/tests/diffstride_tests --gtest_filter='*Cuda*' 2>&1 |
   tee "$out/cuda_tests.log" | tail -8
-build-gpu/bench/bench_diffstride --benchmark_filter=cuda \
-  --benchmark_min_time=0.5 2>&1 | tee "$out/bench_cuda.txt"
-python3 bench/half_precision_error.py build-gpu/libdiffstride.so cuda 128 2>&1 |
-  tee "$out/half_precision_cuda.md"
+if [ "${GPU_CHECK_LAYER_BENCH:-1}" != 0 ]; then
+  build-gpu/bench/bench_diffstride --benchmark_filter=cuda \
+    --benchmark_min_time=0.5 2>&1 | tee "$out/bench_cuda.txt"
+  python3 bench/half_precision_error.py build-gpu/libdiffstride.so cuda 128 2>&1 |
+    tee "$out/half_precision_cuda.md"
+fi
+bash bench/gpu_training.sh build-gpu "$deps/data/fashion-mnist" "$out/training"
+# The whole suite last: the CUDA tests and figures above come first.
+(cd build-gpu && ctest --output-on-failure -j 4) 2>&1 | tee "$out/ctest.log" | tail -15

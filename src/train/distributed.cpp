@@ -99,6 +99,17 @@ LauncherEnvironment launcher_environment() {
   return env;
 }
 
+std::vector<std::string> built_backends() {
+  std::vector<std::string> names;
+#if defined(DIFFSTRIDE_WITH_GLOO)
+  names.emplace_back("gloo");
+#endif
+#if defined(DIFFSTRIDE_WITH_NCCL)
+  names.emplace_back("nccl");
+#endif
+  return names;
+}
+
 struct Collectives::Group {
   c10::intrusive_ptr<GroupBase> backend;
   std::string name;

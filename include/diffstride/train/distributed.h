@@ -37,6 +37,9 @@ struct LauncherEnvironment {
 /// set but not valid (RANK outside [0, WORLD_SIZE), a port outside 1-65535).
 LauncherEnvironment launcher_environment();
 
+/// The c10d backends this build has: "gloo" (CPU tensors), "nccl" (CUDA).
+std::vector<std::string> built_backends();
+
 /// The collective operations of one process group. Tensors are reduced in
 /// place on every rank; a failure (a peer that died, or did not answer within
 /// the timeout) is an error naming this rank and the operation.

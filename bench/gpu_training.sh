@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Training speed on a CUDA machine (BENCHMARKS.md, "Training on a GPU"):
+#   - the default Fashion-MNIST run (configs/fashion_mnist.toml), whole, in
+#     float32 and bfloat16: time and test accuracy;
+#   - the ResNet-18 CIFAR-10 recipe (configs/cifar10.toml) for $STEPS steps on
+#     random data in CIFAR's format, float32, bfloat16 and bfloat16 with
+#     channels_last: examples per second and peak GPU memory (nvidia-smi).
+# Usage: bench/gpu_training.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR
+set -uo pipefail
+build=$1 fashion=$2 out=$3
+steps=${STEPS:-300}
+work=$(mktemp -d)
+mkdir -p "$out"
+
+# Peak memory.used of GPU 0 while "$@" runs, in MiB, appended to $out/memory.txt.
+with_memory() {
+  local label=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
+    > "$work/mem.txt" 2>/dev/null &
+  local sampler=$!
+  "$@"
+  local rc=$?
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  echo "$label: peak GPU memory $(sort -n "$work/mem.txt" | tail -1) MiB" | tee -a "$out/memory.txt"
+  return $rc
+}
+
+for precision in float32 bfloat16; do
+  log="$out/fashion_mnist_$precision.log"
+  start=$(date +%s%N)
+  with_memory "fashion_mnist $precision" \
+    "$build/diffstride" train --device cuda --out "$work/fm_$precision" \
+      --set data.data_dir="$fashion" --set train.precision="$precision" \
+      > "$log" 2> "$log.progress"
+  echo "wall $(( ($(date +%s%N) - start) / 1000000 )) ms" >> "$log"
+  tr '\r' '\n' < "$log.progress" | grep -E "^device|^epoch [0-9]+:" >> "$log"
+  cat "$log"
+done
+
+python3 "$(dirname "$0")/write_synthetic_cifar.py" "$work/cifar"
+for variant in float32 bfloat16 bfloat16_nhwc; do
+  precision=${variant%_nhwc}
+  nhwc=false; [ "$variant" != "$precision" ] && nhwc=true
+  log="$out/cifar10_resnet18_$variant.log"
+  with_memory "cifar10 resnet18 $variant" \
+    "$build/diffstride" train --config configs/cifar10.toml --device cuda \
+      --out "$work/c10_$variant" --stop-after-steps "$steps" \
+      --set data.data_dir="$work/cifar" --set train.precision="$precision" \
+      --set train.channels_last="$nhwc" > "$log" 2> "$log.progress"
+  tr '\r' '\n' < "$log.progress" | grep -E "^device|step|stopped" | tail -3 >> "$log"
+  cat "$log"
+done
+rm -rf "$work"
