@@ -9,6 +9,9 @@ packages=(
   # LibTorch (CPU) and a fast BLAS for its matrix products; without
   # libopenblas0-openmp LibTorch falls back to the reference BLAS (~30x slower).
   libtorch-dev libopenblas0-openmp
+  # the Gloo headers LibTorch's c10d ProcessGroupGloo.hpp includes
+  # (multi-process training on the CPU)
+  libgloo-dev
   # tests and benchmarks; clang with libFuzzer for the fuzz targets
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # command-line tools

@@ -65,12 +65,14 @@ std::vector<NamedValue> named_values(const EpochMetrics& m) {
 }
 
 // Examples per second count every rank: the batch is the global one.
+// `where` names the processes and the device ("2 x cpu").
 void print_progress(std::ostream& out,
                     const TrainConfig& config,
+                    const std::string& where,
                     const RunPosition& p,
                     int64_t total_steps,
                     double steps_per_second) {
-  out << "\repoch " << p.epoch + 1 << "/" << config.train.epochs << "  step "
+  out << "\r[" << where << "] epoch " << p.epoch + 1 << "/" << config.train.epochs << "  step "
       << p.step << "/" << total_steps << "  loss " << std::fixed
       << std::setprecision(4) << p.loss_sum / p.seen << "  "
       << std::setprecision(1) << steps_per_second * config.data.batch_size
@@ -294,6 +296,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       std::chrono::milliseconds(static_cast<int64_t>(
           config.train.collective_timeout_seconds * 1000)));
   std::ostream* progress = writer ? options.progress : nullptr;
+  const std::string where =
+      std::to_string(collectives.world_size()) + " x " + device.str();
   if (progress != nullptr) {
     *progress << "device " << device << ", precision "
               << config.train.precision
@@ -420,6 +424,7 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
           (position.batch % 10 == 0 || position.batch == per_epoch)) {
         print_progress(*progress,
                        config,
+                       where,
                        position,
                        total_steps,
                        steps_this_call / seconds_since(run_start));
@@ -502,6 +507,8 @@ CheckpointUnderTest load_for_test(const std::string& path) {
       " not found: a checkpoint is read with the config.toml of its run");
   CheckpointUnderTest run;
   run.config = load_train_config(config_path.string());
+  // A damaged file is reported before the data is looked for.
+  detail::verified_content(file, "checkpoint or model");
   run.test =
       load_dataset(run.config.data.dataset, "test", run.config.data.data_dir);
   run.model =
