@@ -6,6 +6,7 @@
 // (batch 64, 64 channels, stride 4) and DiffStride3d on short video clips
 // (batch 8, 32 channels, 16 x 56 x 56, stride 2), each beside its plain
 // formulation. On a machine with CUDA the same pairs run on the GPU too.
+// First, the host time per call on one small plane.
 //
 //   build/bench/bench_diffstride --benchmark_min_time=1
 
@@ -149,7 +150,32 @@ void BM_CopyBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Host time per call: forward+backward on one 32 x 32 (or 18 x 18) plane,
+// where the data-sized work is negligible and what remains is the work of
+// building the small matrices, the autograd graph, and the stride gradient.
+void register_host_time() {
+  for (const int64_t size : {32, 18}) {
+    for (const auto& [name, pool] :
+         {std::make_pair(std::string("BM_DiffStrideHostTime"),
+                         &library_diffstride),
+          std::make_pair(std::string("BM_PlainDiffStrideHostTime"),
+                         &plain_diffstride)}) {
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [pool = pool, size](benchmark::State& state) {
+            forward_backward(
+                state, pool, {1, 1, size, size}, {2, 2}, torch::kCPU);
+          })
+          ->Arg(size)
+          ->ArgName("HW")
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
+  }
+}
+
 const bool registered = [] {
+  register_host_time();
   std::vector<torch::Device> devices = {torch::kCPU};
   if (torch::cuda::is_available()) {
     devices.emplace_back(torch::kCUDA);

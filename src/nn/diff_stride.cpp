@@ -1,5 +1,6 @@
 #include <diffstride/nn/diff_stride.h>
 
+#include "nn/diffstride_matrices.h"
 #include "nn/pooling_input.h"
 #include "nn/spectral_crop.h"
 
@@ -77,33 +78,6 @@ void check_sizes_exceed_smoothness(at::IntArrayRef spatial,
               c10::Join("x", spatial));
 }
 
-// The ramp mask m(a, p) = clip((R + a - p) / R, 0, 1) over the bins of one
-// axis, given each bin's position on the ramp. With cropping only the bins
-// where it is > 0 are kept; which bins those are is decided on the host from
-// `a_value`, a constant for autograd, while the mask values stay
-// differentiable in the tensor `a`.
-detail::AxisCrop ramp_mask(const std::vector<int64_t>& positions,
-                           const at::Tensor& a,
-                           double a_value,
-                           double smoothness_factor,
-                           bool cropping) {
-  detail::AxisCrop mask;
-  std::vector<double> kept_positions;
-  for (const auto bin : c10::irange(positions.size())) {
-    const double position = static_cast<double>(positions[bin]);
-    if (!cropping || (smoothness_factor + a_value) - position > 0) {
-      mask.bins.push_back(static_cast<int64_t>(bin));
-      kept_positions.push_back(position);
-    }
-  }
-  const auto position_tensor =
-      at::tensor(kept_positions, at::TensorOptions().dtype(at::kDouble))
-          .to(a.device());
-  mask.mask = ((a + smoothness_factor - position_tensor) / smoothness_factor)
-                  .clamp(0.0, 1.0);
-  return mask;
-}
-
 // Ramp position of each bin of a full FFT-ordered spectrum of `size` bins
 // (every axis but the last): frequency f >= 0 at f; for even sizes negative
 // frequency -f at f - 1 (so the window is one bin wider on the negative side
@@ -129,17 +103,12 @@ std::vector<int64_t> half_spectrum_positions(int64_t width) {
   return positions;
 }
 
-// Raises `stride` to `floor` in value while passing the gradient straight
-// through: a clamp inside the graph would zero it and strand the stride.
-at::Tensor straight_through_floor(const at::Tensor& stride, double floor) {
-  return stride + (stride.clamp_min(floor) - stride).detach();
-}
-
 // Steps 1-3 of docs/layers.md for inputs of spatial size `spatial`: what
-// the crop keeps of each axis and the masks' weights there, and the last
-// axis' output size.
+// the crop keeps of each axis and what its mask depends on, and the last
+// axis' output size. Which bins are kept depends on the strides' values, read
+// on the host (one copy from the device).
 struct DiffStrideCrops {
-  std::vector<detail::AxisCrop> axes;
+  std::vector<detail::RampAxis> axes;
   int64_t last_output_size = 0;
 };
 
@@ -166,21 +135,15 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
               ": expected floating-point strides, got ",
               strides.scalar_type());
   const bool shared = strides.numel() == 1;
-
-  // The output's shape depends on the strides' values: read them on the host
-  // (one copy from the device, kept in the graph for the masks below).
-  const auto strides64 = strides.to(at::kCPU, at::kDouble);
-  const auto host = strides64.detach().contiguous();
+  const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
   std::vector<double> values(host.data_ptr<double>(),
                              host.data_ptr<double>() + host.numel());
   for (const double value : values) {
     check_stride_value(value, layer, "strides");
   }
 
-  // Step 1 of docs/layers.md: floor each stride at size/(size - R), in float64
-  // (a shared stride at the largest floor). The masks and the small matrices
-  // built from them are host work on any device: a few dozen tiny operations
-  // that on a GPU would each cost a kernel launch.
+  // Step 1: floor each stride at size/(size - R), in float64 (a shared
+  // stride at the largest floor).
   std::vector<double> floors;
   for (const int64_t size : spatial) {
     floors.push_back(stride_floor(size, smoothness_factor));
@@ -190,29 +153,36 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
               floors.end(),
               *std::max_element(floors.begin(), floors.end()));
   }
-  std::vector<detail::AxisCrop> crops;
+  DiffStrideCrops crops;
   for (const auto axis : c10::irange(rank)) {
-    const int64_t index = shared ? 0 : axis;
     const bool last = axis == rank - 1;
-    const auto stride = straight_through_floor(strides64[index], floors[axis]);
-    // The same arithmetic on the host value, for the crop decision.
-    const double stride_value =
-        values[index] + (std::max(values[index], floors[axis]) - values[index]);
-    // Step 2: the real-valued target size t = max(size / s, 2).
-    const double size = static_cast<double>(spatial[axis]);
-    const auto target = (stride.reciprocal() * size).clamp_min(2.0);
-    const double target_value = std::max((1.0 / stride_value) * size, 2.0);
-    // Step 3: the ramp masks, centred on t/2 on the two-sided axes and on
+    detail::RampAxis ramp;
+    ramp.stride_index = shared ? 0 : axis;
+    ramp.size = static_cast<double>(spatial[axis]);
+    ramp.floor = floors[axis];
+    // Step 3: the ramp is centred on t/2 on the two-sided axes and on
     // t/2 + 1 on the last one.
-    const double offset = last ? 1.0 : 0.0;
-    crops.push_back(ramp_mask(last ? half_spectrum_positions(spatial[axis])
-                                   : two_sided_positions(spatial[axis]),
-                              target / 2.0 + offset,
-                              target_value / 2.0 + offset,
-                              smoothness_factor,
-                              cropping));
+    ramp.offset = last ? 1.0 : 0.0;
+    // With cropping only the bins where the mask is > 0 are kept.
+    const auto weights = [&](const std::vector<int64_t>& positions) {
+      detail::RampAxis all = ramp;
+      all.positions.assign(positions.begin(), positions.end());
+      return detail::ramp_weights(
+          all, smoothness_factor, values[ramp.stride_index], 0);
+    };
+    const auto positions = last ? half_spectrum_positions(spatial[axis])
+                                : two_sided_positions(spatial[axis]);
+    const auto mask = weights(positions);
+    for (const auto bin : c10::irange(positions.size())) {
+      if (!cropping || mask[bin] > 0) {
+        ramp.bins.push_back(static_cast<int64_t>(bin));
+        ramp.positions.push_back(static_cast<double>(positions[bin]));
+      }
+    }
+    crops.axes.push_back(std::move(ramp));
   }
-  const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
+  const int64_t kept_last =
+      static_cast<int64_t>(crops.axes.back().bins.size());
   TORCH_CHECK(kept_last >= 2,
               layer,
               ": an input of last size ",
@@ -220,7 +190,8 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
               " leaves no output sample on that axis (irfft of ",
               kept_last,
               " bin); use a size of at least 2");
-  return {crops, 2 * (kept_last - 1)};
+  crops.last_output_size = 2 * (kept_last - 1);
+  return crops;
 }
 
 }  // namespace
@@ -242,7 +213,24 @@ at::Tensor diffstride(const at::Tensor& input,
                                       options.cropping(),
                                       layer);
   // Steps 4-6: mask, crop, inverse transform with last size 2 (K' - 1).
-  return detail::spectral_crop(input, crops.axes, crops.last_output_size);
+  if (rank == 2) {
+    return detail::separable_crop(
+        input, [&](const at::TensorOptions& on) {
+          return detail::diffstride_separable_matrices(
+              strides,
+              crops.axes[0],
+              crops.axes[1],
+              smoothness_factor,
+              crops.last_output_size,
+              on);
+        });
+  }
+  std::vector<detail::AxisCrop> masked;
+  for (const auto& axis : crops.axes) {
+    masked.push_back(
+        {axis.bins, detail::ramp_mask(strides, axis, smoothness_factor)});
+  }
+  return detail::spectral_crop(input, masked, crops.last_output_size);
 }
 
 std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
@@ -258,8 +246,13 @@ std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
   check_sizes_exceed_smoothness(size, smoothness_factor, "DiffStride");
   const auto crops = diffstride_crops(
       size, strides, smoothness_factor, options.cropping(), "DiffStride");
-  return detail::separable_matrices(
-      crops.axes[0], crops.axes[1], size[0], size[1], crops.last_output_size);
+  return detail::diffstride_separable_matrices(
+      strides,
+      crops.axes[0],
+      crops.axes[1],
+      smoothness_factor,
+      crops.last_output_size,
+      at::TensorOptions().dtype(at::kDouble));
 }
 
 }  // namespace functional

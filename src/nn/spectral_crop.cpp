@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdint>
 #include <tuple>
 #include <utility>
@@ -16,37 +17,73 @@ namespace {
 
 constexpr double kTwoPi = 6.28318530717958647692528676655900577;
 
-// cos and sin of 2*pi*(a_i * b_j mod n)/n for every pair: the integer
-// reduction keeps each angle exact, so large products lose no precision.
-std::pair<at::Tensor, at::Tensor> unit_circle(const at::Tensor& a,
-                                              const at::Tensor& b,
-                                              int64_t n) {
-  const auto turns = at::remainder(a.unsqueeze(1) * b.unsqueeze(0), n);
-  const auto angle = turns.to(at::kDouble) * (kTwoPi / static_cast<double>(n));
-  return {angle.cos(), angle.sin()};
+// cos and sin of 2*pi*(a_i * b_j mod n)/n for every pair, row-major
+// (|a| x |b|): the integer reduction keeps each angle exact, so large
+// products lose no precision.
+struct UnitCircle {
+  std::vector<double> cos, sin;
+};
+
+UnitCircle unit_circle(c10::ArrayRef<int64_t> a, int64_t b_count, int64_t n) {
+  // Only n angles occur: one cos and sin each, then a lookup per pair.
+  std::vector<double> cos_of(static_cast<size_t>(n)), sin_of(cos_of.size());
+  const double step = kTwoPi / static_cast<double>(n);
+  for (int64_t k = 0; k < n; ++k) {
+    cos_of[static_cast<size_t>(k)] = std::cos(static_cast<double>(k) * step);
+    sin_of[static_cast<size_t>(k)] = std::sin(static_cast<double>(k) * step);
+  }
+  UnitCircle table;
+  table.cos.resize(a.size() * static_cast<size_t>(b_count));
+  table.sin.resize(table.cos.size());
+  size_t at = 0;
+  for (const int64_t ai : a) {
+    for (int64_t b = 0; b < b_count; ++b, ++at) {
+      const auto turns = static_cast<size_t>((ai * b) % n);
+      table.cos[at] = cos_of[turns];
+      table.sin[at] = sin_of[turns];
+    }
+  }
+  return table;
 }
 
-// Row pipeline (complex, along H): A[j, n] = 1/H' sum_q m_q e^{2 pi i j q/H'}
+std::vector<int64_t> first_integers(int64_t count) {
+  std::vector<int64_t> out(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    out[static_cast<size_t>(i)] = i;
+  }
+  return out;
+}
+
+}  // namespace
+
+// Row pipeline (complex, along H): A[j, n] = 1/H' sum_q w_q e^{2 pi i j q/H'}
 // e^{-2 pi i k_q n/H}, as [A_r | A_i] (H' x 2H).
 at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
-                      const at::Tensor& mask,
+                      const double* weights,
                       int64_t height) {
-  const auto index = at::TensorOptions().dtype(at::kLong);
   const int64_t out_height = static_cast<int64_t>(kept_rows.size());
-  const auto frequencies = at::tensor(kept_rows, index);
-  const auto out_positions = at::arange(out_height, index);
-  auto [cos_out, sin_out] =
-      unit_circle(out_positions, out_positions, out_height);
-  const auto [cos_in, sin_in] =
-      unit_circle(frequencies, at::arange(height, index), height);
-  if (mask.defined()) {
-    cos_out = cos_out * mask.unsqueeze(0);
-    sin_out = sin_out * mask.unsqueeze(0);
-  }
+  const auto out_table =
+      unit_circle(first_integers(out_height), out_height, out_height);
+  const auto in_table = unit_circle(kept_rows, height, height);
+  auto matrix = at::zeros({out_height, 2 * height}, at::kDouble);
+  double* out = matrix.data_ptr<double>();
   const double scale = 1.0 / static_cast<double>(out_height);
-  const auto real = (cos_out.mm(cos_in) + sin_out.mm(sin_in)) * scale;
-  const auto imag = (sin_out.mm(cos_in) - cos_out.mm(sin_in)) * scale;
-  return at::cat({real, imag}, 1);
+  for (int64_t j = 0; j < out_height; ++j) {
+    double* real = out + j * 2 * height;
+    double* imag = real + height;
+    for (int64_t q = 0; q < out_height; ++q) {
+      const double w = (weights ? weights[q] : 1.0) * scale;
+      const double c = w * out_table.cos[j * out_height + q];
+      const double s = w * out_table.sin[j * out_height + q];
+      const double* cos_in = in_table.cos.data() + q * height;
+      const double* sin_in = in_table.sin.data() + q * height;
+      for (int64_t n = 0; n < height; ++n) {
+        real[n] += c * cos_in[n] + s * sin_in[n];
+        imag[n] += s * cos_in[n] - c * sin_in[n];
+      }
+    }
+  }
+  return matrix;
 }
 
 // Column pipeline (real to real, along W): rfft, mask, crop to the first K'
@@ -57,44 +94,68 @@ at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
 //   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)),
 // as [G_r | G_i] (W x 2W').
 at::Tensor column_matrix(int64_t kept_columns,
-                         const at::Tensor& mask,
+                         const double* weights,
                          int64_t width,
                          int64_t out_width) {
-  const auto index = at::TensorOptions().dtype(at::kLong);
-  const auto bins = at::arange(kept_columns, index);
-  const auto [cos_in, sin_in] =
-      unit_circle(bins, at::arange(width, index), width);
-  auto [cos_out, sin_out] =
-      unit_circle(bins, at::arange(out_width, index), out_width);
-  auto weights = at::full({kept_columns}, 2.0, index.dtype(at::kDouble));
-  weights[0] = 1.0;
-  if (out_width % 2 == 0 && out_width / 2 < kept_columns) {
-    weights[out_width / 2] = 1.0;
-  }
-  if (mask.defined()) {
-    weights = weights * mask;
-  }
-  cos_out = cos_out * weights.unsqueeze(1);
-  sin_out = sin_out * weights.unsqueeze(1);
+  const auto bins = first_integers(kept_columns);
+  const auto in_table = unit_circle(bins, width, width);
+  const auto out_table = unit_circle(bins, out_width, out_width);
+  auto matrix = at::zeros({width, 2 * out_width}, at::kDouble);
+  double* out = matrix.data_ptr<double>();
   const double scale = 1.0 / static_cast<double>(out_width);
-  const auto real = (cos_in.t().mm(cos_out) + sin_in.t().mm(sin_out)) * scale;
-  const auto imag = (sin_in.t().mm(cos_out) - cos_in.t().mm(sin_out)) * scale;
-  return at::cat({real, imag}, 1);
+  for (int64_t n = 0; n < width; ++n) {
+    double* real = out + n * 2 * out_width;
+    double* imag = real + out_width;
+    for (int64_t p = 0; p < kept_columns; ++p) {
+      const bool single =
+          p == 0 || (out_width % 2 == 0 && p == out_width / 2);
+      const double w =
+          (single ? 1.0 : 2.0) * (weights ? weights[p] : 1.0) * scale;
+      const double c = w * in_table.cos[p * width + n];
+      const double s = w * in_table.sin[p * width + n];
+      const double* cos_out = out_table.cos.data() + p * out_width;
+      const double* sin_out = out_table.sin.data() + p * out_width;
+      for (int64_t v = 0; v < out_width; ++v) {
+        real[v] += c * cos_out[v] + s * sin_out[v];
+        imag[v] += s * cos_out[v] - c * sin_out[v];
+      }
+    }
+  }
+  return matrix;
 }
 
-// The data-sized work of two axes is the op's (docs/layers.md): the small
-// matrices, copied once each to the data's dtype and device (autograd
-// carries the stride gradient back through both).
-at::Tensor separable_spectral_crop(const at::Tensor& data,
-                                   const AxisCrop& rows,
-                                   const AxisCrop& columns,
-                                   int64_t output_width) {
-  const auto on_device = data.options();
-  const auto matrices = separable_matrices(
-      rows, columns, data.size(2), data.size(3), output_width);
-  return ops::spectral_crop(data,
-                            std::get<0>(matrices).to(on_device),
-                            std::get<1>(matrices).to(on_device));
+std::tuple<at::Tensor, at::Tensor> matrices_to(const at::Tensor& row,
+                                               const at::Tensor& column,
+                                               const at::TensorOptions& options) {
+  if (options.device().is_cpu() && options.dtype() == at::kDouble) {
+    return {row, column};
+  }
+  // One buffer, converted on the host, one copy to the device.
+  const int64_t row_count = row.numel();
+  auto packed = at::cat({row.reshape({-1}), column.reshape({-1})})
+                    .to(options.dtype());
+  if (options.device().is_cuda()) {
+    packed = packed.pin_memory().to(options.device(), /*non_blocking=*/true);
+  } else {
+    packed = packed.to(options.device());
+  }
+  return {packed.narrow(0, 0, row_count).view(row.sizes()),
+          packed.narrow(0, row_count, column.numel()).view(column.sizes())};
+}
+
+namespace {
+
+// float16 and bfloat16 data is computed in float32 (products accumulate in
+// float32; the result is rounded to the input's dtype once, at the end), and
+// the output keeps the input's memory format.
+template <typename Compute>
+at::Tensor in_compute_precision(const at::Tensor& input,
+                                const Compute& compute) {
+  const auto type = input.scalar_type();
+  const bool reduced = ops::is_reduced_precision(type);
+  const auto output = compute(reduced ? input.to(at::kFloat) : input);
+  return (reduced ? output.to(type) : output)
+      .contiguous(input.suggest_memory_format());
 }
 
 // The layers' inverse transform reads only the real part of the last axis'
@@ -191,9 +252,21 @@ std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
                                                       int64_t height,
                                                       int64_t width,
                                                       int64_t output_width) {
-  return {row_matrix(rows.bins, rows.mask, height),
+  const auto weights = [](const AxisCrop& crop) {
+    TORCH_INTERNAL_ASSERT(!crop.mask.defined() ||
+                          (!crop.mask.requires_grad() &&
+                           crop.mask.scalar_type() == at::kDouble));
+    return crop.mask.defined() ? crop.mask.contiguous() : at::Tensor();
+  };
+  const auto row_weights = weights(rows), column_weights = weights(columns);
+  return {row_matrix(rows.bins,
+                     row_weights.defined() ? row_weights.data_ptr<double>()
+                                           : nullptr,
+                     height),
           column_matrix(static_cast<int64_t>(columns.bins.size()),
-                        columns.mask,
+                        column_weights.defined()
+                            ? column_weights.data_ptr<double>()
+                            : nullptr,
                         width,
                         output_width)};
 }
@@ -214,17 +287,28 @@ at::Tensor spectral_crop(const at::Tensor& input,
   const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
   TORCH_INTERNAL_ASSERT(kept_last == last_output_size / 2 + 1 &&
                         kept_last <= input.size(-1) / 2 + 1);
-  // float16 and bfloat16 data is computed in float32 (products accumulate in
-  // float32; the result is rounded to the input's dtype once, at the end).
-  const auto type = input.scalar_type();
-  const bool reduced = ops::is_reduced_precision(type);
-  const auto data = reduced ? input.to(at::kFloat) : input;
-  const auto output =
-      rank == 2
-          ? separable_spectral_crop(data, crops[0], crops[1], last_output_size)
-          : fft_spectral_crop(data, crops, last_output_size);
-  return (reduced ? output.to(type) : output)
-      .contiguous(input.suggest_memory_format());
+  if (rank == 2) {
+    return separable_crop(input, [&](const at::TensorOptions& options) {
+      const auto host = separable_matrices(crops[0],
+                                           crops[1],
+                                           input.size(2),
+                                           input.size(3),
+                                           last_output_size);
+      return matrices_to(std::get<0>(host), std::get<1>(host), options);
+    });
+  }
+  return in_compute_precision(input, [&](const at::Tensor& data) {
+    return fft_spectral_crop(data, crops, last_output_size);
+  });
+}
+
+at::Tensor separable_crop(const at::Tensor& input,
+                          const MatricesOn& matrices_on) {
+  TORCH_INTERNAL_ASSERT(input.dim() == 4);
+  return in_compute_precision(input, [&](const at::Tensor& data) {
+    const auto [row, column] = matrices_on(data.options());
+    return ops::spectral_crop(data, row, column);
+  });
 }
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include <cstdint>
+#include <functional>
 #include <tuple>
 #include <vector>
 
@@ -24,14 +25,46 @@ struct AxisCrop {
   at::Tensor mask;
 };
 
+/// The row matrix [A_r | A_i] (H' x 2H) of the rows `kept_rows` of an
+/// H-point spectrum weighted by `weights` (one per kept row; null: ones),
+/// in float64 on the host. Linear in the weights.
+at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
+                      const double* weights,
+                      int64_t height);
+
+/// The column matrix [G_r | G_i] (W x 2W') of the first `kept_columns` bins
+/// of a W-point real spectrum weighted by `weights` (null: ones), back to
+/// W' samples, in float64 on the host. Linear in the weights.
+at::Tensor column_matrix(int64_t kept_columns,
+                         const double* weights,
+                         int64_t width,
+                         int64_t output_width);
+
+/// Both matrices in `options`' dtype on its device: converted on the host
+/// and copied in one transfer (from pinned memory, without blocking, to a
+/// GPU).
+std::tuple<at::Tensor, at::Tensor> matrices_to(
+    const at::Tensor& row,
+    const at::Tensor& column,
+    const at::TensorOptions& options);
+
 /// The small matrices of two axes, [A_r | A_i] (H' x 2H) and [G_r | G_i]
 /// (W x 2W'), in float64 on the host: every H x W plane x maps to
-/// y = A_r x G_r + A_i x G_i (docs/layers.md). Differentiable in the masks.
+/// y = A_r x G_r + A_i x G_i (docs/layers.md). The masks are constants.
 std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
                                                       const AxisCrop& columns,
                                                       int64_t height,
                                                       int64_t width,
                                                       int64_t output_width);
+
+/// The separable crop of an N x C x H x W input with the matrices
+/// `matrices_on` gives in the dtype and on the device it is asked for (the
+/// computation's: float32 for float16 and bfloat16 input, which is rounded
+/// back once at the end).
+using MatricesOn = std::function<std::tuple<at::Tensor, at::Tensor>(
+    const at::TensorOptions&)>;
+at::Tensor separable_crop(const at::Tensor& input,
+                          const MatricesOn& matrices_on);
 
 /// Computes, over the last `crops.size()` (1, 2 or 3) axes of `input`,
 ///   y = irfftn(crop(rfftn(x) * mask))

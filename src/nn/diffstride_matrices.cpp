@@ -1,0 +1,220 @@
+#include "nn/diffstride_matrices.h"
+
+#include "nn/spectral_crop.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace diffstride {
+namespace detail {
+
+std::vector<double> ramp_weights(const RampAxis& axis,
+                                 double smoothness_factor,
+                                 double stride,
+                                 int64_t order) {
+  const double s = std::max(stride, axis.floor);
+  const double target = axis.size / s;
+  const bool target_floored = target < 2.0;
+  const double a = std::max(target, 2.0) / 2.0 + axis.offset;
+  // (1/R) d^k a/ds^k = (1/R) (size/2) (-1)^k k! / s^(k+1), for k >= 1.
+  double derivative = 0;
+  if (order >= 1 && !target_floored) {
+    derivative = axis.size / (2.0 * smoothness_factor) / s;
+    for (int64_t k = 1; k <= order; ++k) {
+      derivative *= -static_cast<double>(k) / s;
+    }
+  }
+  std::vector<double> weights(axis.positions.size());
+  for (size_t q = 0; q < weights.size(); ++q) {
+    const double x = (smoothness_factor + a - axis.positions[q]) /
+                     smoothness_factor;
+    if (order == 0) {
+      weights[q] = std::min(std::max(x, 0.0), 1.0);
+    } else {
+      weights[q] = x >= 0.0 && x <= 1.0 ? derivative : 0.0;
+    }
+  }
+  return weights;
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// A RampAxis as the IValues an autograd context keeps, and back.
+void save_axis(AutogradContext* ctx, const std::string& name,
+               const RampAxis& axis) {
+  ctx->saved_data[name + ".bins"] = axis.bins;
+  ctx->saved_data[name + ".positions"] = axis.positions;
+  ctx->saved_data[name + ".scalars"] =
+      std::vector<double>{axis.size, axis.offset, axis.floor};
+  ctx->saved_data[name + ".index"] = axis.stride_index;
+}
+
+RampAxis load_axis(AutogradContext* ctx, const std::string& name) {
+  RampAxis axis;
+  axis.bins = ctx->saved_data[name + ".bins"].toIntVector();
+  axis.positions = ctx->saved_data[name + ".positions"].toDoubleVector();
+  const auto scalars = ctx->saved_data[name + ".scalars"].toDoubleVector();
+  axis.size = scalars[0];
+  axis.offset = scalars[1];
+  axis.floor = scalars[2];
+  axis.stride_index = ctx->saved_data[name + ".index"].toInt();
+  return axis;
+}
+
+// The `order`-th derivative of one axis' mask weights with respect to its
+// stride; backward contracts the incoming gradient with the next.
+struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
+  static variable_list forward(AutogradContext* ctx,
+                               const at::Tensor& strides,
+                               const RampAxis& axis,
+                               double smoothness_factor,
+                               int64_t order) {
+    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+    ctx->save_for_backward({strides});
+    save_axis(ctx, "axis", axis);
+    ctx->saved_data["smoothness_factor"] = smoothness_factor;
+    ctx->saved_data["order"] = order;
+    return {at::tensor(ramp_weights(axis,
+                                    smoothness_factor,
+                                    host.data_ptr<double>()[axis.stride_index],
+                                    order),
+                       at::kDouble)};
+  }
+
+  static variable_list backward(AutogradContext* ctx,
+                                variable_list gradients) {
+    const auto strides = ctx->get_saved_variables()[0];
+    const auto axis = load_axis(ctx, "axis");
+    const auto next = RampMaskFunction::apply(
+        strides,
+        axis,
+        ctx->saved_data["smoothness_factor"].toDouble(),
+        ctx->saved_data["order"].toInt() + 1)[0];
+    auto gradient = at::zeros({strides.numel()}, at::kDouble);
+    gradient = gradient.index_add(
+        0,
+        at::tensor({axis.stride_index}, at::kLong),
+        (gradients[0] * next).sum().reshape({1}));
+    return {gradient.to(strides.device(), strides.scalar_type()),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+// The `order`-th derivatives of both matrices with respect to their axes'
+// strides (each matrix depends on one stride). Backward contracts the
+// incoming gradients with the next derivatives: a Function of the next
+// order, so that every order of derivative is exact.
+struct SeparableMatricesFunction
+    : public torch::autograd::Function<SeparableMatricesFunction> {
+  static variable_list forward(AutogradContext* ctx,
+                               const at::Tensor& strides,
+                               const RampAxis& rows,
+                               const RampAxis& columns,
+                               double smoothness_factor,
+                               int64_t output_width,
+                               int64_t order,
+                               c10::ScalarType dtype,
+                               c10::Device device) {
+    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+    const double* values = host.data_ptr<double>();
+    const auto row_weights = ramp_weights(
+        rows, smoothness_factor, values[rows.stride_index], order);
+    const auto column_weights = ramp_weights(
+        columns, smoothness_factor, values[columns.stride_index], order);
+    const auto row = row_matrix(
+        rows.bins, row_weights.data(), static_cast<int64_t>(rows.size));
+    const auto column =
+        column_matrix(static_cast<int64_t>(columns.bins.size()),
+                      column_weights.data(),
+                      static_cast<int64_t>(columns.size),
+                      output_width);
+    const auto [on_row, on_column] = matrices_to(
+        row, column, at::TensorOptions().dtype(dtype).device(device));
+    ctx->save_for_backward({strides});
+    save_axis(ctx, "rows", rows);
+    save_axis(ctx, "columns", columns);
+    ctx->saved_data["smoothness_factor"] = smoothness_factor;
+    ctx->saved_data["output_width"] = output_width;
+    ctx->saved_data["order"] = order;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(dtype);
+    ctx->saved_data["device"] = device;
+    return {on_row, on_column};
+  }
+
+  static variable_list backward(AutogradContext* ctx,
+                                variable_list gradients) {
+    const auto strides = ctx->get_saved_variables()[0];
+    const auto rows = load_axis(ctx, "rows");
+    const auto columns = load_axis(ctx, "columns");
+    const auto next = SeparableMatricesFunction::apply(
+        strides,
+        rows,
+        columns,
+        ctx->saved_data["smoothness_factor"].toDouble(),
+        ctx->saved_data["output_width"].toInt(),
+        ctx->saved_data["order"].toInt() + 1,
+        static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt()),
+        ctx->saved_data["device"].toDevice());
+    // d L / d s_axis = <dL/dM, dM/ds_axis>, on the matrices' device; a shared
+    // stride (one element) collects both.
+    std::vector<at::Tensor> per_stride(static_cast<size_t>(strides.numel()));
+    const auto add = [&](int64_t index, const at::Tensor& gradient,
+                         const at::Tensor& derivative) {
+      if (!gradient.defined()) {
+        return;
+      }
+      const auto term = (gradient * derivative).sum().to(at::kDouble);
+      auto& slot = per_stride[static_cast<size_t>(index)];
+      slot = slot.defined() ? slot + term : term;
+    };
+    add(rows.stride_index, gradients[0], next[0]);
+    add(columns.stride_index, gradients[1], next[1]);
+    for (auto& slot : per_stride) {
+      if (!slot.defined()) {
+        slot = at::zeros({}, next[0].options().dtype(at::kDouble));
+      }
+    }
+    const auto gradient =
+        at::stack(per_stride).to(strides.device(), strides.scalar_type());
+    return {gradient,          at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(),      at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor ramp_mask(const at::Tensor& strides,
+                     const RampAxis& axis,
+                     double smoothness_factor) {
+  return RampMaskFunction::apply(strides, axis, smoothness_factor, 0)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor> diffstride_separable_matrices(
+    const at::Tensor& strides,
+    const RampAxis& rows,
+    const RampAxis& columns,
+    double smoothness_factor,
+    int64_t output_width,
+    const at::TensorOptions& options) {
+  const auto matrices = SeparableMatricesFunction::apply(
+      strides,
+      rows,
+      columns,
+      smoothness_factor,
+      output_width,
+      0,
+      c10::typeMetaToScalarType(options.dtype()),
+      options.device());
+  return {matrices[0], matrices[1]};
+}
+
+}  // namespace detail
+}  // namespace diffstride
