@@ -6,6 +6,7 @@
 #     random data in CIFAR's format, float32, bfloat16 and bfloat16 with
 #     channels_last: examples per second and peak GPU memory (nvidia-smi).
 # Usage: bench/gpu_training.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR
+# (GPU_TRAINING_PARTS=cifar: the CIFAR-10 figures alone.)
 set -uo pipefail
 build=$1 fashion=$2 out=$3
 steps=${STEPS:-300}
@@ -25,7 +26,9 @@ with_memory() {
   return $rc
 }
 
-for precision in float32 bfloat16; do
+fashion_precisions="float32 bfloat16"
+[ "${GPU_TRAINING_PARTS:-all}" = cifar ] && fashion_precisions=""
+for precision in $fashion_precisions; do
   log="$out/fashion_mnist_$precision.log"
   start=$(date +%s%N)
   with_memory "fashion_mnist $precision" \

@@ -5,7 +5,9 @@
 # suite (the CUDA tests included) and the CUDA benchmarks, and writes the logs
 # to $OUT (default: gpu-check-out/). Then the training benchmarks
 # (bench/gpu_training.sh) on the Fashion-MNIST files in $deps/data/fashion-mnist;
-# GPU_CHECK_LAYER_BENCH=0 skips the layer benchmarks.
+# GPU_CHECK_LAYER_BENCH=0 skips the layer benchmarks; GPU_CHECK_QUICK=1 builds
+# only what the CUDA tests and benchmarks need, runs the CIFAR-10 benchmark
+# alone, and skips the whole suite (a check that fits a short device lease).
 #
 # GoogleTest, Google Benchmark, toml++ and zlib's headers come from a prefix
 # given as $1 (default .devdeps/): Debian's files copied there on a Debian
@@ -42,10 +44,13 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
 # If LibTorch's NCCL header does not compile with the nccl.h found, build
 # without NCCL (one GPU needs none) and say so.
-cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || {
+quick=${GPU_CHECK_QUICK:-0}
+targets=()
+[ "$quick" = 1 ] && targets=(--target diffstride_tests bench_diffstride diffstride_cli)
+cmake --build build-gpu -j "$(nproc)" "${targets[@]}" > "$out/build.log" 2>&1 || {
   echo "build failed; again without NCCL" | tee -a "$out/machine.txt"
   cmake -S . -B build-gpu -DDIFFSTRIDE_USE_NCCL=OFF >> "$out/configure.log" 2>&1
-  cmake --build build-gpu -j "$(nproc)" >> "$out/build.log" 2>&1
+  cmake --build build-gpu -j "$(nproc)" "${targets[@]}" >> "$out/build.log" 2>&1
 }
 tail -5 "$out/build.log"
 build-gpu/tests/diffstride_tests --gtest_filter='*Cuda*' 2>&1 |
@@ -56,6 +61,9 @@ if [ "${GPU_CHECK_LAYER_BENCH:-1}" != 0 ]; then
   python3 bench/half_precision_error.py build-gpu/libdiffstride.so cuda 128 2>&1 |
     tee "$out/half_precision_cuda.md"
 fi
+[ "$quick" = 1 ] && export GPU_TRAINING_PARTS=cifar
 bash bench/gpu_training.sh build-gpu "$deps/data/fashion-mnist" "$out/training"
 # The whole suite last: the CUDA tests and figures above come first.
-(cd build-gpu && ctest --output-on-failure -j 4) 2>&1 | tee "$out/ctest.log" | tail -15
+if [ "$quick" != 1 ]; then
+  (cd build-gpu && ctest --output-on-failure -j 4) 2>&1 | tee "$out/ctest.log" | tail -15
+fi
