@@ -129,15 +129,15 @@ struct SeparableMatricesFunction
         rows, smoothness_factor, values[rows.stride_index], order);
     const auto column_weights = ramp_weights(
         columns, smoothness_factor, values[columns.stride_index], order);
-    const auto row = row_matrix(
-        rows.bins, row_weights.data(), static_cast<int64_t>(rows.size));
-    const auto column =
-        column_matrix(static_cast<int64_t>(columns.bins.size()),
-                      column_weights.data(),
-                      static_cast<int64_t>(columns.size),
-                      output_width);
-    const auto [on_row, on_column] = matrices_to(
-        row, column, at::TensorOptions().dtype(dtype).device(device));
+    const auto [on_row, on_column] = weighted_separable_matrices(
+        rows.bins,
+        row_weights.data(),
+        static_cast<int64_t>(rows.size),
+        static_cast<int64_t>(columns.bins.size()),
+        column_weights.data(),
+        static_cast<int64_t>(columns.size),
+        output_width,
+        at::TensorOptions().dtype(dtype).device(device));
     ctx->save_for_backward({strides});
     save_axis(ctx, "rows", rows);
     save_axis(ctx, "columns", columns);

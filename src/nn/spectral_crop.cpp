@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <map>
+#include <memory>
 #include <cstdint>
 #include <tuple>
 #include <utility>
@@ -24,7 +26,9 @@ struct UnitCircle {
   std::vector<double> cos, sin;
 };
 
-UnitCircle unit_circle(c10::ArrayRef<int64_t> a, int64_t b_count, int64_t n) {
+UnitCircle compute_unit_circle(c10::ArrayRef<int64_t> a,
+                               int64_t b_count,
+                               int64_t n) {
   // Only n angles occur: one cos and sin each, then a lookup per pair.
   std::vector<double> cos_of(static_cast<size_t>(n)), sin_of(cos_of.size());
   const double step = kTwoPi / static_cast<double>(n);
@@ -46,6 +50,29 @@ UnitCircle unit_circle(c10::ArrayRef<int64_t> a, int64_t b_count, int64_t n) {
   return table;
 }
 
+// The tables depend on sizes and kept bins only, which change rarely while
+// a network trains: each thread keeps the ones it used last.
+// Shared: a table stays valid for its user when the cache is emptied.
+std::shared_ptr<const UnitCircle> unit_circle(c10::ArrayRef<int64_t> a,
+                                              int64_t b_count,
+                                              int64_t n) {
+  using Key = std::tuple<std::vector<int64_t>, int64_t, int64_t>;
+  thread_local std::map<Key, std::shared_ptr<const UnitCircle>> cache;
+  Key key{a.vec(), b_count, n};
+  auto found = cache.find(key);
+  if (found == cache.end()) {
+    if (cache.size() >= 64) {
+      cache.clear();
+    }
+    found = cache
+                .emplace(std::move(key),
+                         std::make_shared<const UnitCircle>(
+                             compute_unit_circle(a, b_count, n)))
+                .first;
+  }
+  return found->second;
+}
+
 std::vector<int64_t> first_integers(int64_t count) {
   std::vector<int64_t> out(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
@@ -54,24 +81,26 @@ std::vector<int64_t> first_integers(int64_t count) {
   return out;
 }
 
-}  // namespace
-
 // Row pipeline (complex, along H): A[j, n] = 1/H' sum_q w_q e^{2 pi i j q/H'}
 // e^{-2 pi i k_q n/H}, as [A_r | A_i] (H' x 2H).
-at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
-                      const double* weights,
-                      int64_t height) {
+void fill_row_matrix(double* out,
+                     c10::ArrayRef<int64_t> kept_rows,
+                     const double* weights,
+                     int64_t height) {
   const int64_t out_height = static_cast<int64_t>(kept_rows.size());
-  const auto out_table =
+  const auto out_circle =
       unit_circle(first_integers(out_height), out_height, out_height);
-  const auto in_table = unit_circle(kept_rows, height, height);
-  auto matrix = at::zeros({out_height, 2 * height}, at::kDouble);
-  double* out = matrix.data_ptr<double>();
+  const auto in_circle = unit_circle(kept_rows, height, height);
+  const auto& out_table = *out_circle;
+  const auto& in_table = *in_circle;
   const double scale = 1.0 / static_cast<double>(out_height);
   for (int64_t j = 0; j < out_height; ++j) {
     double* real = out + j * 2 * height;
     double* imag = real + height;
     for (int64_t q = 0; q < out_height; ++q) {
+      if (weights && weights[q] == 0.0) {
+        continue;  // derivatives are zero outside the ramp
+      }
       const double w = (weights ? weights[q] : 1.0) * scale;
       const double c = w * out_table.cos[j * out_height + q];
       const double s = w * out_table.sin[j * out_height + q];
@@ -83,7 +112,6 @@ at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
       }
     }
   }
-  return matrix;
 }
 
 // Column pipeline (real to real, along W): rfft, mask, crop to the first K'
@@ -93,20 +121,24 @@ at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
 //   G_r[n, w] =  1/W' sum_p c_p m_p cos(2 pi p (w/W' - n/W))
 //   G_i[n, w] = -1/W' sum_p c_p m_p sin(2 pi p (w/W' - n/W)),
 // as [G_r | G_i] (W x 2W').
-at::Tensor column_matrix(int64_t kept_columns,
-                         const double* weights,
-                         int64_t width,
-                         int64_t out_width) {
+void fill_column_matrix(double* out,
+                        int64_t kept_columns,
+                        const double* weights,
+                        int64_t width,
+                        int64_t out_width) {
   const auto bins = first_integers(kept_columns);
-  const auto in_table = unit_circle(bins, width, width);
-  const auto out_table = unit_circle(bins, out_width, out_width);
-  auto matrix = at::zeros({width, 2 * out_width}, at::kDouble);
-  double* out = matrix.data_ptr<double>();
+  const auto in_circle = unit_circle(bins, width, width);
+  const auto out_circle = unit_circle(bins, out_width, out_width);
+  const auto& in_table = *in_circle;
+  const auto& out_table = *out_circle;
   const double scale = 1.0 / static_cast<double>(out_width);
   for (int64_t n = 0; n < width; ++n) {
     double* real = out + n * 2 * out_width;
     double* imag = real + out_width;
     for (int64_t p = 0; p < kept_columns; ++p) {
+      if (weights && weights[p] == 0.0) {
+        continue;
+      }
       const bool single =
           p == 0 || (out_width % 2 == 0 && p == out_width / 2);
       const double w =
@@ -121,29 +153,7 @@ at::Tensor column_matrix(int64_t kept_columns,
       }
     }
   }
-  return matrix;
 }
-
-std::tuple<at::Tensor, at::Tensor> matrices_to(const at::Tensor& row,
-                                               const at::Tensor& column,
-                                               const at::TensorOptions& options) {
-  if (options.device().is_cpu() && options.dtype() == at::kDouble) {
-    return {row, column};
-  }
-  // One buffer, converted on the host, one copy to the device.
-  const int64_t row_count = row.numel();
-  auto packed = at::cat({row.reshape({-1}), column.reshape({-1})})
-                    .to(options.dtype());
-  if (options.device().is_cuda()) {
-    packed = packed.pin_memory().to(options.device(), /*non_blocking=*/true);
-  } else {
-    packed = packed.to(options.device());
-  }
-  return {packed.narrow(0, 0, row_count).view(row.sizes()),
-          packed.narrow(0, row_count, column.numel()).view(column.sizes())};
-}
-
-namespace {
 
 // float16 and bfloat16 data is computed in float32 (products accumulate in
 // float32; the result is rounded to the input's dtype once, at the end), and
@@ -242,16 +252,53 @@ at::Tensor fft_spectral_crop(const at::Tensor& data,
 
 }  // namespace
 
+std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
+    c10::ArrayRef<int64_t> kept_rows,
+    const double* row_weights,
+    int64_t height,
+    int64_t kept_columns,
+    const double* column_weights,
+    int64_t width,
+    int64_t output_width,
+    const at::TensorOptions& options) {
+  const int64_t out_height = static_cast<int64_t>(kept_rows.size());
+  const int64_t row_count = out_height * 2 * height;
+  const int64_t column_count = width * 2 * output_width;
+  // Both in one float64 buffer, converted once and copied once (from
+  // pinned memory, without blocking, to a GPU).
+  auto packed = at::zeros({row_count + column_count}, at::kDouble);
+  fill_row_matrix(packed.data_ptr<double>(), kept_rows, row_weights, height);
+  fill_column_matrix(packed.data_ptr<double>() + row_count,
+                     kept_columns,
+                     column_weights,
+                     width,
+                     output_width);
+  const auto dtype = c10::typeMetaToScalarType(options.dtype());
+  if (dtype != at::kDouble) {
+    packed = packed.to(dtype);
+  }
+  if (options.device().is_cuda()) {
+    packed = packed.pin_memory().to(options.device(), /*non_blocking=*/true);
+  } else if (!options.device().is_cpu()) {
+    packed = packed.to(options.device());
+  }
+  return {packed.narrow(0, 0, row_count).view({out_height, 2 * height}),
+          packed.narrow(0, row_count, column_count)
+              .view({width, 2 * output_width})};
+}
+
 // The map is linear and separable (docs/layers.md): y = Re(A) x G_r +
 // Im(A) x G_i, with A (H' x H, complex) the row pipeline IDFT * crop *
 // diag(mask) * DFT and G_r, G_i (W x W') the real-to-real column pipeline
 // applied to unit rows and to i times their spectra; built on the host in
 // float64.
-std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
-                                                      const AxisCrop& columns,
-                                                      int64_t height,
-                                                      int64_t width,
-                                                      int64_t output_width) {
+std::tuple<at::Tensor, at::Tensor> separable_matrices(
+    const AxisCrop& rows,
+    const AxisCrop& columns,
+    int64_t height,
+    int64_t width,
+    int64_t output_width,
+    const at::TensorOptions& options) {
   const auto weights = [](const AxisCrop& crop) {
     TORCH_INTERNAL_ASSERT(!crop.mask.defined() ||
                           (!crop.mask.requires_grad() &&
@@ -259,16 +306,15 @@ std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
     return crop.mask.defined() ? crop.mask.contiguous() : at::Tensor();
   };
   const auto row_weights = weights(rows), column_weights = weights(columns);
-  return {row_matrix(rows.bins,
-                     row_weights.defined() ? row_weights.data_ptr<double>()
-                                           : nullptr,
-                     height),
-          column_matrix(static_cast<int64_t>(columns.bins.size()),
-                        column_weights.defined()
-                            ? column_weights.data_ptr<double>()
-                            : nullptr,
-                        width,
-                        output_width)};
+  return weighted_separable_matrices(
+      rows.bins,
+      row_weights.defined() ? row_weights.data_ptr<double>() : nullptr,
+      height,
+      static_cast<int64_t>(columns.bins.size()),
+      column_weights.defined() ? column_weights.data_ptr<double>() : nullptr,
+      width,
+      output_width,
+      options);
 }
 
 at::Tensor spectral_crop(const at::Tensor& input,
@@ -289,12 +335,12 @@ at::Tensor spectral_crop(const at::Tensor& input,
                         kept_last <= input.size(-1) / 2 + 1);
   if (rank == 2) {
     return separable_crop(input, [&](const at::TensorOptions& options) {
-      const auto host = separable_matrices(crops[0],
-                                           crops[1],
-                                           input.size(2),
-                                           input.size(3),
-                                           last_output_size);
-      return matrices_to(std::get<0>(host), std::get<1>(host), options);
+      return separable_matrices(crops[0],
+                                crops[1],
+                                input.size(2),
+                                input.size(3),
+                                last_output_size,
+                                options);
     });
   }
   return in_compute_precision(input, [&](const at::Tensor& data) {

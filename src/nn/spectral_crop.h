@@ -25,37 +25,33 @@ struct AxisCrop {
   at::Tensor mask;
 };
 
-/// The row matrix [A_r | A_i] (H' x 2H) of the rows `kept_rows` of an
-/// H-point spectrum weighted by `weights` (one per kept row; null: ones),
-/// in float64 on the host. Linear in the weights.
-at::Tensor row_matrix(c10::ArrayRef<int64_t> kept_rows,
-                      const double* weights,
-                      int64_t height);
-
-/// The column matrix [G_r | G_i] (W x 2W') of the first `kept_columns` bins
-/// of a W-point real spectrum weighted by `weights` (null: ones), back to
-/// W' samples, in float64 on the host. Linear in the weights.
-at::Tensor column_matrix(int64_t kept_columns,
-                         const double* weights,
-                         int64_t width,
-                         int64_t output_width);
-
-/// Both matrices in `options`' dtype on its device: converted on the host
-/// and copied in one transfer (from pinned memory, without blocking, to a
-/// GPU).
-std::tuple<at::Tensor, at::Tensor> matrices_to(
-    const at::Tensor& row,
-    const at::Tensor& column,
+/// The small matrices [A_r | A_i] (H' x 2H) and [G_r | G_i] (W x 2W') of a
+/// crop that keeps the rows `kept_rows` of an H-point spectrum weighted by
+/// `row_weights` and the first `kept_columns` bins of a W-point real
+/// spectrum weighted by `column_weights`, back to H' x W' samples (null
+/// weights: ones). Built in float64 on the host (linear in the weights),
+/// returned in `options`' dtype on its device: one conversion, one transfer
+/// (from pinned memory, without blocking, to a GPU).
+std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
+    c10::ArrayRef<int64_t> kept_rows,
+    const double* row_weights,
+    int64_t height,
+    int64_t kept_columns,
+    const double* column_weights,
+    int64_t width,
+    int64_t output_width,
     const at::TensorOptions& options);
 
 /// The small matrices of two axes, [A_r | A_i] (H' x 2H) and [G_r | G_i]
-/// (W x 2W'), in float64 on the host: every H x W plane x maps to
+/// (W x 2W'), in `options`' dtype on its device: every H x W plane x maps to
 /// y = A_r x G_r + A_i x G_i (docs/layers.md). The masks are constants.
-std::tuple<at::Tensor, at::Tensor> separable_matrices(const AxisCrop& rows,
-                                                      const AxisCrop& columns,
-                                                      int64_t height,
-                                                      int64_t width,
-                                                      int64_t output_width);
+std::tuple<at::Tensor, at::Tensor> separable_matrices(
+    const AxisCrop& rows,
+    const AxisCrop& columns,
+    int64_t height,
+    int64_t width,
+    int64_t output_width,
+    const at::TensorOptions& options);
 
 /// The separable crop of an N x C x H x W input with the matrices
 /// `matrices_on` gives in the dtype and on the device it is asked for (the
