@@ -95,48 +95,80 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
   const int64_t Hp = shape.out_height, Wp = shape.out_width;
   const auto x = input.contiguous();
   const auto dy = grad_output.contiguous().to(x.scalar_type());
-  const auto a_stack = row_matrix.contiguous()
-                           .view({Hp, 2, H})
-                           .permute({1, 0, 2})
-                           .reshape({2 * Hp, H})
-                           .contiguous();
-  const auto a_cat_t = a_stack.view({2, Hp, H})
-                           .permute({2, 0, 1})
-                           .reshape({H, 2 * Hp})
-                           .contiguous();
-  const auto g_cat_t = column_matrix.contiguous()
-                           .view({W, 2, Wp})
-                           .permute({2, 1, 0})
-                           .reshape({Wp, 2 * W})
-                           .contiguous();
+  const auto rows = row_matrix.contiguous();
+  const auto columns = column_matrix.contiguous();
   const bool matrices = output_mask[1] || output_mask[2];
-  at::Tensor dx, da_stack, dg_stack;
+  at::Tensor dx, d_rows, d_columns;
   if (output_mask[0]) {
     dx = empty_output(x.sizes(), x.options());
   }
+  // The rearrangements, and the stacked gradients, in one buffer each:
+  // plain loops over a few thousand numbers cost less than the tensor
+  // operations that would copy them.
+  const int64_t a_count = 2 * Hp * H, g_count = 2 * W * Wp;
+  auto layouts = at::empty({2 * a_count + g_count}, x.options());
+  at::Tensor stacked;
   if (matrices) {
-    da_stack = at::empty({2 * Hp, H}, x.options());
-    dg_stack = at::empty({2 * W, Wp}, x.options());
+    stacked = at::empty({a_count + g_count}, x.options());
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_spectral_crop_backward", [&] {
+    const scalar_t* a = rows.data_ptr<scalar_t>();     // Hp x [2][H]
+    const scalar_t* g = columns.data_ptr<scalar_t>();  // W x [2][Wp]
+    scalar_t* a_stack = layouts.data_ptr<scalar_t>();  // [2][Hp] x H
+    scalar_t* a_cat_t = a_stack + a_count;             // H x [2][Hp]
+    scalar_t* g_cat_t = a_cat_t + a_count;             // Wp x [2][W]
+    for (int64_t j = 0; j < Hp; ++j) {
+      for (int64_t part = 0; part < 2; ++part) {
+        for (int64_t n = 0; n < H; ++n) {
+          const scalar_t v = a[(j * 2 + part) * H + n];
+          a_stack[(part * Hp + j) * H + n] = v;
+          a_cat_t[n * 2 * Hp + part * Hp + j] = v;
+        }
+      }
+    }
+    for (int64_t n = 0; n < W; ++n) {
+      for (int64_t part = 0; part < 2; ++part) {
+        for (int64_t v = 0; v < Wp; ++v) {
+          g_cat_t[v * 2 * W + part * W + n] = g[(n * 2 + part) * Wp + v];
+        }
+      }
+    }
+    scalar_t* da_stack = matrices ? stacked.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dg_stack = matrices ? da_stack + a_count : nullptr;
     cpu::spectral_crop_backward<scalar_t>(x.data_ptr<scalar_t>(),
                                           dy.data_ptr<scalar_t>(),
-                                          a_cat_t.data_ptr<scalar_t>(),
-                                          g_cat_t.data_ptr<scalar_t>(),
-                                          a_stack.data_ptr<scalar_t>(),
+                                          a_cat_t,
+                                          g_cat_t,
+                                          a_stack,
                                           data_or_null<scalar_t>(dx),
-                                          data_or_null<scalar_t>(da_stack),
-                                          data_or_null<scalar_t>(dg_stack),
+                                          da_stack,
+                                          dg_stack,
                                           shape);
+    // Back into the arguments' layouts: [dA_r ; dA_i] -> Hp x [2][H], and
+    // [dG_r ; dG_i] -> W x [2][Wp].
+    if (output_mask[1]) {
+      d_rows = at::empty({Hp, 2 * H}, x.options());
+      scalar_t* out = d_rows.data_ptr<scalar_t>();
+      for (int64_t j = 0; j < Hp; ++j) {
+        for (int64_t part = 0; part < 2; ++part) {
+          for (int64_t n = 0; n < H; ++n) {
+            out[(j * 2 + part) * H + n] = da_stack[(part * Hp + j) * H + n];
+          }
+        }
+      }
+    }
+    if (output_mask[2]) {
+      d_columns = at::empty({W, 2 * Wp}, x.options());
+      scalar_t* out = d_columns.data_ptr<scalar_t>();
+      for (int64_t n = 0; n < W; ++n) {
+        for (int64_t part = 0; part < 2; ++part) {
+          for (int64_t v = 0; v < Wp; ++v) {
+            out[(n * 2 + part) * Wp + v] = dg_stack[(part * W + n) * Wp + v];
+          }
+        }
+      }
+    }
   });
-  at::Tensor d_rows, d_columns;
-  if (output_mask[1]) {
-    d_rows = da_stack.view({2, Hp, H}).permute({1, 0, 2}).reshape({Hp, 2 * H});
-  }
-  if (output_mask[2]) {
-    d_columns =
-        dg_stack.view({2, W, Wp}).permute({1, 0, 2}).reshape({W, 2 * Wp});
-  }
   return {dx, d_rows, d_columns};
 }
 
