@@ -3,6 +3,7 @@
 #include "nn/spectral_crop.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -154,6 +155,18 @@ struct SeparableMatricesFunction
     const auto strides = ctx->get_saved_variables()[0];
     const auto rows = load_axis(ctx, "rows");
     const auto columns = load_axis(ctx, "columns");
+    const auto none = at::Tensor();
+    const bool on_cpu = std::all_of(
+        gradients.begin(), gradients.end(), [](const at::Tensor& g) {
+          return !g.defined() || g.is_cpu();
+        });
+    if (!at::GradMode::is_enabled() && on_cpu) {
+      // No graph wanted (no second derivative) and everything on the host:
+      // contract the next derivative's float64 matrices with the gradients
+      // here, without building them in the data's dtype.
+      return {host_stride_gradient(ctx, strides, rows, columns, gradients),
+              none, none, none, none, none, none, none};
+    }
     const auto next = SeparableMatricesFunction::apply(
         strides,
         rows,
@@ -184,8 +197,58 @@ struct SeparableMatricesFunction
     }
     const auto gradient =
         at::stack(per_stride).to(strides.device(), strides.scalar_type());
-    return {gradient,          at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(),      at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gradient, none, none, none, none, none, none, none};
+  }
+
+  // sum_i g_i d_i for a gradient g (float or double, any layout) and a
+  // float64 derivative d of the same shape.
+  static double contract(const at::Tensor& gradient,
+                         const at::Tensor& derivative) {
+    if (!gradient.defined()) {
+      return 0.0;
+    }
+    const auto g = gradient.contiguous();
+    const double* d = derivative.data_ptr<double>();
+    double total = 0;
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "stride_gradient", [&] {
+      const scalar_t* values = g.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < g.numel(); ++i) {
+        total += static_cast<double>(values[i]) * d[i];
+      }
+    });
+    return total;
+  }
+
+  static at::Tensor host_stride_gradient(AutogradContext* ctx,
+                                         const at::Tensor& strides,
+                                         const RampAxis& rows,
+                                         const RampAxis& columns,
+                                         const variable_list& gradients) {
+    const double smoothness_factor =
+        ctx->saved_data["smoothness_factor"].toDouble();
+    const int64_t order = ctx->saved_data["order"].toInt() + 1;
+    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+    const double* values = host.data_ptr<double>();
+    const auto row_weights = ramp_weights(
+        rows, smoothness_factor, values[rows.stride_index], order);
+    const auto column_weights = ramp_weights(
+        columns, smoothness_factor, values[columns.stride_index], order);
+    const auto [row, column] = weighted_separable_matrices(
+        rows.bins,
+        row_weights.data(),
+        static_cast<int64_t>(rows.size),
+        static_cast<int64_t>(columns.bins.size()),
+        column_weights.data(),
+        static_cast<int64_t>(columns.size),
+        ctx->saved_data["output_width"].toInt(),
+        at::TensorOptions().dtype(at::kDouble));
+    std::vector<double> per_stride(static_cast<size_t>(strides.numel()), 0.0);
+    per_stride[static_cast<size_t>(rows.stride_index)] +=
+        contract(gradients[0], row);
+    per_stride[static_cast<size_t>(columns.stride_index)] +=
+        contract(gradients[1], column);
+    return at::tensor(per_stride, at::kDouble)
+        .to(strides.device(), strides.scalar_type());
   }
 };
 
