@@ -109,6 +109,30 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
   }
 };
 
+// Both matrices' `order`-th derivatives at the strides' values `values`, in
+// `options`' dtype on its device.
+std::tuple<at::Tensor, at::Tensor> derivative_matrices(
+    const RampAxis& rows,
+    const RampAxis& columns,
+    double smoothness_factor,
+    int64_t output_width,
+    const double* values,
+    int64_t order,
+    const at::TensorOptions& options) {
+  const auto row_weights = ramp_weights(
+      rows, smoothness_factor, values[rows.stride_index], order);
+  const auto column_weights = ramp_weights(
+      columns, smoothness_factor, values[columns.stride_index], order);
+  return weighted_separable_matrices(rows.bins,
+                                     row_weights.data(),
+                                     static_cast<int64_t>(rows.size),
+                                     static_cast<int64_t>(columns.bins.size()),
+                                     column_weights.data(),
+                                     static_cast<int64_t>(columns.size),
+                                     output_width,
+                                     options);
+}
+
 // The `order`-th derivatives of both matrices with respect to their axes'
 // strides (each matrix depends on one stride). Backward contracts the
 // incoming gradients with the next derivatives: a Function of the next
@@ -125,19 +149,13 @@ struct SeparableMatricesFunction
                                c10::ScalarType dtype,
                                c10::Device device) {
     const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-    const double* values = host.data_ptr<double>();
-    const auto row_weights = ramp_weights(
-        rows, smoothness_factor, values[rows.stride_index], order);
-    const auto column_weights = ramp_weights(
-        columns, smoothness_factor, values[columns.stride_index], order);
-    const auto [on_row, on_column] = weighted_separable_matrices(
-        rows.bins,
-        row_weights.data(),
-        static_cast<int64_t>(rows.size),
-        static_cast<int64_t>(columns.bins.size()),
-        column_weights.data(),
-        static_cast<int64_t>(columns.size),
+    const auto [on_row, on_column] = derivative_matrices(
+        rows,
+        columns,
+        smoothness_factor,
         output_width,
+        host.data_ptr<double>(),
+        order,
         at::TensorOptions().dtype(dtype).device(device));
     ctx->save_for_backward({strides});
     save_axis(ctx, "rows", rows);
@@ -224,23 +242,14 @@ struct SeparableMatricesFunction
                                          const RampAxis& rows,
                                          const RampAxis& columns,
                                          const variable_list& gradients) {
-    const double smoothness_factor =
-        ctx->saved_data["smoothness_factor"].toDouble();
-    const int64_t order = ctx->saved_data["order"].toInt() + 1;
     const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-    const double* values = host.data_ptr<double>();
-    const auto row_weights = ramp_weights(
-        rows, smoothness_factor, values[rows.stride_index], order);
-    const auto column_weights = ramp_weights(
-        columns, smoothness_factor, values[columns.stride_index], order);
-    const auto [row, column] = weighted_separable_matrices(
-        rows.bins,
-        row_weights.data(),
-        static_cast<int64_t>(rows.size),
-        static_cast<int64_t>(columns.bins.size()),
-        column_weights.data(),
-        static_cast<int64_t>(columns.size),
+    const auto [row, column] = derivative_matrices(
+        rows,
+        columns,
+        ctx->saved_data["smoothness_factor"].toDouble(),
         ctx->saved_data["output_width"].toInt(),
+        host.data_ptr<double>(),
+        ctx->saved_data["order"].toInt() + 1,
         at::TensorOptions().dtype(at::kDouble));
     std::vector<double> per_stride(static_cast<size_t>(strides.numel()), 0.0);
     per_stride[static_cast<size_t>(rows.stride_index)] +=
