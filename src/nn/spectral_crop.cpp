@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -155,6 +156,48 @@ void fill_column_matrix(double* out,
   }
 }
 
+// Adds to `out` (`count` numbers) the matrix `fill` builds for `weights`
+// (one per bin, `bins` of them). The bins of weight exactly 1 (all but the
+// ramp's) contribute a part that depends only on which bins they are, the
+// same at most strides: it is cached per thread (key: `shape` and that set),
+// and only the other bins are added per call. Null weights: all ones.
+template <typename Fill>
+void fill_with_cached_flat_part(double* out,
+                                int64_t count,
+                                const double* weights,
+                                int64_t bins,
+                                std::vector<int64_t> shape,
+                                const Fill& fill) {
+  std::vector<double> flat(static_cast<size_t>(bins)), rest(flat.size());
+  bool any_rest = false;
+  for (int64_t q = 0; q < bins; ++q) {
+    const double w = weights ? weights[q] : 1.0;
+    const bool one = w == 1.0;
+    flat[static_cast<size_t>(q)] = one ? 1.0 : 0.0;
+    rest[static_cast<size_t>(q)] = one ? 0.0 : w;
+    any_rest = any_rest || (!one && w != 0.0);
+    shape.push_back(one ? 1 : 0);
+  }
+  thread_local std::map<std::vector<int64_t>,
+                        std::shared_ptr<const std::vector<double>>>
+      cache;
+  auto found = cache.find(shape);
+  if (found == cache.end()) {
+    if (cache.size() >= 64) {
+      cache.clear();
+    }
+    auto part = std::make_shared<std::vector<double>>(
+        static_cast<size_t>(count), 0.0);
+    fill(part->data(), flat.data());
+    found = cache.emplace(std::move(shape), std::move(part)).first;
+  }
+  const auto part = found->second;
+  std::copy(part->begin(), part->end(), out);
+  if (any_rest) {
+    fill(out, rest.data());
+  }
+}
+
 // float16 and bfloat16 data is computed in float32 (products accumulate in
 // float32; the result is rounded to the input's dtype once, at the end), and
 // the output keeps the input's memory format.
@@ -266,13 +309,27 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
   const int64_t column_count = width * 2 * output_width;
   // Both in one float64 buffer, converted once and copied once (from
   // pinned memory, without blocking, to a GPU).
-  auto packed = at::zeros({row_count + column_count}, at::kDouble);
-  fill_row_matrix(packed.data_ptr<double>(), kept_rows, row_weights, height);
-  fill_column_matrix(packed.data_ptr<double>() + row_count,
-                     kept_columns,
-                     column_weights,
-                     width,
-                     output_width);
+  auto packed = at::empty({row_count + column_count}, at::kDouble);
+  std::vector<int64_t> row_shape = {0, height};
+  row_shape.insert(row_shape.end(), kept_rows.begin(), kept_rows.end());
+  fill_with_cached_flat_part(
+      packed.data_ptr<double>(),
+      row_count,
+      row_weights,
+      out_height,
+      std::move(row_shape),
+      [&](double* out, const double* weights) {
+        fill_row_matrix(out, kept_rows, weights, height);
+      });
+  fill_with_cached_flat_part(
+      packed.data_ptr<double>() + row_count,
+      column_count,
+      column_weights,
+      kept_columns,
+      {1, width, kept_columns, output_width},
+      [&](double* out, const double* weights) {
+        fill_column_matrix(out, kept_columns, weights, width, output_width);
+      });
   const auto dtype = c10::typeMetaToScalarType(options.dtype());
   if (dtype != at::kDouble) {
     packed = packed.to(dtype);
