@@ -158,21 +158,18 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
     const bool last = axis == rank - 1;
     detail::RampAxis ramp;
     ramp.stride_index = shared ? 0 : axis;
+    ramp.stride = values[ramp.stride_index];
     ramp.size = static_cast<double>(spatial[axis]);
     ramp.floor = floors[axis];
     // Step 3: the ramp is centred on t/2 on the two-sided axes and on
     // t/2 + 1 on the last one.
     ramp.offset = last ? 1.0 : 0.0;
     // With cropping only the bins where the mask is > 0 are kept.
-    const auto weights = [&](const std::vector<int64_t>& positions) {
-      detail::RampAxis all = ramp;
-      all.positions.assign(positions.begin(), positions.end());
-      return detail::ramp_weights(
-          all, smoothness_factor, values[ramp.stride_index], 0);
-    };
     const auto positions = last ? half_spectrum_positions(spatial[axis])
                                 : two_sided_positions(spatial[axis]);
-    const auto mask = weights(positions);
+    ramp.positions.assign(positions.begin(), positions.end());
+    const auto mask = detail::ramp_weights(ramp, smoothness_factor, 0);
+    ramp.positions.clear();
     for (const auto bin : c10::irange(positions.size())) {
       if (!cropping || mask[bin] > 0) {
         ramp.bins.push_back(static_cast<int64_t>(bin));

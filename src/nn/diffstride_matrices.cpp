@@ -14,9 +14,8 @@ namespace detail {
 
 std::vector<double> ramp_weights(const RampAxis& axis,
                                  double smoothness_factor,
-                                 double stride,
                                  int64_t order) {
-  const double s = std::max(stride, axis.floor);
+  const double s = std::max(axis.stride, axis.floor);
   const double target = axis.size / s;
   const bool target_floored = target < 2.0;
   const double a = std::max(target, 2.0) / 2.0 + axis.offset;
@@ -52,7 +51,7 @@ void save_axis(AutogradContext* ctx, const std::string& name,
   ctx->saved_data[name + ".bins"] = axis.bins;
   ctx->saved_data[name + ".positions"] = axis.positions;
   ctx->saved_data[name + ".scalars"] =
-      std::vector<double>{axis.size, axis.offset, axis.floor};
+      std::vector<double>{axis.size, axis.offset, axis.floor, axis.stride};
   ctx->saved_data[name + ".index"] = axis.stride_index;
 }
 
@@ -64,6 +63,7 @@ RampAxis load_axis(AutogradContext* ctx, const std::string& name) {
   axis.size = scalars[0];
   axis.offset = scalars[1];
   axis.floor = scalars[2];
+  axis.stride = scalars[3];
   axis.stride_index = ctx->saved_data[name + ".index"].toInt();
   return axis;
 }
@@ -76,15 +76,11 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
                                const RampAxis& axis,
                                double smoothness_factor,
                                int64_t order) {
-    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
     ctx->save_for_backward({strides});
     save_axis(ctx, "axis", axis);
     ctx->saved_data["smoothness_factor"] = smoothness_factor;
     ctx->saved_data["order"] = order;
-    return {at::tensor(ramp_weights(axis,
-                                    smoothness_factor,
-                                    host.data_ptr<double>()[axis.stride_index],
-                                    order),
+    return {at::tensor(ramp_weights(axis, smoothness_factor, order),
                        at::kDouble)};
   }
 
@@ -109,20 +105,16 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
   }
 };
 
-// Both matrices' `order`-th derivatives at the strides' values `values`, in
-// `options`' dtype on its device.
+// Both matrices' `order`-th derivatives, in `options`' dtype on its device.
 std::tuple<at::Tensor, at::Tensor> derivative_matrices(
     const RampAxis& rows,
     const RampAxis& columns,
     double smoothness_factor,
     int64_t output_width,
-    const double* values,
     int64_t order,
     const at::TensorOptions& options) {
-  const auto row_weights = ramp_weights(
-      rows, smoothness_factor, values[rows.stride_index], order);
-  const auto column_weights = ramp_weights(
-      columns, smoothness_factor, values[columns.stride_index], order);
+  const auto row_weights = ramp_weights(rows, smoothness_factor, order);
+  const auto column_weights = ramp_weights(columns, smoothness_factor, order);
   return weighted_separable_matrices(rows.bins,
                                      row_weights.data(),
                                      static_cast<int64_t>(rows.size),
@@ -148,13 +140,11 @@ struct SeparableMatricesFunction
                                int64_t order,
                                c10::ScalarType dtype,
                                c10::Device device) {
-    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
     const auto [on_row, on_column] = derivative_matrices(
         rows,
         columns,
         smoothness_factor,
         output_width,
-        host.data_ptr<double>(),
         order,
         at::TensorOptions().dtype(dtype).device(device));
     ctx->save_for_backward({strides});
@@ -250,13 +240,11 @@ struct SeparableMatricesFunction
                                          const RampAxis& rows,
                                          const RampAxis& columns,
                                          const variable_list& gradients) {
-    const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
     const auto [row, column] = derivative_matrices(
         rows,
         columns,
         ctx->saved_data["smoothness_factor"].toDouble(),
         ctx->saved_data["output_width"].toInt(),
-        host.data_ptr<double>(),
         ctx->saved_data["order"].toInt() + 1,
         at::TensorOptions().dtype(at::kDouble));
     std::vector<double> per_stride(static_cast<size_t>(strides.numel()), 0.0);

@@ -16,7 +16,9 @@ namespace detail {
 /// One spatial axis of DiffStride's crop (docs/layers.md, steps 1-3): the
 /// kept bins and their positions on the ramp, fixed by the strides' values,
 /// and what the mask weights m_q(s) = clip((R + a(s) - p_q) / R, 0, 1) with
-/// a(s) = max(size / max(s, floor), 2) / 2 + offset depend on.
+/// a(s) = max(size / max(s, floor), 2) / 2 + offset depend on, with the
+/// stride's value s read once on the host: the weights and all their
+/// derivatives are evaluated there, with no further copy from the device.
 struct RampAxis {
   std::vector<int64_t> bins;
   std::vector<double> positions;
@@ -24,10 +26,11 @@ struct RampAxis {
   double offset = 0;  // 0 on two-sided axes, 1 on the last one
   double floor = 1;   // the stride floor size / (size - R)
   int64_t stride_index = 0;  // the element of the strides tensor
+  double stride = 1;         // its value
 };
 
 /// The `order`-th derivative of the mask weights of `axis` with respect to
-/// its stride s (order 0: the weights). The floor passes the gradient
+/// its stride, at axis.stride (order 0: the weights). The floor passes the gradient
 /// straight through (d max(s, floor)/ds = 1) and the clips pass it where
 /// their argument is inside, bounds included, as autograd's clamp does; so
 /// for order >= 1 the weights inside the ramp have
@@ -35,7 +38,6 @@ struct RampAxis {
 /// and all others 0.
 std::vector<double> ramp_weights(const RampAxis& axis,
                                  double smoothness_factor,
-                                 double stride,
                                  int64_t order);
 
 /// The mask weights of `axis` (float64, on the host), differentiable in

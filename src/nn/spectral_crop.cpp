@@ -51,27 +51,32 @@ UnitCircle compute_unit_circle(c10::ArrayRef<int64_t> a,
   return table;
 }
 
-// The tables depend on sizes and kept bins only, which change rarely while
-// a network trains: each thread keeps the ones it used last.
-// Shared: a table stays valid for its user when the cache is emptied.
-std::shared_ptr<const UnitCircle> unit_circle(c10::ArrayRef<int64_t> a,
-                                              int64_t b_count,
-                                              int64_t n) {
-  using Key = std::tuple<std::vector<int64_t>, int64_t, int64_t>;
-  thread_local std::map<Key, std::shared_ptr<const UnitCircle>> cache;
-  Key key{a.vec(), b_count, n};
+// The value `make` builds for `key`, kept by this thread for the next call
+// (at most 64 of them per call site). Shared: a value stays valid for its
+// user when the cache is emptied.
+template <typename Key, typename Value, typename Make>
+std::shared_ptr<const Value> thread_cached(Key key, const Make& make) {
+  thread_local std::map<Key, std::shared_ptr<const Value>> cache;
   auto found = cache.find(key);
   if (found == cache.end()) {
     if (cache.size() >= 64) {
       cache.clear();
     }
-    found = cache
-                .emplace(std::move(key),
-                         std::make_shared<const UnitCircle>(
-                             compute_unit_circle(a, b_count, n)))
-                .first;
+    found = cache.emplace(std::move(key), make()).first;
   }
   return found->second;
+}
+
+// The tables depend on sizes and kept bins only, which change rarely while
+// a network trains.
+std::shared_ptr<const UnitCircle> unit_circle(c10::ArrayRef<int64_t> a,
+                                              int64_t b_count,
+                                              int64_t n) {
+  using Key = std::tuple<std::vector<int64_t>, int64_t, int64_t>;
+  return thread_cached<Key, UnitCircle>(Key{a.vec(), b_count, n}, [&] {
+    return std::make_shared<const UnitCircle>(
+        compute_unit_circle(a, b_count, n));
+  });
 }
 
 std::vector<int64_t> first_integers(int64_t count) {
@@ -156,7 +161,7 @@ void fill_column_matrix(double* out,
   }
 }
 
-// Adds to `out` (`count` numbers) the matrix `fill` builds for `weights`
+// Writes to `out` (`count` numbers) the matrix `fill` builds for `weights`
 // (one per bin, `bins` of them). The bins of weight exactly 1 (all but the
 // ramp's) contribute a part that depends only on which bins they are, the
 // same at most strides: it is cached per thread (key: `shape` and that set),
@@ -178,20 +183,15 @@ void fill_with_cached_flat_part(double* out,
     any_rest = any_rest || (!one && w != 0.0);
     shape.push_back(one ? 1 : 0);
   }
-  thread_local std::map<std::vector<int64_t>,
-                        std::shared_ptr<const std::vector<double>>>
-      cache;
-  auto found = cache.find(shape);
-  if (found == cache.end()) {
-    if (cache.size() >= 64) {
-      cache.clear();
-    }
-    auto part = std::make_shared<std::vector<double>>(
-        static_cast<size_t>(count), 0.0);
-    fill(part->data(), flat.data());
-    found = cache.emplace(std::move(shape), std::move(part)).first;
-  }
-  const auto part = found->second;
+  const auto part =
+      thread_cached<std::vector<int64_t>, std::vector<double>>(
+          std::move(shape), [&] {
+            auto built = std::make_shared<std::vector<double>>(
+                static_cast<size_t>(count), 0.0);
+            fill(built->data(), flat.data());
+            return std::shared_ptr<const std::vector<double>>(
+                std::move(built));
+          });
   std::copy(part->begin(), part->end(), out);
   if (any_rest) {
     fill(out, rest.data());

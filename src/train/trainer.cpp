@@ -72,10 +72,10 @@ void print_progress(std::ostream& out,
                     const RunPosition& p,
                     int64_t total_steps,
                     double steps_per_second) {
-  out << "\r[" << where << "] epoch " << p.epoch + 1 << "/" << config.train.epochs << "  step "
-      << p.step << "/" << total_steps << "  loss " << std::fixed
-      << std::setprecision(4) << p.loss_sum / p.seen << "  "
-      << std::setprecision(1) << steps_per_second * config.data.batch_size
+  out << "\r[" << where << "] epoch " << p.epoch + 1 << "/"
+      << config.train.epochs << "  step " << p.step << "/" << total_steps
+      << "  loss " << std::fixed << std::setprecision(4)
+      << p.loss_sum / p.seen << "  " << std::setprecision(1) << steps_per_second * config.data.batch_size
       << " ex/s  ETA " << std::setprecision(0)
       << (total_steps - p.step) / steps_per_second << " s   "
       << std::defaultfloat << std::flush;
@@ -115,10 +115,6 @@ void to_channels_last(ResNet& model) {
     }
   }
 }
-
-}  // namespace
-
-namespace {
 
 // The batch on `device`: pinned host memory and asynchronous copies to a
 // GPU, the tensors themselves on the CPU; images in `format`.
