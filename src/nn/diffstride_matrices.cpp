@@ -105,7 +105,22 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
   }
 };
 
+// Weights whose nonzero values are all equal (a derivative's: see
+// ramp_weights) as 0/1 indicators and that value.
+double to_indicators(std::vector<double>& weights) {
+  double value = 0.0;
+  for (auto& w : weights) {
+    if (w != 0.0) {
+      value = w;
+      w = 1.0;
+    }
+  }
+  return value;
+}
+
 // Both matrices' `order`-th derivatives, in `options`' dtype on its device.
+// For order >= 1 a derivative is a constant times the matrix of the ramp's
+// indicator, which the host builder caches: no per-call fill.
 std::tuple<at::Tensor, at::Tensor> derivative_matrices(
     const RampAxis& rows,
     const RampAxis& columns,
@@ -113,8 +128,11 @@ std::tuple<at::Tensor, at::Tensor> derivative_matrices(
     int64_t output_width,
     int64_t order,
     const at::TensorOptions& options) {
-  const auto row_weights = ramp_weights(rows, smoothness_factor, order);
-  const auto column_weights = ramp_weights(columns, smoothness_factor, order);
+  auto row_weights = ramp_weights(rows, smoothness_factor, order);
+  auto column_weights = ramp_weights(columns, smoothness_factor, order);
+  const double row_scale = order >= 1 ? to_indicators(row_weights) : 1.0;
+  const double column_scale =
+      order >= 1 ? to_indicators(column_weights) : 1.0;
   return weighted_separable_matrices(rows.bins,
                                      row_weights.data(),
                                      static_cast<int64_t>(rows.size),
@@ -122,7 +140,9 @@ std::tuple<at::Tensor, at::Tensor> derivative_matrices(
                                      column_weights.data(),
                                      static_cast<int64_t>(columns.size),
                                      output_width,
-                                     options);
+                                     options,
+                                     row_scale,
+                                     column_scale);
 }
 
 // The `order`-th derivatives of both matrices with respect to their axes'

@@ -161,15 +161,17 @@ void fill_column_matrix(double* out,
   }
 }
 
-// Writes to `out` (`count` numbers) the matrix `fill` builds for `weights`
-// (one per bin, `bins` of them). The bins of weight exactly 1 (all but the
-// ramp's) contribute a part that depends only on which bins they are, the
-// same at most strides: it is cached per thread (key: `shape` and that set),
-// and only the other bins are added per call. Null weights: all ones.
+// Writes to `out` (`count` numbers) `scale` times the matrix `fill` builds
+// for `weights` (one per bin, `bins` of them). The bins of weight exactly 1
+// (all but the ramp's) contribute a part that depends only on which bins they
+// are, the same at most strides: it is cached per thread (key: `shape` and
+// that set), and only the other bins are added per call. Null weights: all
+// ones.
 template <typename Fill>
 void fill_with_cached_flat_part(double* out,
                                 int64_t count,
                                 const double* weights,
+                                double scale,
                                 int64_t bins,
                                 std::vector<int64_t> shape,
                                 const Fill& fill) {
@@ -195,6 +197,11 @@ void fill_with_cached_flat_part(double* out,
   std::copy(part->begin(), part->end(), out);
   if (any_rest) {
     fill(out, rest.data());
+  }
+  if (scale != 1.0) {
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] *= scale;
+    }
   }
 }
 
@@ -303,7 +310,9 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
     const double* column_weights,
     int64_t width,
     int64_t output_width,
-    const at::TensorOptions& options) {
+    const at::TensorOptions& options,
+    double row_scale,
+    double column_scale) {
   const int64_t out_height = static_cast<int64_t>(kept_rows.size());
   const int64_t row_count = out_height * 2 * height;
   const int64_t column_count = width * 2 * output_width;
@@ -316,6 +325,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
       packed.data_ptr<double>(),
       row_count,
       row_weights,
+      row_scale,
       out_height,
       std::move(row_shape),
       [&](double* out, const double* weights) {
@@ -325,6 +335,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
       packed.data_ptr<double>() + row_count,
       column_count,
       column_weights,
+      column_scale,
       kept_columns,
       {1, width, kept_columns, output_width},
       [&](double* out, const double* weights) {

@@ -29,9 +29,11 @@ struct AxisCrop {
 /// crop that keeps the rows `kept_rows` of an H-point spectrum weighted by
 /// `row_weights` and the first `kept_columns` bins of a W-point real
 /// spectrum weighted by `column_weights`, back to H' x W' samples (null
-/// weights: ones). Built in float64 on the host (linear in the weights),
-/// returned in `options`' dtype on its device: one conversion, one transfer
-/// (from pinned memory, without blocking, to a GPU).
+/// weights: ones), each matrix multiplied by its scale. Built in float64 on
+/// the host (linear in the weights), returned in `options`' dtype on its
+/// device: one conversion, one transfer (from pinned memory, without
+/// blocking, to a GPU). The matrix of bins of weight 1 is cached per thread,
+/// so weights of 0 and 1 only cost a copy.
 std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
     c10::ArrayRef<int64_t> kept_rows,
     const double* row_weights,
@@ -40,7 +42,9 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
     const double* column_weights,
     int64_t width,
     int64_t output_width,
-    const at::TensorOptions& options);
+    const at::TensorOptions& options,
+    double row_scale = 1.0,
+    double column_scale = 1.0);
 
 /// The small matrices of two axes, [A_r | A_i] (H' x 2H) and [G_r | G_i]
 /// (W x 2W'), in `options`' dtype on its device: every H x W plane x maps to

@@ -33,7 +33,6 @@
 
 #include <algorithm>
 #include <memory>
-#include <numeric>
 #include <vector>
 
 namespace diffstride {
@@ -79,23 +78,25 @@ int64_t worker_count(int64_t planes, int64_t chunk) {
   return std::max<int64_t>(1, std::min<int64_t>(chunks, at::get_num_threads()));
 }
 
-// Calls body(worker, begin, end) for every chunk of `chunk` planes; worker w
-// takes a fixed, contiguous share of the chunks. Fixed, so that for a given
-// thread count every worker sums the same planes in the same order: the
-// stride gradients are then bit-for-bit reproducible, which a resumed
-// training run needs to end exactly where an uninterrupted one does.
+// Calls body(worker, begin, end) once per worker, with a fixed, contiguous
+// share of the chunks of `chunk` planes (the range walks its chunks in
+// order). Fixed, so that for a given thread count every worker sums the same
+// planes in the same order: the stride gradients are then bit-for-bit
+// reproducible, which a resumed training run needs to end exactly where an
+// uninterrupted one does.
 template <typename Body>
-void for_each_chunk(int64_t planes,
-                    int64_t chunk,
-                    int64_t workers,
-                    const Body& body) {
+void for_each_worker(int64_t planes,
+                     int64_t chunk,
+                     int64_t workers,
+                     const Body& body) {
   const int64_t chunks = (planes + chunk - 1) / chunk;
   at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
     for (int64_t worker = first; worker < last; ++worker) {
-      for (int64_t c = chunks * worker / workers;
-           c < chunks * (worker + 1) / workers;
-           ++c) {
-        body(worker, c * chunk, std::min(planes, (c + 1) * chunk));
+      const int64_t begin = chunks * worker / workers * chunk;
+      const int64_t end =
+          std::min(planes, chunks * (worker + 1) / workers * chunk);
+      if (begin < end) {
+        body(worker, begin, end);
       }
     }
   });
@@ -127,7 +128,7 @@ void spectral_crop_forward(const T* x,
   }
   const int64_t np = round_up(2 * s.out_width, kLanes<T>);
   const auto g_pad = pad_columns(g_cat, s.width, 2 * s.out_width, np);
-  const PassDims dims{s.height, s.width, s.out_height, s.out_width};
+  const PassDims dims{s.height, s.width, s.out_height, s.out_width, s.planes};
   const ForwardWorkspace ws = forward_workspace(dims, np, kLanes<T>);
   const int64_t per_worker = ws.total;
   const int64_t workers = worker_count(s.planes, ws.chunk);
@@ -137,7 +138,7 @@ void spectral_crop_forward(const T* x,
   const auto entry = pick(&forward_range_baseline<T>,
                           &forward_range_avx2<T>,
                           &forward_range_avx512<T>);
-  for_each_chunk(s.planes,
+  for_each_worker(s.planes,
                  ws.chunk,
                  workers,
                  [&](int64_t worker, int64_t begin, int64_t end) {
@@ -185,7 +186,7 @@ void spectral_crop_backward(const T* x,
   const auto entry = pick(&backward_range_baseline<T>,
                           &backward_range_avx2<T>,
                           &backward_range_avx512<T>);
-  for_each_chunk(s.planes,
+  for_each_worker(s.planes,
                  ws.chunk,
                  workers,
                  [&](int64_t worker, int64_t begin, int64_t end) {
@@ -208,12 +209,12 @@ void spectral_crop_backward(const T* x,
     return;
   }
   for (int64_t w = 0; w < workers; ++w) {
+    // The range has added up its lanes: da holds da_rows x da_cols sums.
     const T* da = workspace.data() + w * per_worker + ws.total;
     const T* dg = da + da_size;
     for (int64_t r = 0; r < 2 * Hp; ++r) {
       for (int64_t c = 0; c < H; ++c) {
-        const T* lanes = da + (r * ws.da_cols + c) * kLanes<T>;
-        da_stack[r * H + c] += std::accumulate(lanes, lanes + kLanes<T>, T(0));
+        da_stack[r * H + c] += da[r * ws.da_cols + c];
       }
     }
     for (int64_t c = 0; c < 2; ++c) {

@@ -27,14 +27,20 @@ static inline int64_t round_up(int64_t n, int64_t multiple) {
 }
 
 // Planes per chunk: about 48 KiB of float input, so that a chunk's
-// intermediates stay in the L2 cache.
-static inline int64_t chunk_planes(int64_t height, int64_t width) {
-  return 12288 / (height * width) > 1 ? 12288 / (height * width) : 1;
+// intermediates stay in the L2 cache; no more than there are planes, so
+// that a call on a few small planes sizes (and zeroes) a few planes'
+// scratch.
+static inline int64_t chunk_planes(int64_t height,
+                                   int64_t width,
+                                   int64_t planes) {
+  const int64_t fit = 12288 / (height * width) > 1 ? 12288 / (height * width)
+                                                  : 1;
+  return planes >= 1 && planes < fit ? planes : fit;
 }
 
-// The four sizes a pass works with.
+// The sizes a pass works with.
 struct PassDims {
-  int64_t in_height, in_width, out_height, out_width;
+  int64_t in_height, in_width, out_height, out_width, planes;
 };
 
 // One worker's scratch for the forward, as offsets into one allocation of
@@ -48,7 +54,7 @@ static inline ForwardWorkspace forward_workspace(const PassDims& d,
                                                  int64_t np,
                                                  int64_t lanes) {
   ForwardWorkspace ws{};
-  ws.chunk = chunk_planes(d.in_height, d.in_width);
+  ws.chunk = chunk_planes(d.in_height, d.in_width, d.planes);
   // One extra vector: readers may run a few elements past the last plane.
   ws.ld = round_up(ws.chunk * d.out_width, lanes) + lanes;
   ws.t = 0;
@@ -73,7 +79,7 @@ static inline BackwardWorkspace backward_workspace(const SpectralCropShape& s,
                                                    int64_t np,
                                                    int64_t lanes) {
   BackwardWorkspace ws{};
-  ws.chunk = chunk_planes(s.height, s.width);
+  ws.chunk = chunk_planes(s.height, s.width, s.planes);
   ws.ld = round_up(ws.chunk * s.width, lanes) + lanes;
   ws.da_rows = round_up(2 * s.out_height, 4);
   ws.da_cols = round_up(s.height, 4);
@@ -112,8 +118,9 @@ struct BackwardArgs {
   const T* a_stack;
   T* dx;
   // Gradients of the small matrices, this worker's share, padded (layout in
-  // BackwardWorkspace): da (da_rows x da_cols x kLanes partial sums), dg
-  // (2 dg_rows x dg_cols). Null when not wanted.
+  // BackwardWorkspace): da (da_rows x da_cols x kLanes partial sums while
+  // the range runs; at its end, the first da_rows x da_cols elements hold
+  // the sums), dg (2 dg_rows x dg_cols). Null when not wanted.
   T* da;
   T* dg;
   SpectralCropShape s;

@@ -394,6 +394,36 @@ void accumulate_column_gradient(const T* u,
   }
 }
 
+// `count` vectors of partial sums, each replaced by its sum: out[e] = sum of
+// the lanes of vector e (in place; e <= e * lanes, so every vector is read
+// before its slot is written). Halves are added as 32-byte, then 16-byte
+// vectors, and the last two or four numbers one by one.
+template <typename T>
+void sum_lanes_in_place(T* partial, int64_t count) {
+  typedef T Vec32 __attribute__((vector_size(32), aligned(sizeof(T))));
+  typedef T Vec16 __attribute__((vector_size(16), aligned(sizeof(T))));
+  constexpr int L = Simd<T>::kLanes;
+  constexpr int kLast = 16 / sizeof(T);
+  for (int64_t e = 0; e < count; ++e) {
+    const T* lanes = partial + e * L;
+    const Vec32 halves = *reinterpret_cast<const Vec32*>(lanes) +
+                         *reinterpret_cast<const Vec32*>(lanes + L / 2);
+    Vec16 low, high;
+    __builtin_memcpy(&low, &halves, 16);
+    __builtin_memcpy(&high, reinterpret_cast<const char*>(&halves) + 16, 16);
+    const Vec16 quarters = low + high;
+    T sum = quarters[0];
+#pragma GCC unroll 4
+    for (int k = 1; k < kLast; ++k) {
+      sum += quarters[k];
+    }
+    partial[e] = sum;
+  }
+}
+
+// One worker's planes [begin, end), chunk after chunk; the gradients of the
+// small matrices are summed over them into args.da (then reduced to one sum
+// per element) and args.dg.
 template <typename T>
 void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
   constexpr int L = Simd<T>::kLanes;
@@ -402,7 +432,7 @@ void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
   const int64_t Hp = s.out_height, Wp = s.out_width;
   // dx = A_r^T dy G_r^T + A_i^T dy G_i^T: the forward map with transposed
   // matrices, from dy (H' x W') to dx (H x W).
-  const PassDims d{Hp, Wp, H, W};
+  const PassDims d{Hp, Wp, H, W, s.planes};
   const bool matrices = args.da != nullptr;
   const BackwardWorkspace ws = backward_workspace(s, args.np, kLanes<T>);
   const int64_t ld = ws.ld;
@@ -448,6 +478,9 @@ void backward_range(const BackwardArgs<T>& args, int64_t begin, int64_t end) {
       copy_n(dy + r * Wp, Wp, dy_pad + r * ws.ldw);
     }
     accumulate_column_gradient(u, dy_pad, count, s, ws, args.dg);
+  }
+  if (matrices) {
+    sum_lanes_in_place(args.da, ws.da_rows * ws.da_cols);
   }
 }
 
