@@ -45,41 +45,43 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// A RampAxis as the IValues an autograd context keeps, and back.
-void save_axis(AutogradContext* ctx, const std::string& name,
-               const RampAxis& axis) {
-  ctx->saved_data[name + ".bins"] = axis.bins;
-  ctx->saved_data[name + ".positions"] = axis.positions;
-  ctx->saved_data[name + ".scalars"] =
-      std::vector<double>{axis.size, axis.offset, axis.floor, axis.stride};
-  ctx->saved_data[name + ".index"] = axis.stride_index;
+// Host values an autograd context keeps for backward, as one capsule (one
+// IValue, no per-field copies).
+template <typename Value>
+struct Held : torch::CustomClassHolder {
+  explicit Held(Value v) : value(std::move(v)) {}
+  Value value;
+};
+
+template <typename Value>
+void keep(AutogradContext* ctx, Value value) {
+  ctx->saved_data["kept"] = c10::IValue::make_capsule(
+      c10::make_intrusive<Held<Value>>(std::move(value)));
 }
 
-RampAxis load_axis(AutogradContext* ctx, const std::string& name) {
-  RampAxis axis;
-  axis.bins = ctx->saved_data[name + ".bins"].toIntVector();
-  axis.positions = ctx->saved_data[name + ".positions"].toDoubleVector();
-  const auto scalars = ctx->saved_data[name + ".scalars"].toDoubleVector();
-  axis.size = scalars[0];
-  axis.offset = scalars[1];
-  axis.floor = scalars[2];
-  axis.stride = scalars[3];
-  axis.stride_index = ctx->saved_data[name + ".index"].toInt();
-  return axis;
+template <typename Value>
+const Value& kept(AutogradContext* ctx) {
+  return static_cast<const Held<Value>*>(
+             ctx->saved_data["kept"].toCapsule().get())
+      ->value;
 }
 
 // The `order`-th derivative of one axis' mask weights with respect to its
 // stride; backward contracts the incoming gradient with the next.
 struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
+  struct Saved {
+    RampAxis axis;
+    double smoothness_factor;
+    int64_t order;
+  };
+
   static variable_list forward(AutogradContext* ctx,
                                const at::Tensor& strides,
                                const RampAxis& axis,
                                double smoothness_factor,
                                int64_t order) {
     ctx->save_for_backward({strides});
-    save_axis(ctx, "axis", axis);
-    ctx->saved_data["smoothness_factor"] = smoothness_factor;
-    ctx->saved_data["order"] = order;
+    keep(ctx, Saved{axis, smoothness_factor, order});
     return {at::tensor(ramp_weights(axis, smoothness_factor, order),
                        at::kDouble)};
   }
@@ -87,12 +89,10 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
   static variable_list backward(AutogradContext* ctx,
                                 variable_list gradients) {
     const auto strides = ctx->get_saved_variables()[0];
-    const auto axis = load_axis(ctx, "axis");
+    const auto& saved = kept<Saved>(ctx);
+    const auto& axis = saved.axis;
     const auto next = RampMaskFunction::apply(
-        strides,
-        axis,
-        ctx->saved_data["smoothness_factor"].toDouble(),
-        ctx->saved_data["order"].toInt() + 1)[0];
+        strides, axis, saved.smoothness_factor, saved.order + 1)[0];
     auto gradient = at::zeros({strides.numel()}, at::kDouble);
     gradient = gradient.index_add(
         0,
@@ -151,6 +151,15 @@ std::tuple<at::Tensor, at::Tensor> derivative_matrices(
 // order, so that every order of derivative is exact.
 struct SeparableMatricesFunction
     : public torch::autograd::Function<SeparableMatricesFunction> {
+  struct Saved {
+    RampAxis rows, columns;
+    double smoothness_factor;
+    int64_t output_width;
+    int64_t order;
+    c10::ScalarType dtype;
+    c10::Device device;
+  };
+
   static variable_list forward(AutogradContext* ctx,
                                const at::Tensor& strides,
                                const RampAxis& rows,
@@ -168,21 +177,23 @@ struct SeparableMatricesFunction
         order,
         at::TensorOptions().dtype(dtype).device(device));
     ctx->save_for_backward({strides});
-    save_axis(ctx, "rows", rows);
-    save_axis(ctx, "columns", columns);
-    ctx->saved_data["smoothness_factor"] = smoothness_factor;
-    ctx->saved_data["output_width"] = output_width;
-    ctx->saved_data["order"] = order;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(dtype);
-    ctx->saved_data["device"] = device;
+    keep(ctx,
+         Saved{rows,
+               columns,
+               smoothness_factor,
+               output_width,
+               order,
+               dtype,
+               device});
     return {on_row, on_column};
   }
 
   static variable_list backward(AutogradContext* ctx,
                                 variable_list gradients) {
     const auto strides = ctx->get_saved_variables()[0];
-    const auto rows = load_axis(ctx, "rows");
-    const auto columns = load_axis(ctx, "columns");
+    const auto& saved = kept<Saved>(ctx);
+    const auto& rows = saved.rows;
+    const auto& columns = saved.columns;
     const auto none = at::Tensor();
     const bool on_cpu = std::all_of(
         gradients.begin(), gradients.end(), [](const at::Tensor& g) {
@@ -192,18 +203,17 @@ struct SeparableMatricesFunction
       // No graph wanted (no second derivative) and everything on the host:
       // contract the next derivative's float64 matrices with the gradients
       // here, without building them in the data's dtype.
-      return {host_stride_gradient(ctx, strides, rows, columns, gradients),
+      return {host_stride_gradient(saved, strides, gradients),
               none, none, none, none, none, none, none};
     }
-    const auto next = SeparableMatricesFunction::apply(
-        strides,
-        rows,
-        columns,
-        ctx->saved_data["smoothness_factor"].toDouble(),
-        ctx->saved_data["output_width"].toInt(),
-        ctx->saved_data["order"].toInt() + 1,
-        static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt()),
-        ctx->saved_data["device"].toDevice());
+    const auto next = SeparableMatricesFunction::apply(strides,
+                                                       rows,
+                                                       columns,
+                                                       saved.smoothness_factor,
+                                                       saved.output_width,
+                                                       saved.order + 1,
+                                                       saved.dtype,
+                                                       saved.device);
     // d L / d s_axis = <dL/dM, dM/ds_axis>, on the matrices' device; a shared
     // stride (one element) collects both.
     std::vector<at::Tensor> per_stride(static_cast<size_t>(strides.numel()));
@@ -255,22 +265,20 @@ struct SeparableMatricesFunction
     return (partial[0] + partial[1]) + (partial[2] + partial[3]);
   }
 
-  static at::Tensor host_stride_gradient(AutogradContext* ctx,
+  static at::Tensor host_stride_gradient(const Saved& saved,
                                          const at::Tensor& strides,
-                                         const RampAxis& rows,
-                                         const RampAxis& columns,
                                          const variable_list& gradients) {
-    const auto [row, column] = derivative_matrices(
-        rows,
-        columns,
-        ctx->saved_data["smoothness_factor"].toDouble(),
-        ctx->saved_data["output_width"].toInt(),
-        ctx->saved_data["order"].toInt() + 1,
-        at::TensorOptions().dtype(at::kDouble));
+    const auto [row, column] =
+        derivative_matrices(saved.rows,
+                            saved.columns,
+                            saved.smoothness_factor,
+                            saved.output_width,
+                            saved.order + 1,
+                            at::TensorOptions().dtype(at::kDouble));
     std::vector<double> per_stride(static_cast<size_t>(strides.numel()), 0.0);
-    per_stride[static_cast<size_t>(rows.stride_index)] +=
+    per_stride[static_cast<size_t>(saved.rows.stride_index)] +=
         contract(gradients[0], row);
-    per_stride[static_cast<size_t>(columns.stride_index)] +=
+    per_stride[static_cast<size_t>(saved.columns.stride_index)] +=
         contract(gradients[1], column);
     return at::tensor(per_stride, at::kDouble)
         .to(strides.device(), strides.scalar_type());

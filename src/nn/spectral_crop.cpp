@@ -3,6 +3,7 @@
 #include "ops/spectral_crop.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -316,13 +317,14 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
   const int64_t out_height = static_cast<int64_t>(kept_rows.size());
   const int64_t row_count = out_height * 2 * height;
   const int64_t column_count = width * 2 * output_width;
-  // Both in one float64 buffer, converted once and copied once (from
-  // pinned memory, without blocking, to a GPU).
-  auto packed = at::empty({row_count + column_count}, at::kDouble);
+  // Both built in float64 in one buffer of this thread's, then converted
+  // once (and, for a GPU, copied once from pinned memory, without blocking).
+  thread_local std::vector<double> packed;
+  packed.resize(static_cast<size_t>(row_count + column_count));
   std::vector<int64_t> row_shape = {0, height};
   row_shape.insert(row_shape.end(), kept_rows.begin(), kept_rows.end());
   fill_with_cached_flat_part(
-      packed.data_ptr<double>(),
+      packed.data(),
       row_count,
       row_weights,
       row_scale,
@@ -332,7 +334,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
         fill_row_matrix(out, kept_rows, weights, height);
       });
   fill_with_cached_flat_part(
-      packed.data_ptr<double>() + row_count,
+      packed.data() + row_count,
       column_count,
       column_weights,
       column_scale,
@@ -342,16 +344,31 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
         fill_column_matrix(out, kept_columns, weights, width, output_width);
       });
   const auto dtype = c10::typeMetaToScalarType(options.dtype());
-  if (dtype != at::kDouble) {
-    packed = packed.to(dtype);
+  if (options.device().is_cpu()) {
+    auto row = at::empty({out_height, 2 * height}, at::TensorOptions(dtype));
+    auto column =
+        at::empty({width, 2 * output_width}, at::TensorOptions(dtype));
+    AT_DISPATCH_FLOATING_TYPES(dtype, "separable_matrices", [&] {
+      std::copy(packed.data(),
+                packed.data() + row_count,
+                row.data_ptr<scalar_t>());
+      std::copy(packed.data() + row_count,
+                packed.data() + row_count + column_count,
+                column.data_ptr<scalar_t>());
+    });
+    return {row, column};
   }
+  auto on_device =
+      at::from_blob(packed.data(), {row_count + column_count}, at::kDouble)
+          .to(dtype);
   if (options.device().is_cuda()) {
-    packed = packed.pin_memory().to(options.device(), /*non_blocking=*/true);
-  } else if (!options.device().is_cpu()) {
-    packed = packed.to(options.device());
+    on_device =
+        on_device.pin_memory().to(options.device(), /*non_blocking=*/true);
+  } else {
+    on_device = on_device.to(options.device());
   }
-  return {packed.narrow(0, 0, row_count).view({out_height, 2 * height}),
-          packed.narrow(0, row_count, column_count)
+  return {on_device.narrow(0, 0, row_count).view({out_height, 2 * height}),
+          on_device.narrow(0, row_count, column_count)
               .view({width, 2 * output_width})};
 }
 
