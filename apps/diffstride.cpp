@@ -8,11 +8,14 @@
 //   data    what a dataset holds, split by split.
 //   train   train a model from a config (default: Fashion-MNIST, DiffStride).
 //   eval    test loss and accuracy of a checkpoint.
+//   sweep   train every combination of config values, one folder each.
+//   report  tables and plots of sweeps and runs.
 
 #include "bench_command.h"
 #include "cli_parsing.h"
 #include "data_command.h"
 #include "summary_command.h"
+#include "sweep_command.h"
 #include "train_command.h"
 
 #include <diffstride/diffstride.h>
@@ -117,6 +120,10 @@ int main(int argc, char** argv) {
   auto* train = diffstride_cli::add_train_command(app, train_args);
   diffstride_cli::EvalArgs eval_args;
   auto* eval = diffstride_cli::add_eval_command(app, eval_args);
+  diffstride_cli::SweepArgs sweep_args;
+  auto* sweep = diffstride_cli::add_sweep_command(app, sweep_args);
+  diffstride_cli::ReportArgs report_args;
+  auto* report = diffstride_cli::add_report_command(app, report_args);
 
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
@@ -138,6 +145,12 @@ int main(int argc, char** argv) {
     }
     if (*eval) {
       return diffstride_cli::run_eval(eval_args);
+    }
+    if (*sweep) {
+      return diffstride_cli::run_sweep(sweep_args, threads, argv[0]);
+    }
+    if (*report) {
+      return diffstride_cli::run_report(report_args);
     }
   } catch (const CLI::Error& error) {
     return app.exit(error);

@@ -23,6 +23,12 @@ extern "C" void on_interrupt(int) {
 
 }  // namespace
 
+const std::atomic<bool>* stop_on_signals() {
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  return &interrupted;
+}
+
 CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
   auto* command = app.add_subcommand(
       "train",
@@ -111,9 +117,7 @@ int run_train(const TrainArgs& args, int threads) {
     config.train.threads =
         std::max<int64_t>(1, threads / launcher.local_world_size);
   }
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  options.interrupt = &interrupted;
+  options.interrupt = stop_on_signals();
   options.progress = &std::cerr;
   options.stop_after_steps = args.stop_after_steps;
   if (launcher.rank != 0) {

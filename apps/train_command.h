@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <atomic>
+
 #include <string>
 #include <vector>
 
@@ -23,6 +25,10 @@ struct EvalArgs {
   std::string checkpoint;
   std::string dump_logits;  // empty: none
 };
+
+/// Makes SIGINT (Ctrl-C) and SIGTERM set the returned flag instead of
+/// killing the process: long commands checkpoint and stop on it.
+const std::atomic<bool>* stop_on_signals();
 
 CLI::App* add_train_command(CLI::App& app, TrainArgs& args);
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);

@@ -188,6 +188,15 @@ RunFolder RunFolder::create(const std::string& path,
   return RunFolder(out);
 }
 
+RunState RunFolder::state_of(const std::string& path) {
+  const fs::path folder = path;
+  if (fs::is_regular_file(folder / kModelFile)) {
+    return RunState::kFinished;
+  }
+  return fs::is_regular_file(folder / kConfigFile) ? RunState::kStarted
+                                                    : RunState::kAbsent;
+}
+
 RunFolder RunFolder::resume(const std::string& path) {
   return RunFolder(path);
 }

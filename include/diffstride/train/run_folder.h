@@ -35,8 +35,14 @@ struct RunPosition {
   int64_t loss_scale_good_steps = 0;
 };
 
+/// How far the run in a folder got: none there, started (its config is
+/// written; resume it), or finished (its final model is written).
+enum class RunState { kAbsent, kStarted, kFinished };
+
 class RunFolder {
  public:
+  static RunState state_of(const std::string& path);
+
   /// A new run in `path`: an error if the folder already holds one with a
   /// checkpoint or metrics (resume it or choose another folder); otherwise
   /// creates it and writes the resolved config.toml (replacing that of a run

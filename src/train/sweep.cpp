@@ -1,0 +1,423 @@
+#include <diffstride/train/sweep.h>
+
+#include <diffstride/train/config.h>
+#include <diffstride/train/run_folder.h>
+
+#include "train/checked_file.h"
+
+#include <c10/util/Exception.h>
+#include <toml++/toml.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+#include <thread>
+
+namespace diffstride {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kSpecFile = "sweep.toml";
+constexpr const char* kLockFile = ".lock";
+constexpr const char* kRunsFolder = "runs";
+constexpr const char* kLogsFolder = "logs";
+
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(text);
+  while (std::getline(in, part, separator)) {
+    parts.push_back(part);
+  }
+  if (!text.empty() && text.back() == separator) {
+    parts.emplace_back();
+  }
+  return parts;
+}
+
+// A value as part of a folder name: letters, digits and . = _ - kept, any
+// other character (the commas of a list, say) made a '-'.
+std::string name_part(const std::string& value) {
+  std::string out = value;
+  for (auto& c : out) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != '-') {
+      c = '-';
+    }
+  }
+  return out;
+}
+
+std::string csv_field(const std::string& value) {
+  if (value.find_first_of(",\"\n") == std::string::npos) {
+    return value;
+  }
+  std::string out = "\"";
+  for (const char c : value) {
+    out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  }
+  return out + "\"";
+}
+
+std::string spec_toml(const SweepSpec& spec) {
+  toml::table root;
+  root.insert("config", spec.config);
+  toml::array overrides;
+  for (const auto& o : spec.overrides) {
+    overrides.push_back(o);
+  }
+  root.insert("set", overrides);
+  toml::array axes;
+  for (const auto& axis : spec.axes) {
+    toml::array values;
+    for (const auto& v : axis.values) {
+      values.push_back(v);
+    }
+    axes.push_back(toml::table{{"key", axis.key}, {"values", values}});
+  }
+  root.insert("axis", axes);
+  std::ostringstream out;
+  out << "# The sweep in this folder: `diffstride sweep` with the same\n"
+         "# arguments continues it.\n"
+      << root << "\n";
+  return out.str();
+}
+
+std::string manifest_csv(const SweepSpec& spec,
+                         const std::vector<SweepRun>& runs) {
+  std::ostringstream out;
+  out << "run";
+  for (const auto& axis : spec.axes) {
+    out << "," << csv_field(axis.key);
+  }
+  out << "\n";
+  for (const auto& run : runs) {
+    out << csv_field((fs::path(kRunsFolder) / run.name).string());
+    for (const auto& o : run.overrides) {
+      out << "," << csv_field(o.substr(o.find('=') + 1));
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+// Held (by this process and the runs it starts, which inherit it) while a
+// sweep runs in the folder, so that a restarted sweep never runs a run
+// beside a copy of itself still stopping.
+void lock_sweep_folder(const fs::path& folder, std::ostream* progress) {
+  const auto path = folder / kLockFile;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  TORCH_CHECK(fd >= 0, "cannot open ", path.string(), ": ", std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    return;
+  }
+  if (progress != nullptr) {
+    *progress << "[sweep] waiting for the runs of an earlier sweep in "
+              << folder.string() << " to stop" << std::endl;
+  }
+  TORCH_CHECK(::flock(fd, LOCK_EX) == 0,
+              "cannot lock ",
+              path.string(),
+              ": ",
+              std::strerror(errno));
+}
+
+// `program` as execv wants it: a path, searched on PATH when it has no '/'.
+std::string resolve_program(const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    return program;
+  }
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : split(path ? path : "", ':')) {
+    const auto candidate = fs::path(dir.empty() ? "." : dir) / program;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate.string();
+    }
+  }
+  TORCH_CHECK(false, "--launch: ", program, " is not on PATH");
+}
+
+// Starts argv with its output appended to `log`. The child gets SIGTERM
+// when this process dies (it then checkpoints and stops, as on Ctrl-C).
+pid_t start_process(const std::vector<std::string>& argv, const fs::path& log) {
+  const std::string program = resolve_program(argv[0]);
+  std::vector<char*> args;
+  for (const auto& a : argv) {
+    args.push_back(const_cast<char*>(a.c_str()));
+  }
+  args.push_back(nullptr);
+  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                         0644);
+  TORCH_CHECK(out >= 0, "cannot open ", log.string(), ": ", std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Only async-signal-safe calls between fork and exec.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) {
+      ::_exit(1);
+    }
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(out, STDERR_FILENO);
+    ::execv(program.c_str(), args.data());
+    const char message[] = "diffstride sweep: cannot start the run\n";
+    [[maybe_unused]] const auto written =
+        ::write(STDERR_FILENO, message, sizeof(message) - 1);
+    ::_exit(127);
+  }
+  ::close(out);
+  TORCH_CHECK(pid > 0, "cannot start a run: fork failed: ", std::strerror(errno));
+  return pid;
+}
+
+std::string minutes(double seconds) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(seconds < 600 ? 1 : 0)
+      << seconds / 60.0 << " min";
+  return out.str();
+}
+
+}  // namespace
+
+SweepAxis parse_sweep_axis(const std::string& text) {
+  const auto equals = text.find('=');
+  TORCH_CHECK(equals != std::string::npos && equals > 0 &&
+                  equals + 1 < text.size(),
+              "--axis: expected section.key=value1,value2,... (or values "
+              "separated by ':' when they hold commas), got '",
+              text,
+              "'");
+  SweepAxis axis;
+  axis.key = text.substr(0, equals);
+  const auto values = text.substr(equals + 1);
+  axis.values = split(values, values.find(':') != std::string::npos ? ':' : ',');
+  for (const auto& v : axis.values) {
+    TORCH_CHECK(!v.empty(), "--axis ", text, ": an empty value");
+  }
+  TORCH_CHECK(axis.key != "train.out",
+              "--axis: train.out is set by the sweep (runs/NAME)");
+  return axis;
+}
+
+std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes) {
+  size_t count = 1;
+  for (const auto& axis : axes) {
+    count *= axis.values.size();
+  }
+  const int width = static_cast<int>(std::to_string(count - 1).size());
+  std::vector<SweepRun> runs;
+  for (size_t index = 0; index < count; ++index) {
+    std::ostringstream name;
+    name << std::setw(width) << std::setfill('0') << index;
+    SweepRun run;
+    size_t rest = index;
+    std::vector<std::string> overrides(axes.size());
+    // The last axis varies fastest.
+    for (size_t a = axes.size(); a-- > 0;) {
+      const auto& value = axes[a].values[rest % axes[a].values.size()];
+      rest /= axes[a].values.size();
+      overrides[a] = axes[a].key + "=" + value;
+    }
+    for (size_t a = 0; a < axes.size(); ++a) {
+      const auto& key = axes[a].key;
+      name << "_" << key.substr(key.rfind('.') + 1) << "="
+           << name_part(overrides[a].substr(key.size() + 1));
+    }
+    run.name = name.str();
+    run.overrides = std::move(overrides);
+    runs.push_back(std::move(run));
+  }
+  return runs;
+}
+
+int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
+  TORCH_CHECK(!options.out.empty(), "sweep: expected an output folder (--out)");
+  TORCH_CHECK(options.parallel >= 1,
+              "--parallel: expected at least 1, got ",
+              options.parallel);
+  std::map<std::string, int> seen;
+  for (const auto& axis : spec.axes) {
+    TORCH_CHECK(++seen[axis.key] == 1,
+                "--axis ",
+                axis.key,
+                " is given twice: put all its values in one --axis");
+  }
+  const auto runs = sweep_runs(spec.axes);
+  // Every run's config, checked before any starts: a bad key or value is an
+  // error now, not hours in.
+  for (const auto& run : runs) {
+    auto overrides = spec.overrides;
+    overrides.insert(overrides.end(), run.overrides.begin(), run.overrides.end());
+    try {
+      load_train_config(spec.config, overrides);
+    } catch (const c10::Error& error) {
+      TORCH_CHECK(false,
+                  "sweep run ",
+                  run.name,
+                  ": ",
+                  error.what_without_backtrace());
+    }
+  }
+  const fs::path out = options.out;
+  fs::create_directories(out / kRunsFolder);
+  fs::create_directories(out / kLogsFolder);
+  const auto spec_text = spec_toml(spec);
+  if (fs::exists(out / kSpecFile)) {
+    std::ifstream in(out / kSpecFile, std::ios::binary);
+    const std::string existing((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+    TORCH_CHECK(existing == spec_text,
+                out.string(),
+                " holds another sweep (its ",
+                kSpecFile,
+                " differs from these arguments): continue it with its own "
+                "arguments or choose another --out");
+  }
+  lock_sweep_folder(out, options.progress);
+  detail::replace_file(out / kSpecFile, spec_text);
+  detail::replace_file(out / kSweepManifestFile, manifest_csv(spec, runs));
+
+  std::ofstream sweep_log(out / "sweep.log", std::ios::app);
+  const auto say = [&](const std::string& line) {
+    sweep_log << line << std::endl;
+    if (options.progress != nullptr) {
+      *options.progress << "[sweep] " << line << std::endl;
+    }
+  };
+  std::vector<size_t> pending;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto folder = (out / kRunsFolder / runs[i].name).string();
+    if (RunFolder::state_of(folder) == RunState::kFinished) {
+      say(runs[i].name + ": finished earlier, skipped");
+    } else {
+      pending.push_back(i);
+    }
+  }
+  const int64_t threads =
+      std::max<int64_t>(1, options.threads / options.parallel);
+  say(std::to_string(runs.size()) + " runs, " +
+      std::to_string(runs.size() - pending.size()) + " finished, " +
+      std::to_string(pending.size()) + " to run, " +
+      std::to_string(options.parallel) + " at once with " +
+      std::to_string(threads) + " thread(s) each");
+
+  struct Running {
+    size_t index;
+    std::chrono::steady_clock::time_point start;
+  };
+  std::map<pid_t, Running> running;
+  size_t next = 0, done = 0;
+  int64_t failed = 0;
+  double seconds_sum = 0;
+  bool forwarded = false;
+  const auto interrupted = [&] {
+    return options.interrupt != nullptr && options.interrupt->load();
+  };
+  while (next < pending.size() || !running.empty()) {
+    while (!interrupted() && next < pending.size() &&
+           static_cast<int64_t>(running.size()) < options.parallel) {
+      const auto& run = runs[pending[next++]];
+      const auto folder = (out / kRunsFolder / run.name).string();
+      const bool resume =
+          RunFolder::state_of(folder) == RunState::kStarted;
+      std::vector<std::string> argv = options.launch;
+      argv.insert(argv.end(),
+                  {options.executable, "--threads", std::to_string(threads),
+                   "train"});
+      if (resume) {
+        argv.insert(argv.end(), {"--resume", folder});
+      } else {
+        if (!spec.config.empty()) {
+          argv.insert(argv.end(), {"--config", spec.config});
+        }
+        for (const auto* list : {&spec.overrides, &run.overrides}) {
+          for (const auto& o : *list) {
+            argv.insert(argv.end(), {"--set", o});
+          }
+        }
+        argv.insert(argv.end(), {"--out", folder});
+      }
+      if (!options.device.empty()) {
+        argv.insert(argv.end(), {"--device", options.device});
+      }
+      const auto log = out / kLogsFolder / (run.name + ".log");
+      const pid_t pid = start_process(argv, log);
+      running[pid] = {pending[next - 1], std::chrono::steady_clock::now()};
+      say(run.name + ": " + (resume ? "resumed" : "started") + " (log: " +
+          log.string() + ")");
+    }
+    if (interrupted() && !forwarded) {
+      // Every run checkpoints and stops, as on Ctrl-C.
+      for (const auto& [pid, r] : running) {
+        ::kill(pid, SIGINT);
+      }
+      forwarded = true;
+    }
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    const auto found = running.find(pid);
+    if (found == running.end()) {
+      continue;
+    }
+    const auto& run = runs[found->second.index];
+    const double seconds = std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() -
+                               found->second.start)
+                               .count();
+    running.erase(found);
+    const auto folder = (out / kRunsFolder / run.name).string();
+    const bool finished = RunFolder::state_of(folder) == RunState::kFinished;
+    if (finished) {
+      ++done;
+      seconds_sum += seconds;
+      const size_t left = pending.size() - done;
+      const double eta = seconds_sum / static_cast<double>(done) *
+                         static_cast<double>(left) /
+                         static_cast<double>(options.parallel);
+      say(run.name + ": finished in " + minutes(seconds) + "; " +
+          std::to_string(done) + " of " + std::to_string(pending.size()) +
+          " done, " + std::to_string(left) + " to go, ETA " + minutes(eta));
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      say(run.name + ": stopped (resume by running the sweep again)");
+    } else {
+      ++failed;
+      std::ostringstream why;
+      if (WIFEXITED(status)) {
+        why << "exit status " << WEXITSTATUS(status);
+      } else {
+        why << "signal " << WTERMSIG(status);
+      }
+      say(run.name + ": FAILED (" + why.str() + "; see logs/" + run.name +
+          ".log)");
+    }
+  }
+  if (interrupted()) {
+    say("interrupted: " + std::to_string(pending.size() - done) +
+        " run(s) left; run the same command again to continue");
+  } else {
+    say("done: " + std::to_string(done) + " run(s) finished here, " +
+        std::to_string(failed) + " failed");
+  }
+  return failed;
+}
+
+}  // namespace diffstride
