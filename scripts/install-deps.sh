@@ -18,8 +18,8 @@ packages=(
   libcli11-dev
   # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself
   zlib1g-dev dataset-fashion-mnist
-  # training configs (TOML)
-  libtomlplusplus-dev
+  # training configs (TOML); the plots of `diffstride report`
+  libtomlplusplus-dev gnuplot-nox
   # Python: the same LibTorch build for /usr/bin/python3, and what the
   # package's offline install and tests need
   python3 python3-torch python3-venv python3-pip python3-setuptools

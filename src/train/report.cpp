@@ -4,6 +4,7 @@
 #include <diffstride/train/sweep.h>
 
 #include "train/checked_file.h"
+#include "train/csv.h"
 
 #include <c10/util/Exception.h>
 #include <toml++/toml.h>
@@ -104,38 +105,11 @@ std::string shown(const toml::node& node) {
   return "?";
 }
 
-std::vector<std::string> split_csv_line(const std::string& line) {
-  std::vector<std::string> fields;
-  std::string field;
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        field += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        field += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      fields.push_back(field);
-      field.clear();
-    } else if (c != '\r') {
-      field += c;
-    }
-  }
-  fields.push_back(field);
-  return fields;
-}
-
 Run read_run(const fs::path& folder) {
   Run run;
   run.folder = folder;
-  const auto config_path = folder / "config.toml";
+  const auto files = RunFolder::resume(folder.string());
+  const auto config_path = files.config_path();
   TORCH_CHECK(fs::is_regular_file(config_path),
               folder.string(),
               " is not a run folder (no config.toml)");
@@ -154,17 +128,17 @@ Run read_run(const fs::path& folder) {
     }
   }
   run.finished = RunFolder::state_of(folder.string()) == RunState::kFinished;
-  std::ifstream metrics(folder / "metrics.csv");
+  std::ifstream metrics(files.metrics_path());
   std::string line;
   if (metrics && std::getline(metrics, line)) {
-    run.columns = split_csv_line(line);
+    run.columns = detail::csv_fields(line);
     while (std::getline(metrics, line)) {
       if (line.empty()) {
         continue;
       }
-      const auto fields = split_csv_line(line);
+      const auto fields = detail::csv_fields(line);
       TORCH_CHECK(fields.size() == run.columns.size(),
-                  (folder / "metrics.csv").string(),
+                  files.metrics_path().string(),
                   ": a row of ",
                   fields.size(),
                   " fields under a header of ",
@@ -174,7 +148,7 @@ Run read_run(const fs::path& folder) {
         char* end = nullptr;
         row.push_back(std::strtod(f.c_str(), &end));
         TORCH_CHECK(end != f.c_str() && *end == '\0',
-                    (folder / "metrics.csv").string(),
+                    files.metrics_path().string(),
                     ": '",
                     f,
                     "' is not a number");
@@ -200,23 +174,12 @@ std::vector<fs::path> run_folders(const fs::path& path) {
     if (line.empty()) {
       continue;
     }
-    const auto folder = path / split_csv_line(line)[0];
+    const auto folder = path / detail::csv_fields(line)[0];
     if (RunFolder::state_of(folder.string()) != RunState::kAbsent) {
       folders.push_back(folder);
     }
   }
   return folders;
-}
-
-std::string csv_field(const std::string& value) {
-  if (value.find_first_of(",\"\n") == std::string::npos) {
-    return value;
-  }
-  std::string out = "\"";
-  for (const char c : value) {
-    out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  }
-  return out + "\"";
 }
 
 // For gnuplot's single-quoted strings.
@@ -352,14 +315,14 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
     csv << "run,finished,pooling,setting,seed,epochs,test_accuracy,test_loss,"
            "multiply_adds,learned_strides\n";
     for (const auto& run : runs) {
-      csv << csv_field(run.folder.string()) << ","
+      csv << detail::csv_field(run.folder.string()) << ","
           << (run.finished ? "true" : "false") << ","
-          << csv_field(run.value("model.pooling")) << ","
-          << csv_field(setting_of(run)) << "," << run.value("train.seed") << ","
+          << detail::csv_field(run.value("model.pooling")) << ","
+          << detail::csv_field(setting_of(run)) << "," << run.value("train.seed") << ","
           << run.rows.size() << "," << number(run.last("test_accuracy")) << ","
           << number(run.last("test_loss")) << ","
           << number(run.last("multiply_adds")) << ","
-          << csv_field(learned_strides(run)) << "\n";
+          << detail::csv_field(learned_strides(run)) << "\n";
     }
     write("results.csv", csv.str());
   }

@@ -205,6 +205,10 @@ fs::path RunFolder::metrics_path() const {
   return path_ / kMetricsFile;
 }
 
+fs::path RunFolder::config_path() const {
+  return path_ / kConfigFile;
+}
+
 void RunFolder::save_checkpoint(const torch::nn::Module& model,
                                 const torch::optim::Optimizer& optimizer,
                                 const RunPosition& position) const {

@@ -4,6 +4,7 @@
 #include <diffstride/train/run_folder.h>
 
 #include "train/checked_file.h"
+#include "train/csv.h"
 
 #include <c10/util/Exception.h>
 #include <toml++/toml.h>
@@ -63,17 +64,6 @@ std::string name_part(const std::string& value) {
   return out;
 }
 
-std::string csv_field(const std::string& value) {
-  if (value.find_first_of(",\"\n") == std::string::npos) {
-    return value;
-  }
-  std::string out = "\"";
-  for (const char c : value) {
-    out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  }
-  return out + "\"";
-}
-
 std::string spec_toml(const SweepSpec& spec) {
   toml::table root;
   root.insert("config", spec.config);
@@ -103,13 +93,13 @@ std::string manifest_csv(const SweepSpec& spec,
   std::ostringstream out;
   out << "run";
   for (const auto& axis : spec.axes) {
-    out << "," << csv_field(axis.key);
+    out << "," << detail::csv_field(axis.key);
   }
   out << "\n";
   for (const auto& run : runs) {
-    out << csv_field((fs::path(kRunsFolder) / run.name).string());
+    out << detail::csv_field((fs::path(kRunsFolder) / run.name).string());
     for (const auto& o : run.overrides) {
-      out << "," << csv_field(o.substr(o.find('=') + 1));
+      out << "," << detail::csv_field(o.substr(o.find('=') + 1));
     }
     out << "\n";
   }

@@ -127,7 +127,10 @@ def test_sweep_killed_and_restarted_completes_every_run_once_and_reports(tmp_pat
 def test_report_mean_and_sd_over_seeds_match_an_independent_computation(tmp_path):
     data, out = tmp_path / "data", tmp_path / "sweep"
     write_tiny_fashion_mnist(data, train=256, test=64)
+    # Every run under a launcher (here `env`, which sets a variable and runs
+    # the tool) and on an explicit device.
     command = [TOOL, "--threads", "2", "sweep", "--out", str(out), "--parallel", "2",
+               "--launch", "env DIFFSTRIDE_UNDER_LAUNCHER=1", "--device", "cpu",
                "--set", f"data.data_dir={data}", "--set", "data.batch_size=32",
                "--set", "model.filters=4,8", "--set", "model.strides=1,2",
                "--set", "train.epochs=1", "--set", "optimizer.boundaries=[]",

@@ -56,6 +56,7 @@ class RunFolder {
     return path_;
   }
   std::filesystem::path metrics_path() const;
+  std::filesystem::path config_path() const;
 
   /// Replaces checkpoint.pt with the model, the optimiser and `position`.
   void save_checkpoint(const torch::nn::Module& model,
