@@ -400,11 +400,15 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
       md << "| " << run.folder.filename().string()
          << (run.finished ? "" : " (unfinished)") << " | "
          << run.value("model.pooling") << " | " << setting_of(run) << " | "
-         << run.value("train.seed") << " | " << run.rows.size() << " | "
-         << std::fixed << std::setprecision(2)
-         << 100.0 * run.last("test_accuracy") << "% | " << std::defaultfloat
-         << number(run.last("multiply_adds")) << " | " << learned_strides(run)
-         << " |\n";
+         << run.value("train.seed") << " | " << run.rows.size() << " | ";
+      if (run.rows.empty()) {
+        md << "- | - | |\n";
+        continue;
+      }
+      md << std::fixed << std::setprecision(2)
+         << 100.0 * run.last("test_accuracy") << "% | "
+         << run.last("multiply_adds") / 1e6 << " M | " << std::defaultfloat
+         << learned_strides(run) << " |\n";
     }
     md << "\n![test accuracy per epoch](accuracy.svg)\n\n"
           "![accuracy against multiply-adds](accuracy_vs_multiply_adds.svg)\n";
