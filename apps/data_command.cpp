@@ -14,8 +14,9 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& args) {
       "per split: examples, classes, examples per class, and per channel the "
       "mean and standard deviation of pixel values scaled to [0, 1]");
   command
-      ->add_option(
-          "--dataset", args.dataset, "cifar10, cifar100 or fashion_mnist")
+      ->add_option("--dataset",
+                   args.dataset,
+                   "cifar10, cifar100, fashion_mnist or image_folder")
       ->check(CLI::IsMember(diffstride::dataset_names()))
       ->capture_default_str();
   command->add_option("--data-dir",
@@ -23,6 +24,12 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& args) {
                       "folder holding the dataset's files (default: "
                       "/usr/share/datasets/fashion-mnist for fashion_mnist, "
                       "data/<dataset> for CIFAR)");
+  command->add_option("--image-size",
+                      args.image_size,
+                      "image folders: the side of the examples (centre "
+                      "crops, as evaluation sees them)");
+  command->add_option("--channels", args.channels, "image folders: 3 or 1")
+      ->capture_default_str();
   return command;
 }
 
@@ -33,29 +40,71 @@ int run_data(const DataArgs& args) {
                     : args.data_dir)
             << "\n";
   for (const std::string split : {"train", "test"}) {
-    const auto data =
-        diffstride::load_dataset(args.dataset, split, args.data_dir);
+    const auto data = diffstride::load_dataset(
+        args.dataset,
+        split,
+        args.data_dir,
+        diffstride::ImageFolderOptions()
+            .image_size(args.image_size)
+            .channels(args.channels)
+            .train_crop("center"));
     const auto counts = torch::bincount(data.labels, {}, data.num_classes);
-    // Per channel, over all pixels of all images, in float64.
-    const auto pixels = data.images.to(torch::kDouble)
-                            .div_(255.0)
-                            .transpose(0, 1)
-                            .reshape({data.images.size(1), -1});
-    const auto mean = pixels.mean(1);
-    const auto std = pixels.std(1, /*unbiased=*/false);
+    const auto shape = data.example_shape();
+    // Per channel, over all pixels of all images, in float64: sums of the
+    // values and their squares, a block of examples at a time.
+    auto sums = torch::zeros({shape[0]}, torch::kDouble);
+    auto squares = torch::zeros({shape[0]}, torch::kDouble);
+    constexpr int64_t kBlock = 256;
+    for (int64_t begin = 0; begin < data.size(); begin += kBlock) {
+      const int64_t end = std::min(data.size(), begin + kBlock);
+      torch::Tensor block;
+      if (data.reader) {
+        block = torch::empty({end - begin, shape[0], shape[1], shape[2]},
+                             torch::kByte);
+        at::parallel_for(begin, end, 1, [&](int64_t first, int64_t last) {
+          for (int64_t i = first; i < last; ++i) {
+            data.reader->read(i, 0, block[i - begin].data_ptr<uint8_t>());
+          }
+        });
+      } else {
+        block = data.images.slice(0, begin, end);
+      }
+      const auto values = block.to(torch::kDouble).div_(255.0).transpose(0, 1)
+                              .reshape({shape[0], -1});
+      sums += values.sum(1);
+      squares += values.square().sum(1);
+    }
+    const double n = static_cast<double>(data.size() * shape[1] * shape[2]);
+    const auto mean = sums / n;
+    const auto std = (squares / n - mean.square()).clamp_min(0).sqrt();
     std::cout << "\n"
-              << split << ": " << data.images.size(0) << " examples of "
-              << data.images.size(1) << "x" << data.images.size(2) << "x"
-              << data.images.size(3) << ", " << data.num_classes << " classes\n"
+              << split << ": " << data.size() << " examples of " << shape[0]
+              << "x" << shape[1] << "x" << shape[2] << ", " << data.num_classes
+              << " classes\n"
               << "  examples per class:";
     for (int64_t k = 0; k < data.num_classes; ++k) {
       std::cout << (k % 10 == 0 ? "\n   " : "") << " "
                 << counts[k].item<int64_t>();
     }
     std::cout << "\n" << std::fixed << std::setprecision(3);
-    for (int64_t c = 0; c < pixels.size(0); ++c) {
+    for (int64_t c = 0; c < shape[0]; ++c) {
       std::cout << "  channel " << c << ": mean " << mean[c].item<double>()
                 << ", std " << std[c].item<double>() << "\n";
+    }
+    if (data.reader && data.reader->skipped_files() > 0) {
+      std::cout << "  " << data.reader->skipped_files()
+                << " file(s) skipped as unreadable or not images\n";
+    }
+    if (split == "train") {
+      std::cout << "  as config keys: data.mean = [";
+      for (int64_t c = 0; c < shape[0]; ++c) {
+        std::cout << (c ? ", " : "") << mean[c].item<double>();
+      }
+      std::cout << "], data.std = [";
+      for (int64_t c = 0; c < shape[0]; ++c) {
+        std::cout << (c ? ", " : "") << std[c].item<double>();
+      }
+      std::cout << "]\n";
     }
     std::cout.unsetf(std::ios::fixed);
   }

@@ -11,6 +11,9 @@ namespace diffstride_cli {
 struct DataArgs {
   std::string dataset = "fashion_mnist";
   std::string data_dir;  // empty: the dataset's default folder
+  // Image folders: the examples' size and channels.
+  int64_t image_size = 0;
+  int64_t channels = 3;
 };
 
 CLI::App* add_data_command(CLI::App& app, DataArgs& args);

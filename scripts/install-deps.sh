@@ -16,8 +16,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # command-line tools
   libcli11-dev
-  # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself
-  zlib1g-dev dataset-fashion-mnist
+  # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself;
+  # JPEG and PNG decoders for image folders
+  zlib1g-dev dataset-fashion-mnist libjpeg62-turbo-dev libpng-dev
   # training configs (TOML); the plots of `diffstride report`
   libtomlplusplus-dev gnuplot-nox
   # Python: the same LibTorch build for /usr/bin/python3, and what the

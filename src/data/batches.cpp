@@ -5,7 +5,10 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <exception>
+#include <mutex>
 #include <random>
+#include <thread>
 
 namespace diffstride {
 
@@ -23,6 +26,43 @@ uint64_t stream_seed(uint64_t seed, int64_t epoch, int64_t stream) {
   return second() ^ (static_cast<uint64_t>(stream + 1) * 0x8CB92BA72F3D8DD7ull);
 }
 
+// Salt of the streams that draw the crops of examples read from files,
+// apart from the streams of augmentation and mixup.
+constexpr uint64_t kReadStreams = 0x5EED0F11E5ull;
+
+// body(i) for i in [0, count), on up to `threads` threads; the first error
+// is rethrown once all have stopped.
+template <typename Body>
+void for_each_in_parallel(int64_t count, int64_t threads, const Body& body) {
+  threads = std::max<int64_t>(1, std::min(threads, count));
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  const auto work = [&](int64_t t) {
+    for (int64_t i = t; i < count; i += threads) {
+      try {
+        body(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) {
+          error = std::current_exception();
+        }
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) {
+    pool.emplace_back(work, t);
+  }
+  work(0);
+  for (auto& thread : pool) {
+    thread.join();
+  }
+  if (error) {
+    std::rethrow_exception(error);
+  }
+}
+
 }  // namespace
 
 BatchMaker::BatchMaker(const Dataset& dataset,
@@ -31,9 +71,10 @@ BatchMaker::BatchMaker(const Dataset& dataset,
     : dataset_(dataset),
       normalization_(std::move(normalization)),
       options_(options) {
-  TORCH_CHECK(dataset.images.defined() && dataset.images.dim() == 4 &&
-                  dataset.images.scalar_type() == at::kByte,
-              "BatchMaker: expected N x C x H x W uint8 images");
+  TORCH_CHECK(dataset.reader != nullptr ||
+                  (dataset.images.defined() && dataset.images.dim() == 4 &&
+                   dataset.images.scalar_type() == at::kByte),
+              "BatchMaker: expected N x C x H x W uint8 images or a reader");
   TORCH_CHECK(options.batch_size() > 0,
               "BatchMaker: expected a positive batch size, got ",
               options.batch_size());
@@ -51,7 +92,7 @@ BatchMaker::BatchMaker(const Dataset& dataset,
               options.shard(),
               " of ",
               options.shards());
-  const auto channels = static_cast<size_t>(dataset.images.size(1));
+  const auto channels = static_cast<size_t>(dataset.example_shape()[0]);
   TORCH_CHECK(normalization_.mean.size() == channels &&
                   normalization_.std.size() == channels,
               "BatchMaker: expected a mean and std per channel (",
@@ -61,13 +102,13 @@ BatchMaker::BatchMaker(const Dataset& dataset,
 
 int64_t BatchMaker::batches_per_epoch() const {
   const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
-  const int64_t examples = dataset_.images.size(0) / per_example;
+  const int64_t examples = dataset_.size() / per_example;
   const int64_t b = options_.batch_size();
   return options_.drop_last() ? examples / b : (examples + b - 1) / b;
 }
 
 std::vector<int64_t> BatchMaker::epoch_order(int64_t epoch) const {
-  const int64_t n = dataset_.images.size(0);
+  const int64_t n = dataset_.size();
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     order[i] = i;
@@ -98,14 +139,36 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
   const int64_t shard_begin = whole * options_.shard() / options_.shards();
   const int64_t count =
       whole * (options_.shard() + 1) / options_.shards() - shard_begin;
-  const int64_t C = dataset_.images.size(1), H = dataset_.images.size(2),
-                W = dataset_.images.size(3), K = dataset_.num_classes;
+  const auto shape = dataset_.example_shape();
+  const int64_t C = shape[0], H = shape[1], W = shape[2],
+                K = dataset_.num_classes;
   Batch batch;
   batch.images = at::zeros({count, C, H, W}, at::kFloat);
   batch.targets = at::zeros({count, K}, at::kFloat);
   batch.labels = at::empty({count}, at::kLong);
-  const uint8_t* pixels = dataset_.images.data_ptr<uint8_t>();
   const int64_t* labels = dataset_.labels.data_ptr<int64_t>();
+  // Where example source j of batch example e is: in memory, or read from
+  // its file now (with its crop drawn from its own stream), every read of
+  // the batch spread over the reader's threads.
+  const uint8_t* pixels =
+      dataset_.reader ? nullptr : dataset_.images.data_ptr<uint8_t>();
+  std::vector<uint8_t> read_pixels;
+  std::vector<int64_t> read_index;
+  if (dataset_.reader) {
+    const int64_t reads = count * per_example;
+    read_pixels.resize(static_cast<size_t>(reads * C * H * W));
+    read_index.resize(static_cast<size_t>(reads));
+    for_each_in_parallel(reads, dataset_.reader->workers(), [&](int64_t r) {
+      const int64_t position = first + shard_begin + r / per_example;
+      const int64_t j = r % per_example;
+      read_index[static_cast<size_t>(r)] = dataset_.reader->read(
+          order[static_cast<size_t>(position * per_example + j)],
+          stream_seed(options_.seed() ^ kReadStreams,
+                      epoch,
+                      position * per_example + j),
+          read_pixels.data() + r * C * H * W);
+    });
+  }
   float* out = batch.images.data_ptr<float>();
   float* targets = batch.targets.data_ptr<float>();
   int64_t* batch_labels = batch.labels.data_ptr<int64_t>();
@@ -118,7 +181,13 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
     for (int64_t j = 0; j < per_example; ++j) {
       sources[j] = order[static_cast<size_t>(position * per_example + j)];
       const double weight = j == 0 ? lambda : 1.0 - lambda;
-      const uint8_t* image = pixels + sources[j] * C * H * W;
+      const int64_t r = e * per_example + j;
+      if (dataset_.reader) {
+        sources[j] = read_index[static_cast<size_t>(r)];
+      }
+      const uint8_t* image = dataset_.reader
+                                 ? read_pixels.data() + r * C * H * W
+                                 : pixels + sources[j] * C * H * W;
       int64_t dy = 2, dx = 2;
       bool flip = false;
       if (options_.augment()) {

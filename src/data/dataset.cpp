@@ -1,6 +1,7 @@
 #include <diffstride/data/cifar.h>
 #include <diffstride/data/dataset.h>
 #include <diffstride/data/idx.h>
+#include <diffstride/data/image_folder.h>
 
 #include <c10/util/Exception.h>
 
@@ -11,7 +12,7 @@ namespace diffstride {
 namespace fs = std::filesystem;
 
 std::vector<std::string> dataset_names() {
-  return {"cifar10", "cifar100", "fashion_mnist"};
+  return {"cifar10", "cifar100", "fashion_mnist", "image_folder"};
 }
 
 Normalization dataset_normalization(const std::string& name) {
@@ -21,10 +22,16 @@ Normalization dataset_normalization(const std::string& name) {
   if (name == "fashion_mnist") {
     return {{0.2860}, {0.3530}};
   }
+  TORCH_CHECK(name != "image_folder",
+              "image folders have no built-in normalisation: set data.mean "
+              "and data.std (`diffstride data --dataset image_folder "
+              "--data-dir DIR --image-size N` computes them over the training "
+              "split)");
   TORCH_CHECK(false,
               "unknown dataset '",
               name,
-              "': expected one of cifar10, cifar100, fashion_mnist");
+              "': expected one of cifar10, cifar100, fashion_mnist, "
+              "image_folder");
 }
 
 std::string default_data_dir(const std::string& name) {
@@ -36,7 +43,14 @@ std::string default_data_dir(const std::string& name) {
 
 Dataset load_dataset(const std::string& name,
                      const std::string& split,
-                     const std::string& data_dir) {
+                     const std::string& data_dir,
+                     const ImageFolderOptions& image_folder) {
+  if (name == "image_folder") {
+    TORCH_CHECK(!data_dir.empty(),
+                "image folders: expected data.data_dir, the folder holding "
+                "train/ and val/");
+    return load_image_folder(data_dir, split, image_folder);
+  }
   dataset_normalization(name);  // checks the name
   TORCH_CHECK(split == "train" || split == "test",
               "unknown split '",

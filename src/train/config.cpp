@@ -4,6 +4,8 @@
 
 #include <diffstride/train/config.h>
 
+#include <diffstride/data/image_folder.h>
+
 #include <diffstride/data/dataset.h>
 #include <diffstride/models/pooling_choice.h>
 #include <diffstride/models/resnet.h>
@@ -469,6 +471,40 @@ const std::vector<Key>& schema() {
                             "mixup's Beta(alpha, alpha) (0: no mixup)"),
       DIFFSTRIDE_CONFIG_KEY(
           data, augment, any<bool>(), "pad 2, random crop and horizontal flip"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            image_size,
+                            integer_at_least(0),
+                            "image folders: side of the square examples"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            channels,
+                            integer_at_least(1),
+                            "image folders: 3 (RGB) or 1 (gray)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            train_crop,
+                            one_of(train_crop_names()),
+                            "image folders, training examples: " +
+                                join(train_crop_names()) +
+                                " (evaluation: shorter side resized, centre "
+                                "cropped)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            skip_bad_files,
+                            any<bool>(),
+                            "image folders: skip (and count) files that cannot "
+                            "be decoded instead of stopping"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            workers,
+                            integer_at_least(1),
+                            "image folders: threads decoding each batch"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            mean,
+                            any<std::vector<double>>(),
+                            "per-channel mean of pixels in [0, 1] (empty: the "
+                            "dataset's)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            std,
+                            all_positive_floats("standard deviations"),
+                            "per-channel standard deviation (empty: the "
+                            "dataset's)"),
       DIFFSTRIDE_CONFIG_KEY(model,
                             factory,
                             one_of(factory_names()),

@@ -28,6 +28,34 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Split `split` of the dataset the config names.
+Dataset load_config_dataset(const TrainConfig::Data& data,
+                            const std::string& split) {
+  return load_dataset(data.dataset,
+                      split,
+                      data.data_dir,
+                      ImageFolderOptions()
+                          .image_size(data.image_size)
+                          .channels(data.channels)
+                          .train_crop(data.train_crop)
+                          .skip_bad_files(data.skip_bad_files)
+                          .workers(data.workers));
+}
+
+// The config's normalisation, or the dataset's where the config has none.
+Normalization config_normalization(const TrainConfig::Data& data) {
+  if (data.mean.empty() && data.std.empty()) {
+    return dataset_normalization(data.dataset);
+  }
+  TORCH_CHECK(data.mean.size() == data.std.size(),
+              "data.mean and data.std: expected one value per channel in "
+              "both, got ",
+              data.mean.size(),
+              " and ",
+              data.std.size());
+  return {data.mean, data.std};
+}
+
 int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
   const bool training = model->is_training();
   model->eval();
@@ -36,7 +64,11 @@ int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
     torch::NoGradGuard no_grad;
     model->forward_traced(
         torch::zeros(
-            {1, data.images.size(1), data.images.size(2), data.images.size(3)},
+            [&] {
+              auto shape = data.example_shape();
+              shape.insert(shape.begin(), 1);
+              return shape;
+            }(),
             model->parameters().front().options()),
         &trace,
         nullptr);
@@ -244,22 +276,20 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   if (config.train.threads > 0) {
     torch::set_num_threads(static_cast<int>(config.train.threads));
   }
-  const auto train_data =
-      load_dataset(config.data.dataset, "train", config.data.data_dir);
-  const auto test_data =
-      load_dataset(config.data.dataset, "test", config.data.data_dir);
+  const auto train_data = load_config_dataset(config.data, "train");
+  const auto test_data = load_config_dataset(config.data, "test");
   TORCH_CHECK(
-      train_data.images.sizes().slice(1) == test_data.images.sizes().slice(1),
+      train_data.example_shape() == test_data.example_shape(),
       config.data.dataset,
       " in ",
       config.data.data_dir.empty() ? "its default folder"
                                    : config.data.data_dir,
       ": the training images are ",
-      train_data.images.sizes().slice(1),
+      c10::IntArrayRef(train_data.example_shape()),
       " (C, H, W) but the test images ",
-      test_data.images.sizes().slice(1),
+      c10::IntArrayRef(test_data.example_shape()),
       "; both splits must have one image size");
-  const auto normalization = dataset_normalization(config.data.dataset);
+  const auto normalization = config_normalization(config.data);
   TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
               "data.batch_size ",
               config.data.batch_size,
@@ -268,8 +298,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
               " processes");
 
   torch::manual_seed(config.train.seed);
-  auto model =
-      build_model(config, train_data.images.size(1), train_data.num_classes);
+  auto model = build_model(
+      config, train_data.example_shape()[0], train_data.num_classes);
   auto device = training_device(config.train.device);
   if (device.is_cuda() && !device.has_index() && launcher.world_size > 1) {
     // One GPU per process on each machine, as torchrun expects.
@@ -341,7 +371,7 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
               "data.batch_size ",
               config.data.batch_size,
               " is larger than an epoch of ",
-              train_data.images.size(0),
+              train_data.size(),
               " examples");
   const int64_t total_steps = per_epoch * config.train.epochs;
   std::optional<MetricsLog> log;
@@ -465,6 +495,13 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
                 << ", accuracy " << m.train_accuracy << "; test loss "
                 << m.test_loss << ", accuracy " << m.test_accuracy
                 << std::defaultfloat << "\n";
+      for (const auto* data : {&train_data, &test_data}) {
+        if (data->reader && data->reader->skipped_files() > 0) {
+          *progress << "  " << (data == &train_data ? "training" : "test")
+                    << " split: " << data->reader->skipped_files()
+                    << " file(s) skipped as unreadable or not images\n";
+        }
+      }
     }
     if (log) {
       log->add_epoch(m.epoch, m.step, named_values(m));
@@ -505,10 +542,9 @@ CheckpointUnderTest load_for_test(const std::string& path) {
   run.config = load_train_config(config_path.string());
   // A damaged file is reported before the data is looked for.
   detail::verified_content(file, "checkpoint or model");
-  run.test =
-      load_dataset(run.config.data.dataset, "test", run.config.data.data_dir);
-  run.model =
-      build_model(run.config, run.test.images.size(1), run.test.num_classes);
+  run.test = load_config_dataset(run.config.data, "test");
+  run.model = build_model(
+      run.config, run.test.example_shape()[0], run.test.num_classes);
   load_model_weights(path, *run.model);
   return run;
 }
@@ -517,8 +553,7 @@ CheckpointUnderTest load_for_test(const std::string& path) {
 
 Evaluation evaluate_checkpoint(const std::string& path) {
   auto run = load_for_test(path);
-  return evaluate(
-      run.model, run.test, dataset_normalization(run.config.data.dataset), 256);
+  return evaluate(run.model, run.test, config_normalization(run.config.data), 256);
 }
 
 void dump_test_logits(const std::string& checkpoint,
@@ -529,7 +564,7 @@ void dump_test_logits(const std::string& checkpoint,
   torch::NoGradGuard no_grad;
   BatchMaker maker(
       run.test,
-      dataset_normalization(run.config.data.dataset),
+      config_normalization(run.config.data),
       BatchOptions().batch_size(count).shuffle(false).drop_last(false));
   const auto batch = maker.make_batch(maker.epoch_order(0), 0, 0);
   c10::Dict<std::string, at::Tensor> dump;

@@ -5,21 +5,51 @@
 // Formats: docs/data.md.
 
 #include <ATen/core/Tensor.h>
+#include <torch/arg.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace diffstride {
 
-/// One split of a dataset, as stored: images N x C x H x W (uint8, 0-255),
-/// labels N (int64, in [0, num_classes)).
+/// Examples read from files when a batch needs them, for datasets larger
+/// than memory (image folders).
+class ExampleReader {
+ public:
+  virtual ~ExampleReader() = default;
+  /// C x H x W, the same for every example.
+  virtual std::vector<int64_t> example_shape() const = 0;
+  /// Writes example `index` (uint8, C x H x W) to `out`; `draw` seeds its
+  /// random crop, if the split has one. Returns the index of the example
+  /// written: `index`, or a later one where a bad file was skipped.
+  virtual int64_t read(int64_t index, uint64_t draw, uint8_t* out) const = 0;
+  /// Threads that should call read at once.
+  virtual int64_t workers() const = 0;
+  /// Files skipped so far (bad files, and non-image files when indexed).
+  virtual int64_t skipped_files() const = 0;
+};
+
+/// One split of a dataset: images N x C x H x W (uint8, 0-255) in memory,
+/// or a reader of files; labels N (int64, in [0, num_classes)).
 struct Dataset {
   std::string name;
-  at::Tensor images;
+  at::Tensor images;  // undefined when `reader` reads the examples
+  std::shared_ptr<const ExampleReader> reader;
   at::Tensor labels;
   /// CIFAR-100's 20 superclasses (N, int64); undefined for the others.
   at::Tensor coarse_labels;
   int64_t num_classes = 0;
+  /// The classes' names where the data has them (folders), else empty.
+  std::vector<std::string> class_names;
+
+  int64_t size() const {
+    return labels.size(0);
+  }
+  /// C x H x W of every example.
+  std::vector<int64_t> example_shape() const {
+    return reader ? reader->example_shape() : images.sizes().slice(1).vec();
+  }
 };
 
 /// Per-channel mean and standard deviation of pixel values scaled to [0, 1],
@@ -28,7 +58,27 @@ struct Normalization {
   std::vector<double> mean, std;
 };
 
-/// The names load_dataset accepts: cifar10, cifar100, fashion_mnist.
+/// How image folders (docs/data.md, "Image folders") make their examples.
+struct ImageFolderOptions {
+  /// Examples are image_size x image_size pixels.
+  TORCH_ARG(int64_t, image_size) = 0;
+  /// 3 (RGB) or 1 (gray); images of the other kind are converted.
+  TORCH_ARG(int64_t, channels) = 3;
+  /// Training examples: "random_resized" (a box of 8-100% of the area and
+  /// aspect ratio 3/4-4/3, mirrored with probability 1/2, resized: the
+  /// ImageNet recipe's RandomResizedCrop) or "center" (as evaluation:
+  /// the shorter side resized to image_size, the centre cropped).
+  TORCH_ARG(std::string, train_crop) = "random_resized";
+  /// A file that cannot be decoded (unreadable, truncated, not an image):
+  /// false: the run stops with its name; true: it is skipped (the next
+  /// example of the folder takes its place) and counted.
+  TORCH_ARG(bool, skip_bad_files) = false;
+  /// Threads decoding one batch.
+  TORCH_ARG(int64_t, workers) = 4;
+};
+
+/// The names load_dataset accepts: cifar10, cifar100, fashion_mnist,
+/// image_folder.
 std::vector<std::string> dataset_names();
 
 /// The normalisation of dataset `name`: the recipe's constants for CIFAR;
@@ -46,6 +96,7 @@ std::string default_data_dir(const std::string& name);
 /// what was expected.
 Dataset load_dataset(const std::string& name,
                      const std::string& split,
-                     const std::string& data_dir = "");
+                     const std::string& data_dir = "",
+                     const ImageFolderOptions& image_folder = {});
 
 }  // namespace diffstride

@@ -22,6 +22,15 @@ struct TrainConfig {
     int64_t batch_size = 128;
     double mixup_alpha = 0.0;
     bool augment = false;
+    // Image folders (data.dataset = "image_folder").
+    int64_t image_size = 0;
+    int64_t channels = 3;
+    std::string train_crop = "random_resized";
+    bool skip_bad_files = false;
+    int64_t workers = 4;
+    // Normalisation; empty: the dataset's own constants.
+    std::vector<double> mean;
+    std::vector<double> std;
   } data;
   struct Model {
     std::string factory = "resnet18";

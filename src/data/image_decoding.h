@@ -1,0 +1,44 @@
+#pragma once
+
+// JPEG (libjpeg-turbo) and PNG (libpng) files decoded to 8-bit pixels, and
+// the crop-and-resize of image folders (docs/data.md, "Image folders").
+// Internal to the training library.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffstride {
+namespace detail {
+
+/// Decoded pixels, row-major height x width x channels (1 or 3).
+struct DecodedImage {
+  int64_t height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+/// Decodes the JPEG or PNG file `path` (told apart by its first bytes, not
+/// its name) to `channels` channels (1: gray, 3: RGB; converted as the
+/// decoder does). A file that is not such an image, truncated or damaged
+/// (a libjpeg warning counts as damage) throws std::runtime_error naming
+/// the file and the decoder's message.
+DecodedImage decode_image(const std::string& path, int64_t channels);
+
+/// A crop of `image`: rows [top, top + height), columns [left, left + width).
+struct CropBox {
+  double top, left, height, width;
+};
+
+/// The box resampled to size x size pixels (channels-first, C x size x size,
+/// into `out`), optionally mirrored left to right. Each output pixel
+/// averages the input under a triangle filter stretched by the scale
+/// factor when shrinking (antialiased, as PIL's bilinear resize), and
+/// interpolates bilinearly when enlarging.
+void resample(const DecodedImage& image,
+              const CropBox& box,
+              int64_t size,
+              bool mirror,
+              uint8_t* out);
+
+}  // namespace detail
+}  // namespace diffstride
