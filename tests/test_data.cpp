@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -483,4 +484,66 @@ TEST(Batches, PrefetcherYieldsTheSameBatchesInOrderAndResumes) {
                            maker.make_batch(order, 4, 3).images));
   // Destroyed with batches still queued: must not hang.
   { diffstride::BatchPrefetcher abandoned(maker, 5, 0, 1); }
+}
+
+namespace {
+
+// A dataset far larger than a few batches, read on demand: example i is the
+// 1 x 4 x 4 image of constant value i % 251; counts the reads and the most
+// reads in progress at once.
+class CountingReader : public diffstride::ExampleReader {
+ public:
+  std::vector<int64_t> example_shape() const override {
+    return {1, 4, 4};
+  }
+  int64_t read(int64_t index, uint64_t, uint8_t* out) const override {
+    const int64_t now = ++in_progress;
+    int64_t seen = most_in_progress.load();
+    while (now > seen && !most_in_progress.compare_exchange_weak(seen, now)) {
+    }
+    std::fill(out, out + 16, static_cast<uint8_t>(index % 251));
+    ++reads;
+    --in_progress;
+    return index;
+  }
+  int64_t workers() const override {
+    return 3;
+  }
+  int64_t skipped_files() const override {
+    return 0;
+  }
+  mutable std::atomic<int64_t> reads{0}, in_progress{0}, most_in_progress{0};
+};
+
+}  // namespace
+
+TEST(Batches, ReadExamplesStreamAtMostPrefetchDepthBatchesAhead) {
+  constexpr int64_t kExamples = 100000, kBatch = 16;
+  constexpr size_t kDepth = 3;
+  auto reader = std::make_shared<CountingReader>();
+  diffstride::Dataset data;
+  data.reader = reader;
+  data.labels = torch::arange(kExamples) % 7;
+  data.num_classes = 7;
+  diffstride::BatchMaker maker(
+      data, {{0.0}, {1.0 / 255.0}}, diffstride::BatchOptions().batch_size(kBatch));
+  const auto order = maker.epoch_order(0);
+  diffstride::BatchPrefetcher batches(maker, 0, 0, kDepth);
+  for (int64_t b = 0; b < 5; ++b) {
+    const auto batch = batches.next();
+    ASSERT_TRUE(batch.has_value());
+    // The consumer holds batch b; at most kDepth more are made, and one more
+    // is being made.
+    EXPECT_LE(reader->reads.load(), (b + 1 + kDepth + 1) * kBatch);
+    for (int64_t e = 0; e < kBatch; ++e) {
+      const int64_t source = order[static_cast<size_t>(b * kBatch + e)];
+      // Normalised with mean 0 and std 1/255: the raw value.
+      EXPECT_FLOAT_EQ(batch->images[e][0][2][3].item<float>(),
+                      static_cast<float>(source % 251));
+      EXPECT_EQ(batch->labels[e].item<int64_t>(), source % 7);
+    }
+  }
+  EXPECT_LT(reader->reads.load(), kExamples / 100);
+  // No more reads at once than the reader's threads.
+  EXPECT_LE(reader->most_in_progress.load(), reader->workers());
 }
