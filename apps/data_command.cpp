@@ -58,18 +58,22 @@ int run_data(const DataArgs& args) {
     for (int64_t begin = 0; begin < data.size(); begin += kBlock) {
       const int64_t end = std::min(data.size(), begin + kBlock);
       torch::Tensor block;
+      double full_scale = 255.0;
       if (data.reader) {
+        full_scale = data.reader->full_scale();
         block = torch::empty({end - begin, shape[0], shape[1], shape[2]},
-                             torch::kByte);
+                             torch::kFloat);
         at::parallel_for(begin, end, 1, [&](int64_t first, int64_t last) {
           for (int64_t i = first; i < last; ++i) {
-            data.reader->read(i, 0, block[i - begin].data_ptr<uint8_t>());
+            data.reader->read(i, 0, block[i - begin].data_ptr<float>());
           }
         });
       } else {
         block = data.images.slice(0, begin, end);
       }
-      const auto values = block.to(torch::kDouble).div_(255.0).transpose(0, 1)
+      const auto values = block.to(torch::kDouble)
+                              .div_(full_scale)
+                              .transpose(0, 1)
                               .reshape({shape[0], -1});
       sums += values.sum(1);
       squares += values.square().sum(1);

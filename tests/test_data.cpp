@@ -496,15 +496,18 @@ class CountingReader : public diffstride::ExampleReader {
   std::vector<int64_t> example_shape() const override {
     return {1, 4, 4};
   }
-  int64_t read(int64_t index, uint64_t, uint8_t* out) const override {
+  int64_t read(int64_t index, uint64_t, float* out) const override {
     const int64_t now = ++in_progress;
     int64_t seen = most_in_progress.load();
     while (now > seen && !most_in_progress.compare_exchange_weak(seen, now)) {
     }
-    std::fill(out, out + 16, static_cast<uint8_t>(index % 251));
+    std::fill(out, out + 16, static_cast<float>(index % 251));
     ++reads;
     --in_progress;
     return index;
+  }
+  double full_scale() const override {
+    return 255.0;
   }
   int64_t workers() const override {
     return 3;

@@ -152,11 +152,14 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
   // the batch spread over the reader's threads.
   const uint8_t* pixels =
       dataset_.reader ? nullptr : dataset_.images.data_ptr<uint8_t>();
-  std::vector<uint8_t> read_pixels;
+  std::vector<float> read_values;
   std::vector<int64_t> read_index;
+  // Stored pixels span 0-255; a reader says what its values span.
+  const double full_scale =
+      dataset_.reader ? dataset_.reader->full_scale() : 255.0;
   if (dataset_.reader) {
     const int64_t reads = count * per_example;
-    read_pixels.resize(static_cast<size_t>(reads * C * H * W));
+    read_values.resize(static_cast<size_t>(reads * C * H * W));
     read_index.resize(static_cast<size_t>(reads));
     for_each_in_parallel(reads, dataset_.reader->workers(), [&](int64_t r) {
       const int64_t position = first + shard_begin + r / per_example;
@@ -166,7 +169,7 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
           stream_seed(options_.seed() ^ kReadStreams,
                       epoch,
                       position * per_example + j),
-          read_pixels.data() + r * C * H * W);
+          read_values.data() + r * C * H * W);
     });
   }
   float* out = batch.images.data_ptr<float>();
@@ -185,9 +188,10 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
       if (dataset_.reader) {
         sources[j] = read_index[static_cast<size_t>(r)];
       }
-      const uint8_t* image = dataset_.reader
-                                 ? read_pixels.data() + r * C * H * W
-                                 : pixels + sources[j] * C * H * W;
+      const uint8_t* stored =
+          dataset_.reader ? nullptr : pixels + sources[j] * C * H * W;
+      const float* read =
+          dataset_.reader ? read_values.data() + r * C * H * W : nullptr;
       int64_t dy = 2, dx = 2;
       bool flip = false;
       if (options_.augment()) {
@@ -196,7 +200,7 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
         flip = rng.below(2) == 1;
       }
       for (int64_t c = 0; c < C; ++c) {
-        const double scale = 1.0 / (255.0 * normalization_.std[c]);
+        const double scale = 1.0 / (full_scale * normalization_.std[c]);
         const double shift = -normalization_.mean[c] / normalization_.std[c];
         float* plane = out + (e * C + c) * H * W;
         for (int64_t y = 0; y < H; ++y) {
@@ -205,7 +209,9 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
           for (int64_t x = 0; x < W; ++x) {
             const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
             const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-            const double raw = inside ? image[(c * H + sy) * W + sx] : 0.0;
+            const int64_t at = (c * H + sy) * W + sx;
+            const double raw =
+                !inside ? 0.0 : stored != nullptr ? stored[at] : read[at];
             plane[y * W + x] +=
                 static_cast<float>(weight * (raw * scale + shift));
           }

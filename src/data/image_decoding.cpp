@@ -174,7 +174,7 @@ void resample(const DecodedImage& image,
               const CropBox& box,
               int64_t size,
               bool mirror,
-              uint8_t* out) {
+              float* out) {
   const auto rows = axis_weights(box.top, box.height, size, image.height);
   const auto cols = axis_weights(box.left, box.width, size, image.width);
   const int64_t C = image.channels, W = image.width;
@@ -207,7 +207,7 @@ void resample(const DecodedImage& image,
                                    c];
         }
         out[(c * size + y) * size + x] =
-            static_cast<uint8_t>(std::clamp(std::lround(sum), 0L, 255L));
+            static_cast<float>(std::clamp(sum, 0.0, 255.0));
       }
     }
   }

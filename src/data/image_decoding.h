@@ -30,7 +30,8 @@ struct CropBox {
 };
 
 /// The box resampled to size x size pixels (channels-first, C x size x size,
-/// into `out`), optionally mirrored left to right. Each output pixel
+/// values in [0, 255] not rounded, into `out`), optionally mirrored left to
+/// right. Each output pixel
 /// averages the input under a triangle filter stretched by the scale
 /// factor when shrinking (antialiased, as PIL's bilinear resize), and
 /// interpolates bilinearly when enlarging.
@@ -38,7 +39,7 @@ void resample(const DecodedImage& image,
               const CropBox& box,
               int64_t size,
               bool mirror,
-              uint8_t* out);
+              float* out);
 
 }  // namespace detail
 }  // namespace diffstride

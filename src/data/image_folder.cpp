@@ -88,7 +88,7 @@ class ImageFolderReader : public ExampleReader {
     return {options_.channels(), options_.image_size(), options_.image_size()};
   }
 
-  int64_t read(int64_t index, uint64_t draw, uint8_t* out) const override {
+  int64_t read(int64_t index, uint64_t draw, float* out) const override {
     const auto count = static_cast<int64_t>(files_.size());
     for (int64_t step = 0; step < count; ++step) {
       const int64_t i = (index + step) % count;
@@ -117,6 +117,10 @@ class ImageFolderReader : public ExampleReader {
       return i;
     }
     throw std::runtime_error("no readable image left in the folder");
+  }
+
+  double full_scale() const override {
+    return 255.0;
   }
 
   int64_t workers() const override {

@@ -20,10 +20,14 @@ class ExampleReader {
   virtual ~ExampleReader() = default;
   /// C x H x W, the same for every example.
   virtual std::vector<int64_t> example_shape() const = 0;
-  /// Writes example `index` (uint8, C x H x W) to `out`; `draw` seeds its
-  /// random crop, if the split has one. Returns the index of the example
-  /// written: `index`, or a later one where a bad file was skipped.
-  virtual int64_t read(int64_t index, uint64_t draw, uint8_t* out) const = 0;
+  /// Writes example `index` (C x H x W values in [0, full_scale()] for
+  /// images, [-1, 1] for sound) to `out`; `draw` seeds its random crop, if
+  /// the split has one. Returns the index of the example written: `index`,
+  /// or a later one where a bad file was skipped.
+  virtual int64_t read(int64_t index, uint64_t draw, float* out) const = 0;
+  /// The value normalisation divides by before it subtracts the mean: 255
+  /// for pixels, 1 for sound.
+  virtual double full_scale() const = 0;
   /// Threads that should call read at once.
   virtual int64_t workers() const = 0;
   /// Files skipped so far (bad files, and non-image files when indexed).
