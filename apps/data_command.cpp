@@ -16,7 +16,8 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& args) {
   command
       ->add_option("--dataset",
                    args.dataset,
-                   "cifar10, cifar100, fashion_mnist or image_folder")
+                   "cifar10, cifar100, fashion_mnist, image_folder or "
+                   "audio_folder")
       ->check(CLI::IsMember(diffstride::dataset_names()))
       ->capture_default_str();
   command->add_option("--data-dir",
@@ -28,7 +29,17 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& args) {
                       args.image_size,
                       "image folders: the side of the examples (centre "
                       "crops, as evaluation sees them)");
-  command->add_option("--channels", args.channels, "image folders: 3 or 1")
+  command->add_option("--channels",
+                      args.channels,
+                      "folders: 3 or 1 for images, 1 or 2 for sound (default: "
+                      "3 for images, 1 for sound)");
+  command
+      ->add_option("--sample-rate", args.sample_rate, "audio folders: Hz")
+      ->capture_default_str();
+  command
+      ->add_option("--clip-samples",
+                   args.clip_samples,
+                   "audio folders: samples per example (centre clips)")
       ->capture_default_str();
   return command;
 }
@@ -44,9 +55,11 @@ int run_data(const DataArgs& args) {
         args.dataset,
         split,
         args.data_dir,
-        diffstride::ImageFolderOptions()
+        diffstride::FolderOptions()
             .image_size(args.image_size)
             .channels(args.channels)
+            .sample_rate(args.sample_rate)
+            .clip_samples(args.clip_samples)
             .train_crop("center"));
     const auto counts = torch::bincount(data.labels, {}, data.num_classes);
     const auto shape = data.example_shape();

@@ -11,9 +11,11 @@ namespace diffstride_cli {
 struct DataArgs {
   std::string dataset = "fashion_mnist";
   std::string data_dir;  // empty: the dataset's default folder
-  // Image folders: the examples' size and channels.
+  // Folders: the examples' size and channels (0: the data's default).
   int64_t image_size = 0;
-  int64_t channels = 3;
+  int64_t channels = 0;
+  int64_t sample_rate = 16000;
+  int64_t clip_samples = 16000;
 };
 
 CLI::App* add_data_command(CLI::App& app, DataArgs& args);

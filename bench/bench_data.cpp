@@ -131,7 +131,7 @@ void BM_ImageFolderBatch(benchmark::State& state) {
       "image_folder",
       "train",
       jpeg_folder(),
-      diffstride::ImageFolderOptions().image_size(64).workers(state.range(0)));
+      diffstride::FolderOptions().image_size(64).workers(state.range(0)));
   diffstride::BatchMaker maker(
       data,
       {{0.5, 0.5, 0.5}, {0.25, 0.25, 0.25}},

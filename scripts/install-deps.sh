@@ -19,6 +19,9 @@ packages=(
   # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself;
   # JPEG and PNG decoders for image folders
   zlib1g-dev dataset-fashion-mnist libjpeg62-turbo-dev libpng-dev
+  # sound for audio folders (decoding, resampling; found with pkg-config),
+  # and espeak-ng, which speaks the digits of the speech example
+  libsndfile1-dev libsamplerate0-dev pkg-config espeak-ng
   # training configs (TOML); the plots of `diffstride report`
   libtomlplusplus-dev gnuplot-nox
   # Python: the same LibTorch build for /usr/bin/python3, and what the

@@ -1,6 +1,7 @@
 #include <diffstride/data/cifar.h>
 #include <diffstride/data/dataset.h>
 #include <diffstride/data/idx.h>
+#include <diffstride/data/audio_folder.h>
 #include <diffstride/data/image_folder.h>
 
 #include <c10/util/Exception.h>
@@ -12,7 +13,8 @@ namespace diffstride {
 namespace fs = std::filesystem;
 
 std::vector<std::string> dataset_names() {
-  return {"cifar10", "cifar100", "fashion_mnist", "image_folder"};
+  return {"cifar10", "cifar100", "fashion_mnist", "image_folder",
+          "audio_folder"};
 }
 
 Normalization dataset_normalization(const std::string& name) {
@@ -22,16 +24,16 @@ Normalization dataset_normalization(const std::string& name) {
   if (name == "fashion_mnist") {
     return {{0.2860}, {0.3530}};
   }
-  TORCH_CHECK(name != "image_folder",
-              "image folders have no built-in normalisation: set data.mean "
-              "and data.std (`diffstride data --dataset image_folder "
-              "--data-dir DIR --image-size N` computes them over the training "
-              "split)");
+  TORCH_CHECK(name != "image_folder" && name != "audio_folder",
+              "folders of files have no built-in normalisation: set "
+              "data.mean and data.std (`diffstride data --dataset ",
+              name,
+              " --data-dir DIR ...` computes them over the training split)");
   TORCH_CHECK(false,
               "unknown dataset '",
               name,
               "': expected one of cifar10, cifar100, fashion_mnist, "
-              "image_folder");
+              "image_folder, audio_folder");
 }
 
 std::string default_data_dir(const std::string& name) {
@@ -44,12 +46,14 @@ std::string default_data_dir(const std::string& name) {
 Dataset load_dataset(const std::string& name,
                      const std::string& split,
                      const std::string& data_dir,
-                     const ImageFolderOptions& image_folder) {
-  if (name == "image_folder") {
+                     const FolderOptions& folder) {
+  if (name == "image_folder" || name == "audio_folder") {
     TORCH_CHECK(!data_dir.empty(),
-                "image folders: expected data.data_dir, the folder holding "
-                "train/ and val/");
-    return load_image_folder(data_dir, split, image_folder);
+                name,
+                ": expected data.data_dir, the folder holding train/ and "
+                "val/");
+    return name == "image_folder" ? load_image_folder(data_dir, split, folder)
+                                  : load_audio_folder(data_dir, split, folder);
   }
   dataset_normalization(name);  // checks the name
   TORCH_CHECK(split == "train" || split == "test",

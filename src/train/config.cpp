@@ -477,8 +477,9 @@ const std::vector<Key>& schema() {
                             "image folders: side of the square examples"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             channels,
-                            integer_at_least(1),
-                            "image folders: 3 (RGB) or 1 (gray)"),
+                            integer_at_least(0),
+                            "folders: images 3 (RGB) or 1 (gray), sound 1 "
+                            "(mono) or 2 (0: 3 for images, 1 for sound)"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             train_crop,
                             one_of(train_crop_names()),
@@ -487,14 +488,28 @@ const std::vector<Key>& schema() {
                                 " (evaluation: shorter side resized, centre "
                                 "cropped)"),
       DIFFSTRIDE_CONFIG_KEY(data,
+                            sample_rate,
+                            integer_at_least(1),
+                            "audio folders: the examples' sample rate (Hz)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            clip_samples,
+                            integer_at_least(1),
+                            "audio folders: samples per example (longer "
+                            "sound cropped, shorter padded with silence)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            resample,
+                            any<bool>(),
+                            "audio folders: resample sound at another rate "
+                            "(false: such files are bad files)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
                             skip_bad_files,
                             any<bool>(),
-                            "image folders: skip (and count) files that cannot "
-                            "be decoded instead of stopping"),
+                            "folders: skip (and count) files that cannot be "
+                            "decoded instead of stopping"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             workers,
                             integer_at_least(1),
-                            "image folders: threads decoding each batch"),
+                            "folders: threads decoding each batch"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             mean,
                             any<std::vector<double>>(),

@@ -34,10 +34,13 @@ Dataset load_config_dataset(const TrainConfig::Data& data,
   return load_dataset(data.dataset,
                       split,
                       data.data_dir,
-                      ImageFolderOptions()
+                      FolderOptions()
                           .image_size(data.image_size)
                           .channels(data.channels)
                           .train_crop(data.train_crop)
+                          .sample_rate(data.sample_rate)
+                          .clip_samples(data.clip_samples)
+                          .resample(data.resample)
                           .skip_bad_files(data.skip_bad_files)
                           .workers(data.workers));
 }

@@ -62,27 +62,37 @@ struct Normalization {
   std::vector<double> mean, std;
 };
 
-/// How image folders (docs/data.md, "Image folders") make their examples.
-struct ImageFolderOptions {
-  /// Examples are image_size x image_size pixels.
+/// How folders of files (docs/data.md, "Image folders" and "Audio
+/// folders") make their examples.
+struct FolderOptions {
+  /// Images: examples are image_size x image_size pixels.
   TORCH_ARG(int64_t, image_size) = 0;
-  /// 3 (RGB) or 1 (gray); images of the other kind are converted.
-  TORCH_ARG(int64_t, channels) = 3;
-  /// Training examples: "random_resized" (a box of 8-100% of the area and
-  /// aspect ratio 3/4-4/3, mirrored with probability 1/2, resized: the
-  /// ImageNet recipe's RandomResizedCrop) or "center" (as evaluation:
+  /// Images: 3 (RGB) or 1 (gray); sound: 1 (mono, channels averaged) or 2
+  /// (a mono file's channel repeated; the first two of more). 0: 3 for
+  /// images, 1 for sound.
+  TORCH_ARG(int64_t, channels) = 0;
+  /// Images, training examples: "random_resized" (a box of 8-100% of the
+  /// area and aspect ratio 3/4-4/3, mirrored with probability 1/2, resized:
+  /// the ImageNet recipe's RandomResizedCrop) or "center" (as evaluation:
   /// the shorter side resized to image_size, the centre cropped).
   TORCH_ARG(std::string, train_crop) = "random_resized";
-  /// A file that cannot be decoded (unreadable, truncated, not an image):
-  /// false: the run stops with its name; true: it is skipped (the next
-  /// example of the folder takes its place) and counted.
+  /// Sound: the examples' sample rate (Hz) and length (samples). Longer
+  /// clips are cropped (training: at a random offset; evaluation: the
+  /// centre), shorter ones padded with silence at the end.
+  TORCH_ARG(int64_t, sample_rate) = 16000;
+  TORCH_ARG(int64_t, clip_samples) = 16000;
+  /// Sound at another rate: resampled (true) or a bad file (false).
+  TORCH_ARG(bool, resample) = true;
+  /// A file that cannot be decoded (unreadable, truncated, not of the
+  /// folder's kind): false: the run stops with its name; true: it is
+  /// skipped (the next example of the folder takes its place) and counted.
   TORCH_ARG(bool, skip_bad_files) = false;
   /// Threads decoding one batch.
   TORCH_ARG(int64_t, workers) = 4;
 };
 
 /// The names load_dataset accepts: cifar10, cifar100, fashion_mnist,
-/// image_folder.
+/// image_folder, audio_folder.
 std::vector<std::string> dataset_names();
 
 /// The normalisation of dataset `name`: the recipe's constants for CIFAR;
@@ -101,6 +111,6 @@ std::string default_data_dir(const std::string& name);
 Dataset load_dataset(const std::string& name,
                      const std::string& split,
                      const std::string& data_dir = "",
-                     const ImageFolderOptions& image_folder = {});
+                     const FolderOptions& folder = {});
 
 }  // namespace diffstride

@@ -11,7 +11,7 @@
 
 namespace diffstride {
 
-/// The training crops ImageFolderOptions accepts: random_resized, center.
+/// The training crops FolderOptions accepts: random_resized, center.
 std::vector<std::string> train_crop_names();
 
 /// Split `split` ("train"; "test" reads val/ or test/) of the image folder
@@ -21,6 +21,6 @@ std::vector<std::string> train_crop_names();
 /// and counted with skip_bad_files.
 Dataset load_image_folder(const std::string& dir,
                           const std::string& split,
-                          const ImageFolderOptions& options);
+                          FolderOptions options);
 
 }  // namespace diffstride

@@ -22,10 +22,13 @@ struct TrainConfig {
     int64_t batch_size = 128;
     double mixup_alpha = 0.0;
     bool augment = false;
-    // Image folders (data.dataset = "image_folder").
+    // Image and audio folders (docs/data.md).
     int64_t image_size = 0;
-    int64_t channels = 3;
+    int64_t channels = 0;
     std::string train_crop = "random_resized";
+    int64_t sample_rate = 16000;
+    int64_t clip_samples = 16000;
+    bool resample = true;
     bool skip_bad_files = false;
     int64_t workers = 4;
     // Normalisation; empty: the dataset's own constants.

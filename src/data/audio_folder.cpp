@@ -1,0 +1,176 @@
+#include <diffstride/data/audio_folder.h>
+
+#include "data/class_folders.h"
+#include "data/random_draws.h"
+
+#include <c10/util/Exception.h>
+#include <samplerate.h>
+#include <sndfile.h>
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+
+namespace diffstride {
+
+namespace {
+
+// A file's samples, frame after frame (interleaved channels), as float.
+struct Sound {
+  int64_t channels = 0, rate = 0;
+  std::vector<float> samples;
+  int64_t frames() const {
+    return channels == 0 ? 0 : static_cast<int64_t>(samples.size()) / channels;
+  }
+};
+
+Sound read_sound(const std::string& path) {
+  SF_INFO info{};
+  std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> file(
+      sf_open(path.c_str(), SFM_READ, &info), &sf_close);
+  if (!file) {
+    throw std::runtime_error(path + ": not a sound file libsndfile reads (" +
+                             sf_strerror(nullptr) + ")");
+  }
+  if (info.channels < 1 || info.samplerate < 1 || info.frames < 0 ||
+      info.frames > (int64_t{1} << 31)) {
+    throw std::runtime_error(path + ": implausible header (" +
+                             std::to_string(info.channels) + " channels, " +
+                             std::to_string(info.samplerate) + " Hz, " +
+                             std::to_string(info.frames) + " frames)");
+  }
+  Sound sound;
+  sound.channels = info.channels;
+  sound.rate = info.samplerate;
+  sound.samples.resize(static_cast<size_t>(info.frames * info.channels));
+  const sf_count_t read =
+      sf_readf_float(file.get(), sound.samples.data(), info.frames);
+  if (read != info.frames || sf_error(file.get()) != SF_ERR_NO_ERROR) {
+    throw std::runtime_error(path + ": truncated or damaged (" +
+                             std::to_string(read) + " of " +
+                             std::to_string(info.frames) +
+                             " frames read; " + sf_strerror(file.get()) + ")");
+  }
+  return sound;
+}
+
+Sound resampled(const std::string& path, const Sound& sound, int64_t rate) {
+  Sound out;
+  out.channels = sound.channels;
+  out.rate = rate;
+  const double ratio =
+      static_cast<double>(rate) / static_cast<double>(sound.rate);
+  const int64_t frames =
+      static_cast<int64_t>(static_cast<double>(sound.frames()) * ratio) + 1;
+  out.samples.resize(static_cast<size_t>(frames * sound.channels));
+  SRC_DATA data{};
+  data.data_in = sound.samples.data();
+  data.input_frames = static_cast<long>(sound.frames());
+  data.data_out = out.samples.data();
+  data.output_frames = static_cast<long>(frames);
+  data.src_ratio = ratio;
+  const int error = src_simple(&data, SRC_SINC_MEDIUM_QUALITY,
+                               static_cast<int>(sound.channels));
+  if (error != 0) {
+    throw std::runtime_error(path + ": resampling failed (" +
+                             src_strerror(error) + ")");
+  }
+  out.samples.resize(static_cast<size_t>(data.output_frames_gen * sound.channels));
+  return out;
+}
+
+class AudioFolderReader : public detail::FolderReader {
+ public:
+  AudioFolderReader(const detail::ClassFolders& index,
+                    FolderOptions options,
+                    bool random_crops)
+      : FolderReader(index.files,
+                     options.skip_bad_files(),
+                     options.workers(),
+                     index.skipped),
+        options_(std::move(options)),
+        random_crops_(random_crops) {}
+
+  std::vector<int64_t> example_shape() const override {
+    return {options_.channels(), 1, options_.clip_samples()};
+  }
+
+  double full_scale() const override {
+    return 1.0;
+  }
+
+ protected:
+  void decode(const std::string& path, uint64_t draw, float* out)
+      const override {
+    auto sound = read_sound(path);
+    if (sound.rate != options_.sample_rate()) {
+      if (!options_.resample()) {
+        throw std::runtime_error(
+            path + ": " + std::to_string(sound.rate) + " Hz, expected " +
+            std::to_string(options_.sample_rate()) +
+            " Hz (data.resample = true resamples it)");
+      }
+      sound = resampled(path, sound, options_.sample_rate());
+    }
+    // The clip: training, at a random offset; evaluation, the centre;
+    // silence after a shorter sound.
+    const int64_t length = options_.clip_samples();
+    const int64_t frames = sound.frames();
+    int64_t offset = 0;
+    if (frames > length) {
+      detail::SplitMix64 rng{draw};
+      offset = random_crops_
+                   ? static_cast<int64_t>(rng.below(
+                         static_cast<uint64_t>(frames - length + 1)))
+                   : (frames - length) / 2;
+    }
+    const int64_t C = options_.channels(), source_channels = sound.channels;
+    std::fill(out, out + C * length, 0.0f);
+    for (int64_t t = 0; t < std::min(length, frames - offset); ++t) {
+      const float* frame = sound.samples.data() + (offset + t) * source_channels;
+      if (C == 1) {
+        float sum = 0;
+        for (int64_t c = 0; c < source_channels; ++c) {
+          sum += frame[c];
+        }
+        out[t] = sum / static_cast<float>(source_channels);
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          out[c * length + t] = frame[std::min(c, source_channels - 1)];
+        }
+      }
+    }
+  }
+
+ private:
+  FolderOptions options_;
+  bool random_crops_;
+};
+
+}  // namespace
+
+Dataset load_audio_folder(const std::string& dir,
+                          const std::string& split,
+                          FolderOptions options) {
+  if (options.channels() == 0) {
+    options.channels(1);
+  }
+  TORCH_CHECK(options.channels() == 1 || options.channels() == 2,
+              "audio folders: expected 1 (mono) or 2 channels, got ",
+              options.channels());
+  TORCH_CHECK(options.sample_rate() >= 1 && options.clip_samples() >= 1,
+              "audio folders: expected a positive data.sample_rate and "
+              "data.clip_samples, got ",
+              options.sample_rate(),
+              " and ",
+              options.clip_samples());
+  const auto index = detail::index_class_folders(
+      dir, split, {".wav", ".flac", ".ogg"}, "sound files",
+      options.skip_bad_files());
+  return detail::folder_dataset(
+      "audio_folder",
+      index,
+      std::make_shared<AudioFolderReader>(index, options, split == "train"));
+}
+
+}  // namespace diffstride

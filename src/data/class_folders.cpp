@@ -1,0 +1,165 @@
+#include "data/class_folders.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+
+namespace diffstride {
+namespace detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> sorted_subfolders(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_directory()) {
+      names.push_back(entry.path().filename().string());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string lower_extension(const fs::path& path) {
+  auto extension = path.extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return extension;
+}
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (size_t i = 0; i < words.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == words.size() ? " or " : ", ") + words[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+ClassFolders index_class_folders(const std::string& dir,
+                                 const std::string& split,
+                                 const std::vector<std::string>& extensions,
+                                 const std::string& kind,
+                                 bool skip_bad_files) {
+  TORCH_CHECK(split == "train" || split == "test",
+              "unknown split '",
+              split,
+              "': expected train or test");
+  const std::string layout = "the folder holds train/ and val/ (or test/), "
+                             "each with one subfolder of " +
+                             kind + " (" + joined(extensions) + ") per class";
+  const fs::path root = dir;
+  const fs::path train_dir = root / "train";
+  TORCH_CHECK(fs::is_directory(train_dir), train_dir.string(), " not found; ",
+              layout);
+  fs::path split_dir = train_dir;
+  if (split == "test") {
+    split_dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
+    TORCH_CHECK(fs::is_directory(split_dir),
+                (root / "val").string(),
+                " (or test/) not found; ",
+                layout);
+  }
+  ClassFolders index;
+  index.classes = sorted_subfolders(train_dir);
+  TORCH_CHECK(!index.classes.empty(), train_dir.string(),
+              " has no class subfolders; ", layout);
+  std::map<std::string, int64_t> class_index;
+  for (size_t k = 0; k < index.classes.size(); ++k) {
+    class_index[index.classes[k]] = static_cast<int64_t>(k);
+  }
+  for (const auto& name : sorted_subfolders(split_dir)) {
+    const auto found = class_index.find(name);
+    TORCH_CHECK(found != class_index.end(),
+                (split_dir / name).string(),
+                ": a class that train/ does not have");
+    std::vector<std::string> in_class;
+    for (const auto& entry : fs::directory_iterator(split_dir / name)) {
+      if (!entry.is_regular_file()) {
+        continue;
+      }
+      const auto extension = lower_extension(entry.path());
+      if (std::find(extensions.begin(), extensions.end(), extension) ==
+          extensions.end()) {
+        TORCH_CHECK(skip_bad_files,
+                    entry.path().string(),
+                    ": not a ",
+                    joined(extensions),
+                    " file (set data.skip_bad_files = true to skip such "
+                    "files)");
+        ++index.skipped;
+        continue;
+      }
+      in_class.push_back(entry.path().string());
+    }
+    std::sort(in_class.begin(), in_class.end());
+    for (auto& f : in_class) {
+      index.files.push_back(std::move(f));
+      index.labels.push_back(found->second);
+    }
+  }
+  TORCH_CHECK(!index.files.empty(), split_dir.string(), " holds no ", kind,
+              "; ", layout);
+  return index;
+}
+
+Dataset folder_dataset(const std::string& name,
+                       const ClassFolders& index,
+                       std::shared_ptr<const ExampleReader> reader) {
+  Dataset data;
+  data.name = name;
+  data.num_classes = static_cast<int64_t>(index.classes.size());
+  data.class_names = index.classes;
+  data.labels = at::tensor(index.labels, at::kLong);
+  data.reader = std::move(reader);
+  return data;
+}
+
+FolderReader::FolderReader(std::vector<std::string> files,
+                           bool skip_bad_files,
+                           int64_t workers,
+                           int64_t skipped_when_indexed)
+    : files_(std::move(files)),
+      skip_bad_files_(skip_bad_files),
+      workers_(workers),
+      skipped_(skipped_when_indexed) {
+  TORCH_CHECK(workers >= 1, "expected at least 1 worker, got ", workers);
+}
+
+int64_t FolderReader::read(int64_t index, uint64_t draw, float* out) const {
+  const auto count = static_cast<int64_t>(files_.size());
+  for (int64_t step = 0; step < count; ++step) {
+    const int64_t i = (index + step) % count;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (bad_.count(i) != 0) {
+        continue;
+      }
+    }
+    try {
+      decode(files_[static_cast<size_t>(i)], draw, out);
+      return i;
+    } catch (const std::runtime_error& error) {
+      if (!skip_bad_files_) {
+        throw std::runtime_error(
+            std::string(error.what()) +
+            " (set data.skip_bad_files = true to skip such files)");
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (bad_.insert(i).second) {
+        ++skipped_;
+      }
+    }
+  }
+  throw std::runtime_error("no readable file left in the folder");
+}
+
+}  // namespace detail
+}  // namespace diffstride
