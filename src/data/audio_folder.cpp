@@ -39,6 +39,18 @@ Sound read_sound(const std::string& path) {
                              std::to_string(info.samplerate) + " Hz, " +
                              std::to_string(info.frames) + " frames)");
   }
+  // libsndfile reads what a truncated file holds and notes, in its log,
+  // the sizes the header announced ("data : 28000 (should be 9304)").
+  char log[2048] = {0};
+  sf_command(file.get(), SFC_GET_LOG_INFO, log, sizeof log);
+  const std::string text = log;
+  const auto mismatch = text.find("(should be");
+  if (mismatch != std::string::npos) {
+    const auto begin = text.rfind('\n', mismatch) + 1;
+    const auto end = text.find('\n', mismatch);
+    throw std::runtime_error(path + ": truncated or damaged (header: " +
+                             text.substr(begin, end - begin) + ")");
+  }
   Sound sound;
   sound.channels = info.channels;
   sound.rate = info.samplerate;

@@ -455,9 +455,15 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
     run_gnuplot(script);
     written.push_back((out / name).string());
   };
+  // Whole epochs on the axis when there are few.
+  size_t most_epochs = 0;
+  for (const auto& run : runs) {
+    most_epochs = std::max(most_epochs, run.rows.size());
+  }
+  const std::string epoch_tics = most_epochs <= 20 ? "set xtics 1\n" : "";
   {
     std::ostringstream body;
-    body << "set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\n"
+    body << epoch_tics << "set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\n"
             "set title 'Test accuracy per epoch'\nplot ";
     bool first = true;
     for (size_t i = 0; i < runs.size(); ++i) {
@@ -521,7 +527,8 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
     body << "set multiplot layout 1," << layers
          << " title 'Learned strides per DiffStride layer (solid: height, "
             "dashed: width)'\nset xlabel 'epoch'\nset ylabel 'stride'\n"
-            "set key below\n";
+            "set key below\n"
+         << epoch_tics;
     for (int layer = 0; layer < layers; ++layer) {
       const auto prefix = "stride" + std::to_string(layer);
       body << "set title 'layer " << layer << "'\nplot ";
