@@ -17,18 +17,33 @@ void add_model_option(CLI::App* command, std::string& model) {
 
 std::array<int64_t, 3> parse_input_size(const std::string& text,
                                         const std::string& option) {
-  std::array<int64_t, 3> sizes{};
-  char x1 = 0, x2 = 0;
+  // CxHxW, or CxL for a waveform (C x 1 x L).
+  std::vector<int64_t> numbers;
+  size_t separators = 0;
   std::istringstream stream(text);
-  if (!(stream >> sizes[0] >> x1 >> sizes[1] >> x2 >> sizes[2]) || x1 != 'x' ||
-      x2 != 'x' || !stream.eof() || sizes[0] < 1 || sizes[1] < 1 ||
-      sizes[2] < 1) {
+  bool valid = true;
+  for (int64_t n = 0; valid && stream >> n;) {
+    numbers.push_back(n);
+    valid = n >= 1;
+    char separator = 0;
+    if (stream.peek() != EOF) {
+      valid = valid && stream >> separator && separator == 'x';
+      ++separators;
+    }
+  }
+  valid = valid && stream.eof() && separators + 1 == numbers.size() &&
+          (numbers.size() == 2 || numbers.size() == 3);
+  if (!valid) {
     throw CLI::ValidationError(option,
-                               "expected CxHxW with positive integers, e.g. "
-                               "3x32x32; got '" +
+                               "expected CxHxW (or CxL for a waveform) with "
+                               "positive integers, e.g. 3x32x32 or 1x16000; "
+                               "got '" +
                                    text + "'");
   }
-  return sizes;
+  if (numbers.size() == 2) {
+    return {numbers[0], 1, numbers[1]};
+  }
+  return {numbers[0], numbers[1], numbers[2]};
 }
 
 std::vector<diffstride::StridePair> parse_stage_strides(

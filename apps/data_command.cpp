@@ -113,7 +113,8 @@ int run_data(const DataArgs& args) {
                 << " file(s) skipped as unreadable or not images\n";
     }
     if (split == "train") {
-      std::cout << "  as config keys: data.mean = [";
+      std::cout << std::defaultfloat << std::setprecision(4)
+                << "  as config keys: data.mean = [";
       for (int64_t c = 0; c < shape[0]; ++c) {
         std::cout << (c ? ", " : "") << mean[c].item<double>();
       }

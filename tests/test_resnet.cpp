@@ -234,5 +234,7 @@ TEST(ComplexityPenalty, ValueAndGradientMatchHandComputation) {
   EXPECT_NEAR(grad(1, 0), -(a2 + a3) / 1.5, 1e-6);
   EXPECT_NEAR(grad(1, 1), -(a2 + a3) / 2.5, 1e-6);
   EXPECT_NEAR(grad(2, 0), -2.0 * a3 / 3.0, 1e-6);
-  EXPECT_EQ(diffstride::complexity_penalty({}).item<double>(), 0.0);
+  EXPECT_EQ(diffstride::complexity_penalty(std::vector<diffstride::DiffStride>{})
+                .item<double>(),
+            0.0);
 }

@@ -17,4 +17,14 @@ at::Tensor complexity_penalty(const std::vector<DiffStride>& layers) {
   return total;
 }
 
+at::Tensor complexity_penalty(const std::vector<DiffStride1d>& layers) {
+  at::Tensor area, total;
+  for (const auto& layer : layers) {
+    const auto& s = layer->strides[0];
+    area = area.defined() ? area / s : s.reciprocal();
+    total = total.defined() ? total + area : area;
+  }
+  return total.defined() ? total : at::zeros({});
+}
+
 }  // namespace diffstride

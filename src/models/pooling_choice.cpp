@@ -53,15 +53,65 @@ Pooling parse_pooling(const std::string& name) {
               c10::Join(", ", pooling_names()));
 }
 
+AlongTimeImpl::AlongTimeImpl(Pooling pooling_,
+                             double stride_,
+                             DiffStrideOptions diffstride_options_)
+    : pooling(pooling_),
+      stride(stride_),
+      diffstride_options(std::move(diffstride_options_)) {
+  reset();
+}
+
+void AlongTimeImpl::reset() {
+  if (pooling == Pooling::kDiffStride) {
+    const auto& o = diffstride_options;
+    diffstride = DiffStride1d(DiffStride1dOptions()
+                                  .strides(stride)
+                                  .smoothness_factor(o.smoothness_factor())
+                                  .cropping(o.cropping())
+                                  .trainable(o.trainable())
+                                  .lower_limit_stride(o.lower_limit_stride())
+                                  .upper_limit_stride(o.upper_limit_stride()));
+    layer = torch::nn::AnyModule(diffstride);
+  } else {
+    TORCH_CHECK(pooling == Pooling::kSpectral,
+                "AlongTime: expected DiffStride or spectral pooling, got ",
+                pooling_name(pooling));
+    diffstride = DiffStride1d(nullptr);
+    layer = torch::nn::AnyModule(
+        FixedSpectralPooling1d(FixedSpectralPooling1dOptions(stride)));
+  }
+  register_module("layer", layer.ptr());
+}
+
+at::Tensor AlongTimeImpl::forward(const at::Tensor& input) {
+  TORCH_CHECK(input.dim() == 4 && input.size(2) == 1,
+              "AlongTime: expected an N x C x 1 x L input, got shape ",
+              input.sizes());
+  return layer.forward(input.squeeze(2)).unsqueeze(2);
+}
+
 torch::nn::AnyModule make_pooling_layer(
     Pooling pooling,
     StridePair strides,
-    const DiffStrideOptions& diffstride_options) {
+    const DiffStrideOptions& diffstride_options,
+    int64_t spatial_dims) {
+  TORCH_CHECK(spatial_dims == 1 || spatial_dims == 2,
+              "make_pooling_layer: expected 1 or 2 spatial dimensions, got ",
+              spatial_dims);
+  const auto rounded = [](double s) {
+    return static_cast<int64_t>(std::ceil(s));
+  };
+  if (spatial_dims == 1 && pooling != Pooling::kNone) {
+    const double stride = (*strides)[1];
+    if (pooling == Pooling::kSpatial) {
+      return torch::nn::AnyModule(
+          SpatialPooling(SpatialPoolingOptions({1, rounded(stride)})));
+    }
+    return torch::nn::AnyModule(AlongTime(pooling, stride, diffstride_options));
+  }
   switch (pooling) {
     case Pooling::kSpatial: {
-      const auto rounded = [](double s) {
-        return static_cast<int64_t>(std::ceil(s));
-      };
       return torch::nn::AnyModule(SpatialPooling(SpatialPoolingOptions(
           {rounded((*strides)[0]), rounded((*strides)[1])})));
     }

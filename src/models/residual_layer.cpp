@@ -45,11 +45,19 @@ torch::nn::BatchNorm2d make_batch_norm(int64_t channels) {
 torch::nn::Conv2d make_conv(int64_t in_channels,
                             int64_t out_channels,
                             int64_t kernel_size,
-                            IntStridePair stride) {
+                            IntStridePair stride,
+                            int64_t spatial_dims) {
+  const bool waveform = spatial_dims == 1;
   torch::nn::Conv2d conv(
-      torch::nn::Conv2dOptions(in_channels, out_channels, kernel_size)
-          .stride(stride)
-          .padding(kernel_size / 2)
+      torch::nn::Conv2dOptions(
+          in_channels,
+          out_channels,
+          waveform ? torch::ExpandingArray<2>({1, kernel_size})
+                   : torch::ExpandingArray<2>(kernel_size))
+          .stride(waveform ? torch::ExpandingArray<2>({1, (*stride)[1]})
+                           : torch::ExpandingArray<2>(*stride))
+          .padding(waveform ? torch::ExpandingArray<2>({0, kernel_size / 2})
+                            : torch::ExpandingArray<2>(kernel_size / 2))
           .bias(false));
   he_normal_(conv->weight);
   return conv;
@@ -83,20 +91,30 @@ void ResidualLayerImpl::reset() {
                           make_conv(options.in_channels(),
                                     options.filters(),
                                     options.kernel_size(),
-                                    stride));
+                                    stride,
+                                    options.spatial_dims()));
   bn1 = register_module("bn1", make_batch_norm(options.filters()));
   conv1 = register_module(
       "conv1",
-      make_conv(
-          options.filters(), options.filters(), options.kernel_size(), 1));
+      make_conv(options.filters(),
+                options.filters(),
+                options.kernel_size(),
+                1,
+                options.spatial_dims()));
   if (options.project()) {
     shortcut = register_module(
         "shortcut",
-        make_conv(options.in_channels(), options.filters(), 1, stride));
+        make_conv(options.in_channels(),
+                  options.filters(),
+                  1,
+                  stride,
+                  options.spatial_dims()));
   }
   if (pooled) {
-    pooling = make_pooling_layer(
-        options.pooling(), options.strides(), options.diffstride());
+    pooling = make_pooling_layer(options.pooling(),
+                                 options.strides(),
+                                 options.diffstride(),
+                                 options.spatial_dims());
     register_module("pooling", pooling.ptr());
   }
 }
@@ -159,6 +177,14 @@ DiffStride ResidualLayerImpl::diffstride() const {
     return DiffStride(nullptr);
   }
   return DiffStride(std::dynamic_pointer_cast<DiffStrideImpl>(pooling.ptr()));
+}
+
+DiffStride1d ResidualLayerImpl::diffstride1d() const {
+  if (pooling.is_empty() || options.pooling() != Pooling::kDiffStride) {
+    return DiffStride1d(nullptr);
+  }
+  const auto along_time = std::dynamic_pointer_cast<AlongTimeImpl>(pooling.ptr());
+  return along_time ? along_time->diffstride : DiffStride1d(nullptr);
 }
 
 }  // namespace diffstride

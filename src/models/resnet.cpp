@@ -1,5 +1,7 @@
 #include <diffstride/models/resnet.h>
 
+#include <diffstride/models/complexity_penalty.h>
+
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/moduledict.h>
@@ -23,6 +25,14 @@ ResNetOptions resnet56_options() {
       .kernel_size(3);
 }
 
+ResNetOptions resnet1d_options() {
+  return ResNetOptions({32, 32, 64, 128, 256}, {4.0, 1.0, 4.0, 4.0, 4.0})
+      .id_only({0})
+      .layers_per_block(2)
+      .kernel_size(9)
+      .spatial_dims(1);
+}
+
 namespace {
 
 struct NamedFactory {
@@ -31,7 +41,8 @@ struct NamedFactory {
 };
 
 constexpr NamedFactory kFactories[] = {{"resnet18", resnet18_options},
-                                       {"resnet56", resnet56_options}};
+                                       {"resnet56", resnet56_options},
+                                       {"resnet1d", resnet1d_options}};
 
 }  // namespace
 
@@ -84,6 +95,10 @@ void ResNetImpl::reset() {
                 filters.size() - 1,
                 " blocks");
   }
+  TORCH_CHECK(options.spatial_dims() == 1 || options.spatial_dims() == 2,
+              "ResNet: expected 1 (waveforms) or 2 (images) spatial "
+              "dimensions, got ",
+              options.spatial_dims());
   const bool pooled = options.pooling() != Pooling::kNone;
   stem =
       register_module("stem",
@@ -91,10 +106,13 @@ void ResNetImpl::reset() {
                                 filters[0],
                                 options.kernel_size(),
                                 pooled ? IntStridePair(1)
-                                       : whole_strides(options.strides()[0])));
+                                       : whole_strides(options.strides()[0]),
+                                options.spatial_dims()));
   if (pooled) {
-    stem_pooling = make_pooling_layer(
-        options.pooling(), options.strides()[0], options.diffstride());
+    stem_pooling = make_pooling_layer(options.pooling(),
+                                      options.strides()[0],
+                                      options.diffstride(),
+                                      options.spatial_dims());
     register_module("stem_pooling", stem_pooling.ptr());
   }
   blocks.clear();
@@ -115,7 +133,8 @@ void ResNetImpl::reset() {
                                      .project(project)
                                      .kernel_size(options.kernel_size())
                                      .pooling(options.pooling())
-                                     .diffstride(options.diffstride()));
+                                     .diffstride(options.diffstride())
+                                     .spatial_dims(options.spatial_dims()));
       named_layers->update(
           std::vector<
               std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
@@ -148,17 +167,23 @@ at::Tensor ResNetImpl::forward_traced(
     const at::Tensor& input,
     ForwardTrace* trace,
     std::vector<std::vector<int64_t>>* stage_shapes) {
-  TORCH_CHECK(input.dim() == 4 && input.size(1) == options.in_channels(),
-              "ResNet: expected an N x ",
-              options.in_channels(),
-              " x H x W input, got shape ",
-              input.sizes());
+  const bool waveform = options.spatial_dims() == 1;
+  TORCH_CHECK(
+      waveform ? ((input.dim() == 3 ||
+                   (input.dim() == 4 && input.size(2) == 1)) &&
+                  input.size(1) == options.in_channels())
+               : input.dim() == 4 && input.size(1) == options.in_channels(),
+      "ResNet: expected an N x ",
+      options.in_channels(),
+      waveform ? " x L (or x 1 x L) waveform input" : " x H x W input",
+      ", got shape ",
+      input.sizes());
   const auto record = [&](const at::Tensor& t) {
     if (stage_shapes != nullptr) {
       stage_shapes->push_back(t.sizes().vec());
     }
   };
-  auto x = traced(stem, input, trace);
+  auto x = traced(stem, input.dim() == 3 ? input.unsqueeze(2) : input, trace);
   x = traced_pooling(stem_pooling, options.pooling(), x, trace);
   record(x);
   for (auto& block : blocks) {
@@ -178,7 +203,8 @@ at::Tensor ResNetImpl::forward_traced(
 
 std::vector<DiffStride> ResNetImpl::diffstride_layers() const {
   std::vector<DiffStride> layers;
-  if (options.pooling() != Pooling::kDiffStride) {
+  if (options.pooling() != Pooling::kDiffStride ||
+      options.spatial_dims() != 2) {
     return layers;
   }
   layers.emplace_back(
@@ -193,16 +219,46 @@ std::vector<DiffStride> ResNetImpl::diffstride_layers() const {
   return layers;
 }
 
+std::vector<DiffStride1d> ResNetImpl::diffstride1d_layers() const {
+  std::vector<DiffStride1d> layers;
+  if (options.pooling() != Pooling::kDiffStride ||
+      options.spatial_dims() != 1) {
+    return layers;
+  }
+  layers.push_back(
+      std::dynamic_pointer_cast<AlongTimeImpl>(stem_pooling.ptr())->diffstride);
+  for (const auto& block : blocks) {
+    for (const auto& layer : block) {
+      if (auto pool = layer->diffstride1d()) {
+        layers.push_back(pool);
+      }
+    }
+  }
+  return layers;
+}
+
+at::Tensor ResNetImpl::complexity_penalty() const {
+  return options.spatial_dims() == 1
+             ? diffstride::complexity_penalty(diffstride1d_layers())
+             : diffstride::complexity_penalty(diffstride_layers());
+}
+
 std::vector<std::array<double, 2>> ResNetImpl::current_strides() const {
   std::vector<std::array<double, 2>> strides;
   for (const auto& layer : diffstride_layers()) {
     strides.push_back(layer->current_strides());
+  }
+  for (const auto& layer : diffstride1d_layers()) {
+    strides.push_back({1.0, layer->current_strides()[0]});
   }
   return strides;
 }
 
 void ResNetImpl::constrain_strides() {
   for (auto& layer : diffstride_layers()) {
+    layer->constrain_strides();
+  }
+  for (auto& layer : diffstride1d_layers()) {
     layer->constrain_strides();
   }
 }

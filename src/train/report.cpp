@@ -495,8 +495,12 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
         by_pooling[pooling].open(scratch / ("madds_" + std::to_string(order.size()) +
                                             ".dat"));
       }
+      // Third column: the point's label, its setting.
+      auto label = setting_of(run);
+      std::replace(label.begin(), label.end(), '"', '\'');
       by_pooling[pooling] << std::setprecision(9) << run.last("multiply_adds")
-                          << " " << 100.0 * run.last("test_accuracy") << "\n";
+                          << " " << 100.0 * run.last("test_accuracy") << " \""
+                          << label << "\"\n";
     }
     for (auto& [p, file] : by_pooling) {
       file.close();
@@ -511,7 +515,10 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
            << quoted((scratch / ("madds_" + std::to_string(i + 1) + ".dat"))
                          .string())
            << " using 1:2 with points pointsize 1.5 pointtype " << 5 + 2 * i
-           << " title " << quoted(order[i]);
+           << " title " << quoted(order[i]) << ", \\\n  "
+           << quoted((scratch / ("madds_" + std::to_string(i + 1) + ".dat"))
+                         .string())
+           << " using 1:2:3 with labels font ',9' offset char 0,1 notitle";
     }
     if (order.empty()) {
       body << "NaN title 'no epoch finished yet'";

@@ -45,7 +45,7 @@ StepResult train_step(ResNet& model,
     total = data_loss + loss.weight_decay * l2_penalty(model);
     if (loss.complexity_lambda > 0) {
       total = total + loss.complexity_lambda *
-                          complexity_penalty(model->diffstride_layers());
+                          model->complexity_penalty();
     }
   }
   optimizer.zero_grad();

@@ -14,4 +14,7 @@ namespace diffstride {
 /// axes); zero for no layers. Add lambda times it to the loss.
 at::Tensor complexity_penalty(const std::vector<DiffStride>& layers);
 
+/// The same over DiffStride1d layers: sum over l of prod_{j <= l} 1 / s^j.
+at::Tensor complexity_penalty(const std::vector<DiffStride1d>& layers);
+
 }  // namespace diffstride

@@ -32,6 +32,10 @@ struct ResidualLayerOptions {
   TORCH_ARG(Pooling, pooling) = Pooling::kNone;
   /// DiffStride's options other than the strides, when pooling is kDiffStride.
   TORCH_ARG(DiffStrideOptions, diffstride) = {};
+  /// 2: images (N x C x H x W). 1: waveforms as N x C x 1 x L: 1 x k
+  /// kernels, downsampling by the width stride along L only, 1-D pooling
+  /// layers (docs/resnet.md, "Waveforms").
+  TORCH_ARG(int64_t, spatial_dims) = 2;
 };
 
 /// What a traced forward pass records (for model summaries): multiply-adds
@@ -62,6 +66,8 @@ class ResidualLayerImpl : public torch::nn::Cloneable<ResidualLayerImpl> {
 
   /// The layer's DiffStride, or an empty holder when it has none.
   DiffStride diffstride() const;
+  /// The layer's DiffStride1d (waveforms), or an empty holder.
+  DiffStride1d diffstride1d() const;
 
   ResidualLayerOptions options;
 
@@ -79,10 +85,14 @@ TORCH_MODULE(ResidualLayer);
 /// BatchNorm2d with momentum 0.1 (Keras 0.9) and epsilon 1e-5.
 void he_normal_(at::Tensor weight);
 torch::nn::BatchNorm2d make_batch_norm(int64_t channels);
+/// A bias-free convolution with "same" padding, He-normal initialised;
+/// with `spatial_dims` 1 its kernel is 1 x kernel_size and it strides along
+/// the width only (stride's second number).
 torch::nn::Conv2d make_conv(int64_t in_channels,
                             int64_t out_channels,
                             int64_t kernel_size,
-                            IntStridePair stride);
+                            IntStridePair stride,
+                            int64_t spatial_dims = 2);
 
 /// The stage strides as convolution strides: strided convolutions (pooling
 /// kNone) need whole numbers >= 1; an error otherwise.

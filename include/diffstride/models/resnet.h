@@ -39,6 +39,11 @@ struct ResNetOptions {
   TORCH_ARG(Pooling, pooling) = Pooling::kNone;
   /// DiffStride's options other than the strides (smoothness, limits...).
   TORCH_ARG(DiffStrideOptions, diffstride) = {};
+  /// 2: images. 1: waveforms, N x C x L (or N x C x 1 x L): 1 x k kernels,
+  /// each stage's stride along time only, DiffStride1d and
+  /// FixedSpectralPooling1d as the pooling layers (docs/resnet.md,
+  /// "Waveforms").
+  TORCH_ARG(int64_t, spatial_dims) = 2;
 };
 
 /// resnet18: filters 64,64,128,256,512, strides 1,1,2,2,2, id_only {0},
@@ -46,6 +51,11 @@ struct ResNetOptions {
 ResNetOptions resnet18_options();
 /// resnet56: filters 16,16,32,64, strides 1,1,2,2, 9 layers per block.
 ResNetOptions resnet56_options();
+
+/// resnet1d, for raw waveforms: resnet18's layout in one dimension with
+/// kernels of 9 samples: filters 32,32,64,128,256, strides 4,1,4,4,4 (a
+/// second at 16 kHz ends as 63 steps), id_only {0}, 2 layers per block.
+ResNetOptions resnet1d_options();
 /// The names of the factories above, in declaration order.
 std::vector<std::string> resnet_factory_names();
 /// The options of the factory called `name` (one of resnet_factory_names());
@@ -62,7 +72,8 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
-  /// Logits (N x num_classes) of an N x in_channels x H x W batch.
+  /// Logits (N x num_classes) of an N x in_channels x H x W batch (a
+  /// waveform model: N x in_channels x L, or x 1 x L).
   at::Tensor forward(const at::Tensor& input);
 
   /// The same, recording multiply-adds, DiffStride output sizes and the
@@ -72,10 +83,18 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
                             std::vector<std::vector<int64_t>>* stage_shapes);
 
   /// The DiffStride layers in forward order (empty unless pooling is
-  /// kDiffStride).
+  /// kDiffStride and the model is 2-D).
   std::vector<DiffStride> diffstride_layers() const;
 
-  /// Their current strides (height, width), in forward order.
+  /// The DiffStride1d layers of a waveform model, in forward order.
+  std::vector<DiffStride1d> diffstride1d_layers() const;
+
+  /// The complexity penalty of docs/resnet.md over the model's DiffStride
+  /// layers (a waveform model's: prod 1 / s over its one axis).
+  at::Tensor complexity_penalty() const;
+
+  /// Their current strides (height, width), in forward order; a waveform
+  /// model's are (1, s).
   std::vector<std::array<double, 2>> current_strides() const;
 
   /// Applies every DiffStride layer's stride constraint; call after each
