@@ -238,3 +238,66 @@ TEST(ComplexityPenalty, ValueAndGradientMatchHandComputation) {
                 .item<double>(),
             0.0);
 }
+
+// The waveform ResNet (docs/resnet.md, "Waveforms"): every pooling choice on
+// N x C x L input; a 1 x k convolution on N x C x 1 x L is conv1d.
+TEST(WaveformResNet, EveryPoolingRunsOnWaveformsAndStridesAlongTimeOnly) {
+  torch::manual_seed(0);
+  for (const auto pooling : kAllPoolings) {
+    SCOPED_TRACE(diffstride::pooling_name(pooling));
+    auto options = diffstride::resnet1d_options()
+                       .filters({8, 8, 16})
+                       .strides({4.0, 1.0, 4.0})
+                       .in_channels(2)
+                       .pooling(pooling);
+    ResNet model(options);
+    diffstride::ForwardTrace trace;
+    std::vector<std::vector<int64_t>> stages;
+    const auto waveform = torch::randn({3, 2, 4000});
+    const auto logits = model->forward_traced(waveform, &trace, &stages);
+    ASSERT_EQ(logits.sizes(), torch::IntArrayRef({3, 10}));
+    // N x C x 1 x L is the same input.
+    EXPECT_TRUE(torch::allclose(model(waveform.unsqueeze(2)), model(waveform)));
+    // The stem and the last block divide the length by about 4 each (the
+    // spectral poolings keep a few more samples, as in 2-D); height stays 1.
+    ASSERT_EQ(stages.size(), 4u);
+    for (const auto& shape : stages) {
+      if (shape.size() == 4) {
+        EXPECT_EQ(shape[2], 1);
+      }
+    }
+    EXPECT_NEAR(static_cast<double>(stages[0][3]), 1000.0, 10.0);
+    EXPECT_NEAR(static_cast<double>(stages[2][3]), 250.0, 10.0);
+    logits.logsumexp(1).sum().backward();
+    for (const auto& p : model->named_parameters()) {
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    }
+    if (pooling == Pooling::kDiffStride) {
+      const auto layers = model->diffstride1d_layers();
+      ASSERT_EQ(layers.size(), 2u);  // the stem's and the last block's
+      EXPECT_TRUE(model->diffstride_layers().empty());
+      const auto strides = model->current_strides();
+      ASSERT_EQ(strides.size(), 2u);
+      EXPECT_EQ(strides[0][0], 1.0);
+      EXPECT_DOUBLE_EQ(strides[0][1], 4.0);
+      ASSERT_TRUE(layers[0]->strides.grad().defined());
+      EXPECT_NE(layers[0]->strides.grad().item<double>(), 0.0);
+      // Penalty: 1/s1 + 1/(s1 s2), by hand.
+      const double s1 = layers[0]->strides.item<double>();
+      const double s2 = layers[1]->strides.item<double>();
+      EXPECT_NEAR(model->complexity_penalty().item<double>(),
+                  1.0 / s1 + 1.0 / (s1 * s2),
+                  1e-6);
+    }
+  }
+}
+
+TEST(WaveformResNet, OneByKConvolutionIsConv1dAlongTime) {
+  torch::manual_seed(0);
+  auto conv = diffstride::make_conv(3, 5, 9, diffstride::IntStridePair({1, 4}), 1);
+  ASSERT_EQ(conv->weight.sizes(), torch::IntArrayRef({5, 3, 1, 9}));
+  const auto x = torch::randn({2, 3, 1, 101});
+  const auto expected = torch::conv1d(
+      x.squeeze(2), conv->weight.squeeze(2), {}, /*stride=*/4, /*padding=*/4);
+  EXPECT_TRUE(torch::allclose(conv(x).squeeze(2), expected, 1e-5, 1e-6));
+}
