@@ -96,12 +96,7 @@ class AudioFolderReader : public detail::FolderReader {
   AudioFolderReader(const detail::ClassFolders& index,
                     FolderOptions options,
                     bool random_crops)
-      : FolderReader(index.files,
-                     options.skip_bad_files(),
-                     options.workers(),
-                     index.skipped),
-        options_(std::move(options)),
-        random_crops_(random_crops) {}
+      : FolderReader(index, std::move(options)), random_crops_(random_crops) {}
 
   std::vector<int64_t> example_shape() const override {
     return {options_.channels(), 1, options_.clip_samples()};
@@ -155,7 +150,6 @@ class AudioFolderReader : public detail::FolderReader {
   }
 
  private:
-  FolderOptions options_;
   bool random_crops_;
 };
 

@@ -122,15 +122,13 @@ Dataset folder_dataset(const std::string& name,
   return data;
 }
 
-FolderReader::FolderReader(std::vector<std::string> files,
-                           bool skip_bad_files,
-                           int64_t workers,
-                           int64_t skipped_when_indexed)
-    : files_(std::move(files)),
-      skip_bad_files_(skip_bad_files),
-      workers_(workers),
-      skipped_(skipped_when_indexed) {
-  TORCH_CHECK(workers >= 1, "expected at least 1 worker, got ", workers);
+FolderReader::FolderReader(const ClassFolders& index, FolderOptions options)
+    : options_(std::move(options)),
+      files_(index.files),
+      skipped_(index.skipped) {
+  TORCH_CHECK(options_.workers() >= 1,
+              "expected at least 1 worker, got ",
+              options_.workers());
 }
 
 int64_t FolderReader::read(int64_t index, uint64_t draw, float* out) const {
@@ -147,7 +145,7 @@ int64_t FolderReader::read(int64_t index, uint64_t draw, float* out) const {
       decode(files_[static_cast<size_t>(i)], draw, out);
       return i;
     } catch (const std::runtime_error& error) {
-      if (!skip_bad_files_) {
+      if (!options_.skip_bad_files()) {
         throw std::runtime_error(
             std::string(error.what()) +
             " (set data.skip_bad_files = true to skip such files)");

@@ -47,14 +47,13 @@ Dataset folder_dataset(const std::string& name,
 /// next readable file of the folder.
 class FolderReader : public ExampleReader {
  public:
-  FolderReader(std::vector<std::string> files,
-               bool skip_bad_files,
-               int64_t workers,
-               int64_t skipped_when_indexed);
+  /// Reads the files of `index` as `options` say (skip_bad_files,
+  /// workers; the rest is the derived reader's).
+  FolderReader(const ClassFolders& index, FolderOptions options);
 
   int64_t read(int64_t index, uint64_t draw, float* out) const override;
   int64_t workers() const override {
-    return workers_;
+    return options_.workers();
   }
   int64_t skipped_files() const override {
     return skipped_.load();
@@ -65,10 +64,10 @@ class FolderReader : public ExampleReader {
                       uint64_t draw,
                       float* out) const = 0;
 
+  const FolderOptions options_;
+
  private:
   std::vector<std::string> files_;
-  bool skip_bad_files_;
-  int64_t workers_;
   mutable std::atomic<int64_t> skipped_;
   mutable std::mutex mutex_;
   mutable std::set<int64_t> bad_;

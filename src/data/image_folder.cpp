@@ -64,12 +64,7 @@ class ImageFolderReader : public detail::FolderReader {
   ImageFolderReader(const detail::ClassFolders& index,
                     FolderOptions options,
                     bool random_crops)
-      : FolderReader(index.files,
-                     options.skip_bad_files(),
-                     options.workers(),
-                     index.skipped),
-        options_(std::move(options)),
-        random_crops_(random_crops) {}
+      : FolderReader(index, std::move(options)), random_crops_(random_crops) {}
 
   std::vector<int64_t> example_shape() const override {
     return {options_.channels(), options_.image_size(), options_.image_size()};
@@ -92,7 +87,6 @@ class ImageFolderReader : public detail::FolderReader {
   }
 
  private:
-  FolderOptions options_;
   bool random_crops_;
 };
 
