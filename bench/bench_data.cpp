@@ -16,10 +16,12 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#ifdef DIFFSTRIDE_HAVE_FOLDERS
 #include <cstdio>
 #include <filesystem>
 #include <jpeglib.h>
 #include <unistd.h>
+#endif
 
 namespace {
 
@@ -73,6 +75,7 @@ void BM_PrefetchedEpoch(benchmark::State& state) {
 }
 BENCHMARK(BM_PrefetchedEpoch)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+#ifdef DIFFSTRIDE_HAVE_FOLDERS
 // A JPEG of smooth random colour fields (quality 90), as libjpeg writes it.
 void write_jpeg(const std::string& path, int width, int height, int seed) {
   std::vector<uint8_t> pixels(static_cast<size_t>(width * height * 3));
@@ -155,5 +158,7 @@ BENCHMARK(BM_ImageFolderBatch)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+#endif  // DIFFSTRIDE_HAVE_FOLDERS
 
 }  // namespace

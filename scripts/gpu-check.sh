@@ -40,8 +40,9 @@ except ImportError:
   echo "nccl.h: ${NCCL_INCLUDE_DIR:-none found}"
 } 2>&1 | tee "$out/machine.txt"
 export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+# No Debian decoders there: image and audio folders are left out.
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
+  -DDIFFSTRIDE_FOLDERS=OFF -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
 # If LibTorch's NCCL header does not compile with the nccl.h found, build
 # without NCCL (one GPU needs none) and say so.
 quick=${GPU_CHECK_QUICK:-0}

@@ -12,6 +12,10 @@ namespace diffstride {
 
 namespace fs = std::filesystem;
 
+std::vector<std::string> train_crop_names() {
+  return {"random_resized", "center"};
+}
+
 std::vector<std::string> dataset_names() {
   return {"cifar10", "cifar100", "fashion_mnist", "image_folder",
           "audio_folder"};
@@ -52,8 +56,15 @@ Dataset load_dataset(const std::string& name,
                 name,
                 ": expected data.data_dir, the folder holding train/ and "
                 "val/");
+#ifdef DIFFSTRIDE_HAVE_FOLDERS
     return name == "image_folder" ? load_image_folder(data_dir, split, folder)
                                   : load_audio_folder(data_dir, split, folder);
+#else
+    TORCH_CHECK(false,
+                name,
+                ": this build of diffstride reads no folders of files (it was "
+                "configured with -DDIFFSTRIDE_FOLDERS=OFF)");
+#endif
   }
   dataset_normalization(name);  // checks the name
   TORCH_CHECK(split == "train" || split == "test",

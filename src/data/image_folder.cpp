@@ -12,10 +12,6 @@
 
 namespace diffstride {
 
-std::vector<std::string> train_crop_names() {
-  return {"random_resized", "center"};
-}
-
 namespace {
 
 // The shorter side's centred square: with the resize to image_size, the

@@ -4,8 +4,6 @@
 
 #include <diffstride/train/config.h>
 
-#include <diffstride/data/image_folder.h>
-
 #include <diffstride/data/dataset.h>
 #include <diffstride/models/pooling_choice.h>
 #include <diffstride/models/resnet.h>

@@ -91,6 +91,9 @@ struct FolderOptions {
   TORCH_ARG(int64_t, workers) = 4;
 };
 
+/// The training crops FolderOptions accepts: random_resized, center.
+std::vector<std::string> train_crop_names();
+
 /// The names load_dataset accepts: cifar10, cifar100, fashion_mnist,
 /// image_folder, audio_folder.
 std::vector<std::string> dataset_names();

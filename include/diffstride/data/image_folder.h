@@ -11,9 +11,6 @@
 
 namespace diffstride {
 
-/// The training crops FolderOptions accepts: random_resized, center.
-std::vector<std::string> train_crop_names();
-
 /// Split `split` ("train"; "test" reads val/ or test/) of the image folder
 /// `dir`. The classes are train/'s subfolders, sorted by name; the test
 /// split's subfolders must be among them. Files other than .jpg, .jpeg and
