@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+from bad_files import check_both_modes, write_bad_file
+
 TOOL = os.environ.get(
     "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride"))
 
@@ -135,21 +137,11 @@ def test_another_rate_is_a_bad_file_without_resampling(tmp_path):
     assert "c_8k.wav: 8000 Hz, expected 16000 Hz" in run.stdout
 
 
-@pytest.mark.parametrize("bad", ["truncated.wav", "random.wav", "notes.txt"])
-def test_bad_files_stop_the_run_with_their_name_or_are_skipped_and_counted(tmp_path, bad):
+@pytest.mark.parametrize("bad, kind", [("truncated.wav", "truncated"),
+                                       ("random.wav", "random"),
+                                       ("notes.txt", "text")])
+def test_bad_files_stop_the_run_with_their_name_or_are_skipped_and_counted(tmp_path, bad, kind):
     root = tmp_path / "audio"
     make_folder(root)
-    target = root / "train" / "no" / bad
-    if bad == "truncated.wav":
-        whole = (root / "train" / "no" / "b_stereo.wav").read_bytes()
-        target.write_bytes(whole[: len(whole) // 3])
-    elif bad == "random.wav":
-        target.write_bytes(os.urandom(500))
-    else:
-        target.write_text("not sound")
-    stopped = train(root, tmp_path / "stopped")
-    assert stopped.returncode == 2, stopped.stdout
-    assert bad in stopped.stdout and "skip_bad_files" in stopped.stdout
-    skipped = train(root, tmp_path / "skipped", "--set", "data.skip_bad_files=true")
-    assert skipped.returncode == 0, skipped.stdout
-    assert "training split: 1 file(s) skipped" in skipped.stdout
+    write_bad_file(root / "train" / "no" / bad, kind, root / "train" / "no" / "b_stereo.wav")
+    check_both_modes(train, root, tmp_path, bad)

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from bad_files import check_both_modes, write_bad_file
+
 TOOL = os.environ.get(
     "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride"))
 
@@ -111,24 +113,14 @@ def test_gray_examples_from_rgb_files(tmp_path):
     assert abs(float(images[7].mean()) * 255 - gray) <= 3
 
 
-@pytest.mark.parametrize("bad", ["truncated.jpg", "random.png", "notes.txt"])
-def test_bad_files_stop_the_run_with_their_name_or_are_skipped_and_counted(tmp_path, bad):
+@pytest.mark.parametrize("bad, kind", [("truncated.jpg", "truncated"),
+                                       ("random.png", "random"),
+                                       ("notes.txt", "text")])
+def test_bad_files_stop_the_run_with_their_name_or_are_skipped_and_counted(tmp_path, bad, kind):
     root = tmp_path / "images"
     make_folder(root)
-    target = root / "train" / "a" / bad
-    if bad == "truncated.jpg":
-        good = (root / "train" / "a" / "j_odd.jpg").read_bytes()
-        target.write_bytes(good[: len(good) // 2])
-    elif bad == "random.png":
-        target.write_bytes(os.urandom(300))
-    else:
-        target.write_text("not an image")
-    stopped = train(root, tmp_path / "stopped")
-    assert stopped.returncode == 2, stopped.stdout
-    assert bad in stopped.stdout and "skip_bad_files" in stopped.stdout
-    skipped = train(root, tmp_path / "skipped", "--set", "data.skip_bad_files=true")
-    assert skipped.returncode == 0, skipped.stdout
-    assert "training split: 1 file(s) skipped" in skipped.stdout
+    write_bad_file(root / "train" / "a" / bad, kind, root / "train" / "a" / "j_odd.jpg")
+    check_both_modes(train, root, tmp_path, bad)
 
 
 def test_missing_layout_and_missing_normalisation_are_errors(tmp_path):
