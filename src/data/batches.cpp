@@ -188,10 +188,6 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
       if (dataset_.reader) {
         sources[j] = read_index[static_cast<size_t>(r)];
       }
-      const uint8_t* stored =
-          dataset_.reader ? nullptr : pixels + sources[j] * C * H * W;
-      const float* read =
-          dataset_.reader ? read_values.data() + r * C * H * W : nullptr;
       int64_t dy = 2, dx = 2;
       bool flip = false;
       if (options_.augment()) {
@@ -199,23 +195,33 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
         dx = static_cast<int64_t>(rng.below(5));
         flip = rng.below(2) == 1;
       }
-      for (int64_t c = 0; c < C; ++c) {
-        const double scale = 1.0 / (full_scale * normalization_.std[c]);
-        const double shift = -normalization_.mean[c] / normalization_.std[c];
-        float* plane = out + (e * C + c) * H * W;
-        for (int64_t y = 0; y < H; ++y) {
-          // The padded image, cropped at (dy, dx): source row y + dy - 2.
-          const int64_t sy = y + dy - 2;
-          for (int64_t x = 0; x < W; ++x) {
-            const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
-            const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-            const int64_t at = (c * H + sy) * W + sx;
-            const double raw =
-                !inside ? 0.0 : stored != nullptr ? stored[at] : read[at];
-            plane[y * W + x] +=
-                static_cast<float>(weight * (raw * scale + shift));
+      // Adds the weighted, normalised example (uint8 pixels in memory or a
+      // reader's floats) to batch example e.
+      const auto add = [=, &normalization = normalization_](
+                           const auto* image) {
+        for (int64_t c = 0; c < C; ++c) {
+          const double scale = 1.0 / (full_scale * normalization.std[c]);
+          const double shift = -normalization.mean[c] / normalization.std[c];
+          float* plane = out + (e * C + c) * H * W;
+          for (int64_t y = 0; y < H; ++y) {
+            // The padded image, cropped at (dy, dx): source row y + dy - 2.
+            const int64_t sy = y + dy - 2;
+            for (int64_t x = 0; x < W; ++x) {
+              const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
+              const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+              const double raw =
+                  inside ? static_cast<double>(image[(c * H + sy) * W + sx])
+                         : 0.0;
+              plane[y * W + x] +=
+                  static_cast<float>(weight * (raw * scale + shift));
+            }
           }
         }
+      };
+      if (dataset_.reader) {
+        add(read_values.data() + r * C * H * W);
+      } else {
+        add(pixels + sources[j] * C * H * W);
       }
       targets[e * K + labels[sources[j]]] += static_cast<float>(weight);
     }
