@@ -43,21 +43,19 @@ struct Run {
   std::vector<std::vector<double>> rows;      // one per epoch
   bool finished = false;
 
-  // The column `name` of every epoch (empty when absent).
-  std::vector<double> column(const std::string& name) const {
-    const auto at = std::find(columns.begin(), columns.end(), name);
-    std::vector<double> values;
-    if (at != columns.end()) {
-      const auto i = static_cast<size_t>(at - columns.begin());
-      for (const auto& row : rows) {
-        values.push_back(row[i]);
-      }
-    }
-    return values;
+  // The position of column `name` in metrics.csv (columns.size() when
+  // absent).
+  size_t column_index(const std::string& name) const {
+    return static_cast<size_t>(
+        std::find(columns.begin(), columns.end(), name) - columns.begin());
   }
+  bool has_column(const std::string& name) const {
+    return column_index(name) < columns.size();
+  }
+  // The last epoch's value of column `name` (NaN when absent or no epoch).
   double last(const std::string& name) const {
-    const auto values = column(name);
-    return values.empty() ? std::nan("") : values.back();
+    const auto i = column_index(name);
+    return i < columns.size() && !rows.empty() ? rows.back()[i] : std::nan("");
   }
   std::string value(const std::string& key) const {
     const auto found = config.find(key);
@@ -208,7 +206,7 @@ std::string learned_strides(const Run& run) {
 
 int diffstride_layers(const Run& run) {
   int layers = 0;
-  while (!run.column("stride" + std::to_string(layers) + "_h").empty()) {
+  while (run.has_column("stride" + std::to_string(layers) + "_h")) {
     ++layers;
   }
   return layers;
@@ -251,6 +249,11 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
     }
   }
   TORCH_CHECK(!runs.empty(), "report: no runs started yet in ", paths[0]);
+  // DiffStride layers of the run that has the most (0: no strides plot).
+  int layers = 0;
+  for (const auto& run : runs) {
+    layers = std::max(layers, diffstride_layers(run));
+  }
   fs::path out = out_option;
   if (out.empty()) {
     if (paths.size() == 1) {
@@ -412,10 +415,6 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
     }
     md << "\n![test accuracy per epoch](accuracy.svg)\n\n"
           "![accuracy against multiply-adds](accuracy_vs_multiply_adds.svg)\n";
-    int layers = 0;
-    for (const auto& run : runs) {
-      layers = std::max(layers, diffstride_layers(run));
-    }
     if (layers > 0) {
       md << "\n![learned strides](strides.svg)\n";
     }
@@ -443,9 +442,9 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
       data << "\n";
     }
   }
+  // gnuplot counts columns from 1.
   const auto column_index = [](const Run& run, const std::string& name) {
-    const auto at = std::find(run.columns.begin(), run.columns.end(), name);
-    return std::to_string(at - run.columns.begin() + 1);
+    return std::to_string(run.column_index(name) + 1);
   };
   const auto plot = [&](const std::string& name, const std::string& body) {
     const auto script = scratch / (name + ".gp");
@@ -524,10 +523,6 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
       body << "NaN title 'no epoch finished yet'";
     }
     plot("accuracy_vs_multiply_adds.svg", body.str() + "\n");
-  }
-  int layers = 0;
-  for (const auto& run : runs) {
-    layers = std::max(layers, diffstride_layers(run));
   }
   if (layers > 0) {
     std::ostringstream body;

@@ -289,10 +289,12 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
       *options.progress << "[sweep] " << line << std::endl;
     }
   };
+  const auto folder_of = [&](const SweepRun& run) {
+    return (out / kRunsFolder / run.name).string();
+  };
   std::vector<size_t> pending;
   for (size_t i = 0; i < runs.size(); ++i) {
-    const auto folder = (out / kRunsFolder / runs[i].name).string();
-    if (RunFolder::state_of(folder) == RunState::kFinished) {
+    if (RunFolder::state_of(folder_of(runs[i])) == RunState::kFinished) {
       say(runs[i].name + ": finished earlier, skipped");
     } else {
       pending.push_back(i);
@@ -322,7 +324,7 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
     while (!interrupted() && next < pending.size() &&
            static_cast<int64_t>(running.size()) < options.parallel) {
       const auto& run = runs[pending[next++]];
-      const auto folder = (out / kRunsFolder / run.name).string();
+      const auto folder = folder_of(run);
       const bool resume =
           RunFolder::state_of(folder) == RunState::kStarted;
       std::vector<std::string> argv = options.launch;
@@ -374,7 +376,7 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
                                found->second.start)
                                .count();
     running.erase(found);
-    const auto folder = (out / kRunsFolder / run.name).string();
+    const auto folder = folder_of(run);
     const bool finished = RunFolder::state_of(folder) == RunState::kFinished;
     if (finished) {
       ++done;
