@@ -9,6 +9,15 @@
 
 namespace diffstride_cli {
 
+CLI::Validator not_empty() {
+  return CLI::Validator(
+      [](const std::string& value) {
+        return value.empty() ? std::string("expected a non-empty value")
+                             : std::string();
+      },
+      "NONEMPTY");
+}
+
 void add_model_option(CLI::App* command, std::string& model) {
   command->add_option("--model", model, "the network's factory")
       ->check(CLI::IsMember(diffstride::resnet_factory_names()))

@@ -10,11 +10,13 @@
 #include <string>
 #include <vector>
 
-namespace CLI {
-class App;
-}
+#include <CLI/CLI.hpp>
 
 namespace diffstride_cli {
+
+/// Rejects an empty value (`--resume ""`), which would otherwise read as an
+/// option not given.
+CLI::Validator not_empty();
 
 /// Adds --model (resnet18 or resnet56, default shown) to `command`.
 void add_model_option(CLI::App* command, std::string& model);

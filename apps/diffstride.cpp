@@ -14,11 +14,13 @@
 #include "bench_command.h"
 #include "cli_parsing.h"
 #include "data_command.h"
+#include "signals.h"
 #include "summary_command.h"
 #include "sweep_command.h"
 #include "train_command.h"
 
 #include <diffstride/diffstride.h>
+#include <diffstride/train/config.h>
 
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
@@ -90,7 +92,8 @@ int main(int argc, char** argv) {
   int threads =
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, diffstride::max_threads())
+                  .description("at most 4 x this machine's cores"));
 
   auto* layer = app.add_subcommand(
       "layer", "show what the pooling layers do to one input size");
@@ -125,8 +128,20 @@ int main(int argc, char** argv) {
   diffstride_cli::ReportArgs report_args;
   auto* report = diffstride_cli::add_report_command(app, report_args);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& done) {  // --help
+    return app.exit(done);
+  } catch (const CLI::ParseError& error) {
+    // As every other error of the tool: one line, status 2.
+    std::cerr << "error: " << error.what() << "\n"
+              << "Run with --help for more information.\n";
+    return 2;
+  }
   torch::set_num_threads(threads);
+  if (!*train && !*sweep) {
+    diffstride_cli::exit_on_signals();  // nothing to save
+  }
   try {
     if (*layer) {
       return run_layer(input, strides, smoothness, batch);
@@ -153,7 +168,8 @@ int main(int argc, char** argv) {
       return diffstride_cli::run_report(report_args);
     }
   } catch (const CLI::Error& error) {
-    return app.exit(error);
+    std::cerr << "error: " << error.what() << "\n";
+    return 2;
   } catch (const c10::Error& error) {
     std::cerr << "error: " << error.what_without_backtrace() << "\n";
     return 2;

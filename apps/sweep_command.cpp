@@ -1,5 +1,7 @@
 #include "sweep_command.h"
 
+#include "cli_parsing.h"
+#include "signals.h"
 #include "train_command.h"
 
 #include <diffstride/train/report.h>
@@ -17,7 +19,8 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& args) {
       "train every combination of config values, each run in its own folder "
       "under --out (runs/NAME, logs/NAME.log, manifest.csv); run it again to "
       "continue after an interruption");
-  command->add_option("--config", args.config, "base TOML config (see configs/)");
+  command->add_option("--config", args.config, "base TOML config (see configs/)")
+      ->check(not_empty());
   command->add_option("--set",
                       args.overrides,
                       "override a config key in every run (repeatable)");
@@ -29,8 +32,10 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& args) {
       ->required();
   command
       ->add_option("--seeds", args.seeds, "add the axis train.seed=0,...,N-1")
-      ->check(CLI::PositiveNumber);
-  command->add_option("--out", args.out, "the sweep folder")->required();
+      ->check(CLI::Range(int64_t{1}, diffstride::kMaxSweepRuns));
+  command->add_option("--out", args.out, "the sweep folder")
+      ->required()
+      ->check(not_empty());
   command
       ->add_option("--parallel",
                    args.parallel,
@@ -86,7 +91,9 @@ int run_sweep(const SweepArgs& args, int threads, const char* argv0) {
   const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
   options.executable = error ? std::string(argv0) : self.string();
   options.progress = &std::cerr;
-  options.interrupt = stop_on_signals();
+  // A second Ctrl-C ends the sweep at once; its runs still get SIGTERM
+  // (they die with it) and checkpoint.
+  options.interrupt = stop_on_signals(/*second_signal_exits=*/true);
   const auto failed = diffstride::run_sweep(spec, options);
   return failed > 0 ? 1 : 0;
 }

@@ -1,5 +1,8 @@
 #include "train_command.h"
 
+#include "cli_parsing.h"
+#include "signals.h"
+
 #include <diffstride/train/distributed.h>
 #include <diffstride/train/trainer.h>
 #include <torch/torch.h>
@@ -13,35 +16,21 @@
 
 namespace diffstride_cli {
 
-namespace {
-
-std::atomic<bool> interrupted{false};
-
-extern "C" void on_interrupt(int) {
-  interrupted = true;
-}
-
-}  // namespace
-
-const std::atomic<bool>* stop_on_signals() {
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  return &interrupted;
-}
-
 CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
   auto* command = app.add_subcommand(
       "train",
       "train a model as a config says (default: a small DiffStride ResNet on "
       "Fashion-MNIST); writes TensorBoard events, metrics.csv, checkpoints and "
       "the final model to the output folder");
-  command->add_option("--config", args.config, "TOML config (see configs/)");
+  command->add_option("--config", args.config, "TOML config (see configs/)")
+      ->check(not_empty());
   command->add_option(
       "--set",
       args.overrides,
       "override a config key, e.g. --set model.pooling=spectral "
       "--set model.strides=1,1,3,2,3 (repeatable)");
-  command->add_option("--out", args.out, "output folder (overrides train.out)");
+  command->add_option("--out", args.out, "output folder (overrides train.out)")
+      ->check(not_empty());
   command->add_option(
       "--device",
       args.device,
@@ -50,7 +39,8 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
   command->add_option(
       "--resume",
       args.resume,
-      "continue the run in this folder from its last checkpoint");
+      "continue the run in this folder from its last checkpoint")
+      ->check(not_empty());
   command
       ->add_option("--stop-after-steps",
                    args.stop_after_steps,
@@ -70,12 +60,18 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
   command
       ->add_option(
           "--checkpoint", args.checkpoint, "checkpoint.pt or model.pt of a run")
-      ->required();
+      ->required()
+      ->check(not_empty());
   command->add_option("--dump-logits",
                       args.dump_logits,
                       "also write the first 64 test examples (normalised), "
                       "labels and logits to this file, for Python's "
-                      "torch.load");
+                      "torch.load; a new path unless --force")
+      ->check(not_empty());
+  command->add_flag("--force",
+                    args.force,
+                    "replace an existing --dump-logits file (never one of "
+                    "the run's own files)");
   return command;
 }
 
@@ -135,7 +131,7 @@ int run_train(const TrainArgs& args, int threads) {
           .count();
   // Stopped early (interrupted, --stop-after-steps): the progress output
   // said where; there is no final result.
-  if (interrupted || epochs.empty() ||
+  if (options.interrupt->load() || epochs.empty() ||
       epochs.back().epoch < config.train.epochs) {
     return 0;
   }
@@ -153,10 +149,12 @@ int run_train(const TrainArgs& args, int threads) {
 }
 
 int run_eval(const EvalArgs& args) {
-  const auto result = diffstride::evaluate_checkpoint(args.checkpoint);
+  // The dump first: a refused path stops the command before the evaluation.
   if (!args.dump_logits.empty()) {
-    diffstride::dump_test_logits(args.checkpoint, args.dump_logits);
+    diffstride::dump_test_logits(
+        args.checkpoint, args.dump_logits, 64, args.force);
   }
+  const auto result = diffstride::evaluate_checkpoint(args.checkpoint);
   std::cout << std::fixed << std::setprecision(4) << "test loss " << result.loss
             << ", test accuracy " << result.accuracy << " (" << result.examples
             << " examples)\n";

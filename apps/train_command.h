@@ -4,8 +4,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <atomic>
-
 #include <string>
 #include <vector>
 
@@ -24,11 +22,8 @@ struct TrainArgs {
 struct EvalArgs {
   std::string checkpoint;
   std::string dump_logits;  // empty: none
+  bool force = false;       // replace an existing dump file
 };
-
-/// Makes SIGINT (Ctrl-C) and SIGTERM set the returned flag instead of
-/// killing the process: long commands checkpoint and stop on it.
-const std::atomic<bool>* stop_on_signals();
 
 CLI::App* add_train_command(CLI::App& app, TrainArgs& args);
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);

@@ -23,7 +23,11 @@ cmake --build build-fuzz -j "$(nproc)" >> build-fuzz/build.log 2>&1 ||
 # LibTorch's static objects live until exit: leaks are not the question here.
 export ASAN_OPTIONS=detect_leaks=0
 mkdir -p build-fuzz/artifacts
-for target in idx cifar config checkpoint; do
+targets=(idx cifar config checkpoint report)
+if [ -x build-fuzz/fuzz_image ]; then
+  targets+=(image)
+fi
+for target in "${targets[@]}"; do
   seeds=(tests/fuzz/corpus/$target)
   if [ -d "tests/fuzz/regressions/$target" ]; then
     seeds+=(tests/fuzz/regressions/$target)

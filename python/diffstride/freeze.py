@@ -66,13 +66,22 @@ def freeze(model: nn.Module, example_input: Optional[Tensor] = None) -> nn.Modul
     """Replaces, in place, every 2-D DiffStride layer of `model` by the
     FrozenDiffStride of its current strides and the input size it last saw
     (with `example_input`, the model first runs on it, in eval mode, so that
-    every layer sees its deployment size). Returns `model`."""
+    every layer sees its deployment size). Returns `model`, or for a bare
+    DiffStride layer its frozen replacement."""
     if example_input is not None:
         training = model.training
         model.eval()
         with torch.no_grad():
             model(example_input)
         model.train(training)
+    if isinstance(model, (DiffStride1d, DiffStride3d)):
+        raise NotImplementedError(
+            f"freeze: {type(model).__name__} computes through FFTs; only the 2-D "
+            "DiffStride freezes into matrix products")
+    if isinstance(model, DiffStride):
+        # A bare layer has no parent to replace it in: its frozen form is
+        # returned.
+        return _frozen(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, (DiffStride1d, DiffStride3d)):

@@ -7,7 +7,14 @@
 #include <samplerate.h>
 #include <sndfile.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 
@@ -24,20 +31,43 @@ struct Sound {
   }
 };
 
-Sound read_sound(const std::string& path) {
+// A regular file only: a FIFO would block, a device never end.
+int open_regular(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    throw std::runtime_error(path + ": cannot be opened (" +
+                             std::strerror(errno) + ")");
+  }
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    throw std::runtime_error(path + ": not a regular file");
+  }
+  return fd;
+}
+
+Sound read_sound(const std::string& path, int64_t max_frames) {
   SF_INFO info{};
+  const int fd = open_regular(path);
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> file(
-      sf_open(path.c_str(), SFM_READ, &info), &sf_close);
+      sf_open_fd(fd, SFM_READ, &info, /*close_desc=*/SF_TRUE), &sf_close);
   if (!file) {
+    ::close(fd);
     throw std::runtime_error(path + ": not a sound file libsndfile reads (" +
                              sf_strerror(nullptr) + ")");
   }
-  if (info.channels < 1 || info.samplerate < 1 || info.frames < 0 ||
-      info.frames > (int64_t{1} << 31)) {
+  if (info.channels < 1 || info.channels > 256 || info.samplerate < 1 ||
+      info.frames < 0) {
     throw std::runtime_error(path + ": implausible header (" +
                              std::to_string(info.channels) + " channels, " +
                              std::to_string(info.samplerate) + " Hz, " +
                              std::to_string(info.frames) + " frames)");
+  }
+  if (info.frames > max_frames) {
+    throw std::runtime_error(
+        path + ": declares " + std::to_string(info.frames) +
+        " frames, more than data.max_sound_frames = " +
+        std::to_string(max_frames) + " (raise it for longer sound)");
   }
   // libsndfile reads what a truncated file holds and notes, in its log,
   // the sizes the header announced ("data : 28000 (should be 9304)").
@@ -63,17 +93,35 @@ Sound read_sound(const std::string& path) {
                              std::to_string(info.frames) +
                              " frames read; " + sf_strerror(file.get()) + ")");
   }
+  // Integer formats are within [-1, 1]; floating-point ones may hold
+  // anything: louder samples are clipped, non-finite ones make a bad file.
+  for (auto& v : sound.samples) {
+    if (!std::isfinite(v)) {
+      throw std::runtime_error(path +
+                               ": holds non-finite samples (NaN or infinity)");
+    }
+    v = std::clamp(v, -1.0f, 1.0f);
+  }
   return sound;
 }
 
-Sound resampled(const std::string& path, const Sound& sound, int64_t rate) {
+Sound resampled(const std::string& path,
+                const Sound& sound,
+                int64_t rate,
+                int64_t max_frames) {
   Sound out;
   out.channels = sound.channels;
   out.rate = rate;
   const double ratio =
       static_cast<double>(rate) / static_cast<double>(sound.rate);
-  const int64_t frames =
-      static_cast<int64_t>(static_cast<double>(sound.frames()) * ratio) + 1;
+  const double exact = static_cast<double>(sound.frames()) * ratio;
+  if (exact >= static_cast<double>(max_frames)) {
+    throw std::runtime_error(
+        path + ": resampled from " + std::to_string(sound.rate) + " to " +
+        std::to_string(rate) + " Hz it would exceed data.max_sound_frames = " +
+        std::to_string(max_frames));
+  }
+  const int64_t frames = static_cast<int64_t>(exact) + 1;
   out.samples.resize(static_cast<size_t>(frames * sound.channels));
   SRC_DATA data{};
   data.data_in = sound.samples.data();
@@ -109,7 +157,7 @@ class AudioFolderReader : public detail::FolderReader {
  protected:
   void decode(const std::string& path, uint64_t draw, float* out)
       const override {
-    auto sound = read_sound(path);
+    auto sound = read_sound(path, options_.max_sound_frames());
     if (sound.rate != options_.sample_rate()) {
       if (!options_.resample()) {
         throw std::runtime_error(
@@ -117,7 +165,8 @@ class AudioFolderReader : public detail::FolderReader {
             std::to_string(options_.sample_rate()) +
             " Hz (data.resample = true resamples it)");
       }
-      sound = resampled(path, sound, options_.sample_rate());
+      sound = resampled(
+          path, sound, options_.sample_rate(), options_.max_sound_frames());
     }
     // The clip: training, at a random offset; evaluation, the centre;
     // silence after a shorter sound.
@@ -176,7 +225,8 @@ Dataset load_audio_folder(const std::string& dir,
   return detail::folder_dataset(
       "audio_folder",
       index,
-      std::make_shared<AudioFolderReader>(index, options, split == "train"));
+      std::make_shared<AudioFolderReader>(
+          index, options, split == "train" && options.train_crop() != "center"));
 }
 
 }  // namespace diffstride

@@ -33,6 +33,29 @@ std::string lower_extension(const fs::path& path) {
   return extension;
 }
 
+// What a directory entry that is not a regular file is.
+std::string kind_of(const fs::path& path) {
+  std::error_code error;
+  const auto target = fs::status(path, error).type();
+  if (fs::is_symlink(fs::symlink_status(path, error)) &&
+      target == fs::file_type::not_found) {
+    return "a dangling symbolic link";
+  }
+  switch (target) {
+    case fs::file_type::directory:
+      return "a folder";
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    case fs::file_type::socket:
+      return "a socket";
+    default:
+      return "unreadable";
+  }
+}
+
 std::string joined(const std::vector<std::string>& words) {
   std::string out;
   for (size_t i = 0; i < words.size(); ++i) {
@@ -82,18 +105,23 @@ ClassFolders index_class_folders(const std::string& dir,
                 ": a class that train/ does not have");
     std::vector<std::string> in_class;
     for (const auto& entry : fs::directory_iterator(split_dir / name)) {
-      if (!entry.is_regular_file()) {
-        continue;
-      }
-      const auto extension = lower_extension(entry.path());
-      if (std::find(extensions.begin(), extensions.end(), extension) ==
-          extensions.end()) {
+      // A link counts as what it points to; anything but a regular file
+      // with one of the extensions is a bad entry.
+      std::error_code error;
+      const std::string why =
+          !entry.is_regular_file(error)
+              ? ": not a regular file (" + kind_of(entry.path()) + ")"
+          : std::find(extensions.begin(),
+                      extensions.end(),
+                      lower_extension(entry.path())) == extensions.end()
+              ? ": not a " + joined(extensions) + " file"
+              : "";
+      if (!why.empty()) {
         TORCH_CHECK(skip_bad_files,
                     entry.path().string(),
-                    ": not a ",
-                    joined(extensions),
-                    " file (set data.skip_bad_files = true to skip such "
-                    "files)");
+                    why,
+                    " (set data.skip_bad_files = true to skip such "
+                    "entries)");
         ++index.skipped;
         continue;
       }
@@ -141,19 +169,25 @@ int64_t FolderReader::read(int64_t index, uint64_t draw, float* out) const {
         continue;
       }
     }
+    const auto& file = files_[static_cast<size_t>(i)];
+    std::string problem;
     try {
-      decode(files_[static_cast<size_t>(i)], draw, out);
+      decode(file, draw, out);
       return i;
     } catch (const std::runtime_error& error) {
-      if (!options_.skip_bad_files()) {
-        throw std::runtime_error(
-            std::string(error.what()) +
-            " (set data.skip_bad_files = true to skip such files)");
-      }
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (bad_.insert(i).second) {
-        ++skipped_;
-      }
+      problem = error.what();
+    } catch (const std::bad_alloc&) {
+      // Sizes are bounded before decoding; this is a machine short of
+      // memory for a file within them.
+      problem = file + ": not enough memory to decode it";
+    }
+    if (!options_.skip_bad_files()) {
+      throw std::runtime_error(
+          problem + " (set data.skip_bad_files = true to skip such files)");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (bad_.insert(i).second) {
+      ++skipped_;
     }
   }
   throw std::runtime_error("no readable file left in the folder");

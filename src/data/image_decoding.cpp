@@ -3,12 +3,18 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <iterator>
+#include <new>
 #include <stdexcept>
 
 namespace diffstride {
@@ -16,20 +22,103 @@ namespace detail {
 
 namespace {
 
-// The whole file, in one read (this is the decoding threads' hot path).
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) {
-    throw std::runtime_error(path + ": cannot be opened");
+// The file's bytes in one read (this is the decoding threads' hot path),
+// from a regular file only (a FIFO would block, a device never end) of at
+// most `max_bytes`.
+std::vector<uint8_t> read_bytes(const std::string& path, int64_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    throw std::runtime_error(path + ": cannot be opened (" +
+                             std::strerror(errno) + ")");
   }
-  const std::streamsize size = in.tellg();
-  std::vector<uint8_t> bytes(static_cast<size_t>(std::max<std::streamsize>(size, 0)));
-  in.seekg(0);
-  if (size < 0 ||
-      !in.read(reinterpret_cast<char*>(bytes.data()), size)) {
+  struct stat info {};
+  const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+  if (!regular || info.st_size > max_bytes) {
+    ::close(fd);
+    throw std::runtime_error(
+        path + (regular ? ": " + std::to_string(info.st_size) +
+                              " bytes, more than an image within "
+                              "data.max_image_pixels can take"
+                        : std::string(": not a regular file")));
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(info.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (done != bytes.size()) {
     throw std::runtime_error(path + ": cannot be read");
   }
   return bytes;
+}
+
+bool within_pixel_budget(int64_t width, int64_t height, int64_t max_pixels) {
+  return width >= 1 && height >= 1 && width <= max_pixels / height;
+}
+
+std::runtime_error over_pixel_budget(const std::string& path,
+                                     int64_t width,
+                                     int64_t height,
+                                     int64_t max_pixels) {
+  return std::runtime_error(
+      path + ": declares " + std::to_string(width) + " x " +
+      std::to_string(height) + " pixels; expected at least 1 x 1 and at most "
+      "data.max_image_pixels = " + std::to_string(max_pixels) +
+      " (raise it for larger images)");
+}
+
+// BT.601 luma, the grey of every format (libjpeg's own for JPEG).
+uint8_t luma(int red, int green, int blue) {
+  return static_cast<uint8_t>(
+      std::lround(0.299 * red + 0.587 * green + 0.114 * blue));
+}
+
+// `source` (height x width x `from` channels: grey, grey + alpha, RGB, RGBA
+// or, with `cmyk`, CMYK) as `image.channels` channels (1: grey, 3: RGB):
+// alpha composed over black, CMYK by its inks (`inverted`: Adobe's
+// convention, 255 = no ink), grey by BT.601.
+void convert_pixels(const std::vector<uint8_t>& source,
+                    int64_t from,
+                    bool cmyk,
+                    bool inverted,
+                    DecodedImage& image) {
+  const int64_t count = image.height * image.width;
+  image.pixels.resize(static_cast<size_t>(count * image.channels));
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* in = source.data() + i * from;
+    int rgb[3];
+    if (cmyk) {
+      const int white = inverted ? in[3] : 255 - in[3];
+      for (int c = 0; c < 3; ++c) {
+        const int v = inverted ? in[c] : 255 - in[c];
+        rgb[c] = (v * white + 127) / 255;
+      }
+    } else {
+      const bool alpha = from == 2 || from == 4;
+      const int a = alpha ? in[from - 1] : 255;
+      for (int c = 0; c < 3; ++c) {
+        const int v = in[from >= 3 ? c : 0];
+        rgb[c] = alpha ? (v * a + 127) / 255 : v;
+      }
+    }
+    uint8_t* out = image.pixels.data() + i * image.channels;
+    if (image.channels == 1) {
+      out[0] = from <= 2 ? static_cast<uint8_t>(rgb[0])
+                         : luma(rgb[0], rgb[1], rgb[2]);
+    } else {
+      for (int c = 0; c < 3; ++c) {
+        out[c] = static_cast<uint8_t>(rgb[c]);
+      }
+    }
+  }
 }
 
 // libjpeg reports errors through error_exit (which must not return) and
@@ -53,15 +142,21 @@ extern "C" void jpeg_warning_fails(j_common_ptr info, int level) {
   }
 }
 
+// RGB and grey come from libjpeg's own conversion (grey: the Y of YCbCr,
+// BT.601); CMYK and YCCK are decoded to CMYK and converted here.
 DecodedImage decode_jpeg(const std::string& path,
                          const std::vector<uint8_t>& bytes,
-                         int64_t channels) {
+                         int64_t channels,
+                         int64_t max_pixels) {
   jpeg_decompress_struct info;
   JpegErrors errors;
   info.err = jpeg_std_error(&errors.manager);
   errors.manager.error_exit = jpeg_fail;
   errors.manager.emit_message = jpeg_warning_fails;
   DecodedImage image;
+  std::vector<uint8_t> samples;
+  bool cmyk = false, inverted = false;
+  int64_t from = 0;
   // Nothing with a destructor is created between setjmp and a longjmp.
   if (setjmp(errors.jump)) {
     jpeg_destroy_decompress(&info);
@@ -70,65 +165,146 @@ DecodedImage decode_jpeg(const std::string& path,
   jpeg_create_decompress(&info);
   jpeg_mem_src(&info, bytes.data(), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&info, TRUE);
-  info.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  image.height = info.image_height;
+  image.width = info.image_width;
+  if (!within_pixel_budget(image.width, image.height, max_pixels)) {
+    jpeg_destroy_decompress(&info);
+    throw over_pixel_budget(path, image.width, image.height, max_pixels);
+  }
+  cmyk = info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK;
+  inverted = cmyk && info.saw_Adobe_marker;
+  info.out_color_space =
+      cmyk ? JCS_CMYK : channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&info);
-  image.height = info.output_height;
-  image.width = info.output_width;
-  image.channels = info.output_components;
-  image.pixels.resize(static_cast<size_t>(image.height * image.width *
-                                          image.channels));
+  from = info.output_components;
+  samples.resize(static_cast<size_t>(image.height * image.width * from));
   while (info.output_scanline < info.output_height) {
-    JSAMPROW row = image.pixels.data() +
-                   static_cast<size_t>(info.output_scanline) * image.width *
-                       image.channels;
+    JSAMPROW row = samples.data() + static_cast<size_t>(info.output_scanline) *
+                                        image.width * from;
     jpeg_read_scanlines(&info, &row, 1);
   }
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  image.channels = channels;
+  if (!cmyk && from == channels) {
+    image.pixels = std::move(samples);
+  } else {
+    convert_pixels(samples, from, cmyk, inverted, image);
+  }
   return image;
 }
 
+// libpng's errors end the decode through png_longjmp with the message; its
+// warnings (an odd ICC profile, say) do not matter for the pixels.
+struct PngReader {
+  const std::vector<uint8_t>* bytes = nullptr;
+  size_t offset = 0;
+  char message[256] = {0};
+};
+
+extern "C" void png_fail(png_structp png, png_const_charp message) {
+  auto* reader = static_cast<PngReader*>(png_get_error_ptr(png));
+  std::snprintf(reader->message, sizeof reader->message, "%s", message);
+  png_longjmp(png, 1);
+}
+
+extern "C" void png_ignore_warning(png_structp, png_const_charp) {}
+
+extern "C" void png_read_bytes(png_structp png, png_bytep out, size_t size) {
+  auto* reader = static_cast<PngReader*>(png_get_io_ptr(png));
+  if (size > reader->bytes->size() - reader->offset) {
+    png_error(png, "the file ends early");
+  }
+  std::memcpy(out, reader->bytes->data() + reader->offset, size);
+  reader->offset += size;
+}
+
+// Every PNG colour type and depth as 8-bit samples taken as they are (no
+// gamma transform, as OpenCV reads them): 16-bit scaled by 255/65535,
+// palettes and low bit depths expanded, transparency as alpha.
 DecodedImage decode_png(const std::string& path,
                         const std::vector<uint8_t>& bytes,
-                        int64_t channels) {
-  png_image png{};
-  png.version = PNG_IMAGE_VERSION;
-  const auto fail = [&](const std::string& what) {
-    const std::string message = png.message;
-    png_image_free(&png);
-    return std::runtime_error(path + ": " + what + " (" + message + ")");
-  };
-  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
-    throw fail("damaged PNG");
+                        int64_t channels,
+                        int64_t max_pixels) {
+  PngReader reader;
+  reader.bytes = &bytes;
+  png_structp png = png_create_read_struct(
+      PNG_LIBPNG_VER_STRING, &reader, png_fail, png_ignore_warning);
+  png_infop info = png == nullptr ? nullptr : png_create_info_struct(png);
+  if (info == nullptr) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    throw std::bad_alloc();
   }
-  png.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   DecodedImage image;
-  image.height = png.height;
-  image.width = png.width;
+  std::vector<uint8_t> samples;
+  std::vector<png_bytep> rows;
+  int64_t from = 0;
+  // Nothing with a destructor is created between setjmp and a longjmp.
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw std::runtime_error(path + ": damaged PNG (" + reader.message + ")");
+  }
+  png_set_read_fn(png, &reader, png_read_bytes);
+  png_read_info(png, info);
+  image.width = png_get_image_width(png, info);
+  image.height = png_get_image_height(png, info);
+  if (!within_pixel_budget(image.width, image.height, max_pixels)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw over_pixel_budget(path, image.width, image.height, max_pixels);
+  }
+  png_set_scale_16(png);
+  png_set_palette_to_rgb(png);
+  png_set_expand_gray_1_2_4_to_8(png);
+  if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+    png_set_tRNS_to_alpha(png);
+  }
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  from = png_get_channels(png, info);
+  samples.resize(static_cast<size_t>(image.height * image.width * from));
+  rows.resize(static_cast<size_t>(image.height));
+  for (int64_t y = 0; y < image.height; ++y) {
+    rows[static_cast<size_t>(y)] = samples.data() + y * image.width * from;
+  }
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
   image.channels = channels;
-  image.pixels.resize(PNG_IMAGE_SIZE(png));
-  // Transparent pixels composed over black.
-  png_color black{0, 0, 0};
-  if (!png_image_finish_read(&png, &black, image.pixels.data(), 0, nullptr)) {
-    throw fail("damaged PNG");
+  if (from == channels) {
+    image.pixels = std::move(samples);
+  } else {
+    convert_pixels(samples, from, false, false, image);
   }
   return image;
 }
 
 }  // namespace
 
-DecodedImage decode_image(const std::string& path, int64_t channels) {
-  const auto bytes = read_bytes(path);
+DecodedImage decode_image_bytes(const std::string& path,
+                                const std::vector<uint8_t>& bytes,
+                                int64_t channels,
+                                int64_t max_pixels) {
   static const uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 &&
       bytes[2] == 0xFF) {
-    return decode_jpeg(path, bytes, channels);
+    return decode_jpeg(path, bytes, channels, max_pixels);
   }
   if (bytes.size() >= sizeof kPng &&
       std::equal(std::begin(kPng), std::end(kPng), bytes.begin())) {
-    return decode_png(path, bytes, channels);
+    return decode_png(path, bytes, channels, max_pixels);
   }
   throw std::runtime_error(path + ": not a JPEG or PNG file");
+}
+
+DecodedImage decode_image(const std::string& path,
+                          int64_t channels,
+                          int64_t max_pixels) {
+  // The largest file an image within the budget can be: 16-bit RGBA
+  // without compression is 8 bytes a pixel, plus room for metadata.
+  const int64_t max_bytes = std::min<int64_t>(max_pixels, int64_t{1} << 40) * 8 +
+                            (int64_t{1} << 20);
+  return decode_image_bytes(
+      path, read_bytes(path, max_bytes), channels, max_pixels);
 }
 
 namespace {

@@ -18,11 +18,23 @@ struct DecodedImage {
 };
 
 /// Decodes the JPEG or PNG file `path` (told apart by its first bytes, not
-/// its name) to `channels` channels (1: gray, 3: RGB; converted as the
-/// decoder does). A file that is not such an image, truncated or damaged
-/// (a libjpeg warning counts as damage) throws std::runtime_error naming
-/// the file and the decoder's message.
-DecodedImage decode_image(const std::string& path, int64_t channels);
+/// its name) to `channels` channels (1: grey, 3: RGB) of 8 bits: every PNG
+/// colour type and depth (16-bit samples scaled by 255/65535, palettes
+/// expanded, alpha composed over black), JPEG in grey, YCbCr, RGB, CMYK and
+/// YCCK; grey is BT.601 luma for every format (docs/data.md). A file that
+/// is not a regular file, not such an image, truncated or damaged (a
+/// libjpeg warning counts as damage), or that declares more than
+/// `max_pixels` pixels (checked before anything is allocated for them)
+/// throws std::runtime_error naming the file.
+DecodedImage decode_image(const std::string& path,
+                          int64_t channels,
+                          int64_t max_pixels);
+
+/// As decode_image, for the file's bytes (`path` names it in errors).
+DecodedImage decode_image_bytes(const std::string& path,
+                                const std::vector<uint8_t>& bytes,
+                                int64_t channels,
+                                int64_t max_pixels);
 
 /// A crop of `image`: rows [top, top + height), columns [left, left + width).
 struct CropBox {

@@ -73,7 +73,8 @@ class ImageFolderReader : public detail::FolderReader {
  protected:
   void decode(const std::string& path, uint64_t draw, float* out)
       const override {
-    const auto image = detail::decode_image(path, options_.channels());
+    const auto image = detail::decode_image(
+        path, options_.channels(), options_.max_image_pixels());
     detail::SplitMix64 rng{draw};
     const auto box = random_crops_
                          ? random_resized_box(image.height, image.width, rng)

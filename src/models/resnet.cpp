@@ -9,6 +9,7 @@
 #include <c10/util/StringUtil.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace diffstride {
 
@@ -67,6 +68,30 @@ ResNetOptions resnet_options(const std::string& name) {
               c10::Join(", ", resnet_factory_names()));
 }
 
+double resnet_parameter_count(const ResNetOptions& options) {
+  const auto& filters = options.filters();
+  const double kernel =
+      std::pow(static_cast<double>(options.kernel_size()),
+               static_cast<double>(options.spatial_dims()));
+  const auto bn = [](double channels) { return 2 * channels; };
+  double count = static_cast<double>(options.in_channels()) * filters[0] *
+                     kernel +
+                 bn(filters[0]);
+  double channels = filters[0];
+  for (size_t b = 1; b < filters.size(); ++b) {
+    const double out = filters[b];
+    for (int64_t l = 0; l < options.layers_per_block(); ++l) {
+      // Pre-activation layer: bn, conv, bn, conv, and at most a 1x1
+      // projection.
+      count += bn(channels) + channels * out * kernel + bn(out) +
+               out * out * kernel + channels * out;
+      channels = out;
+    }
+  }
+  return count + bn(channels) +
+         channels * static_cast<double>(options.num_classes() + 1);
+}
+
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
   reset();
 }
@@ -99,6 +124,32 @@ void ResNetImpl::reset() {
               "ResNet: expected 1 (waveforms) or 2 (images) spatial "
               "dimensions, got ",
               options.spatial_dims());
+  TORCH_CHECK(options.kernel_size() >= 1,
+              "ResNet: expected a kernel size >= 1, got ",
+              options.kernel_size());
+  const int64_t blocks_count = static_cast<int64_t>(filters.size()) - 1;
+  TORCH_CHECK(options.layers_per_block() <= kMaxResNetLayers &&
+                  blocks_count * options.layers_per_block() <=
+                      kMaxResNetLayers,
+              "ResNet: ",
+              blocks_count,
+              " blocks of ",
+              options.layers_per_block(),
+              " layers exceed the ",
+              kMaxResNetLayers,
+              " residual layers a ResNet may have");
+  for (const auto f : filters) {
+    TORCH_CHECK(f >= 1, "ResNet: expected filters >= 1, got ", f);
+  }
+  const double parameters = resnet_parameter_count(options);
+  TORCH_CHECK(parameters <= kMaxResNetParameters,
+              "ResNet: these filters (",
+              c10::Join(",", filters),
+              "), layers and kernels make about ",
+              static_cast<int64_t>(std::min(parameters, 9e18)),
+              " parameters, more than the ",
+              static_cast<int64_t>(kMaxResNetParameters),
+              " a ResNet may have (1 GiB in float32)");
   const bool pooled = options.pooling() != Pooling::kNone;
   stem =
       register_module("stem",

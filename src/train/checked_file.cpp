@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -10,6 +11,10 @@
 #include <cstring>
 #include <fstream>
 #include <system_error>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace diffstride {
 namespace detail {
@@ -44,33 +49,87 @@ uint64_t get_little_endian(const std::string& in, size_t at, int bytes) {
   return value;
 }
 
+// What is at `path` without following a link: "a symbolic link", "a FIFO",
+// ... ; empty for a regular file or nothing.
+std::string unusual_kind(const fs::path& path) {
+  std::error_code error;
+  const auto status = fs::symlink_status(path, error);
+  switch (status.type()) {
+    case fs::file_type::not_found:
+    case fs::file_type::none:
+    case fs::file_type::regular:
+      return "";
+    case fs::file_type::symlink:
+      return "a symbolic link";
+    case fs::file_type::directory:
+      return "a folder";
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    case fs::file_type::socket:
+      return "a socket";
+    default:
+      return "not a regular file";
+  }
+}
+
+void check_replaceable(const fs::path& path) {
+  const auto kind = unusual_kind(path);
+  TORCH_CHECK(kind.empty(),
+              path.string(),
+              ": exists and is ",
+              kind,
+              ", not a regular file: nothing was written (move it away or "
+              "choose another path)");
+}
+
+// Writes all of `bytes` to `fd`; false on any failure (errno says why).
+bool write_all(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 }  // namespace
 
 void replace_file(const fs::path& path, const std::string& bytes) {
-  const fs::path temporary = path.string() + ".tmp";
-  bool written = false;
-  int error = 0;
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (out) {
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      out.flush();
-      written = out.good();
-      out.close();
-      written = written && !out.fail();
-    }
-    error = errno;
-  }
-  if (!written) {
+  check_replaceable(path);
+  // A name of our own beside the target: mkstemp creates it exclusively
+  // (O_EXCL), so no link or file planted there is written through.
+  std::string name = path.string() + ".tmp.XXXXXX";
+  const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  TORCH_CHECK(fd >= 0,
+              path.string(),
+              ": cannot write (",
+              std::strerror(errno),
+              "); the previous file, if any, is unchanged");
+  const fs::path temporary = name;
+  const bool written = write_all(fd, bytes) && ::fchmod(fd, 0644) == 0 &&
+                       ::fsync(fd) == 0;
+  const int error = errno;
+  const bool closed = ::close(fd) == 0;
+  if (!written || !closed) {
     std::error_code ignored;
     fs::remove(temporary, ignored);
     TORCH_CHECK(false,
                 path.string(),
                 ": cannot write (",
-                error != 0 ? std::strerror(error) : "write failed",
+                std::strerror(error != 0 ? error : EIO),
                 "); the previous file, if any, is unchanged");
   }
   std::error_code renamed;
+  check_replaceable(path);  // nothing swapped in meanwhile
   fs::rename(temporary, path, renamed);
   if (renamed) {
     std::error_code ignored;
@@ -81,6 +140,77 @@ void replace_file(const fs::path& path, const std::string& bytes) {
                 renamed.message(),
                 "); the previous file, if any, is unchanged");
   }
+}
+
+void check_owned_file(const fs::path& path,
+                      const std::string& mark,
+                      const std::string& writer) {
+  check_replaceable(path);
+  if (!fs::exists(fs::symlink_status(path))) {
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string head(4096, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  TORCH_CHECK(head.find(mark) != std::string::npos,
+              path.string(),
+              ": exists and was not written by ",
+              writer,
+              ": it is left as it is (move it away or choose another "
+              "folder)");
+}
+
+void replace_owned_file(const fs::path& path,
+                        const std::string& bytes,
+                        const std::string& mark,
+                        const std::string& writer) {
+  check_owned_file(path, mark, writer);
+  replace_file(path, bytes);
+}
+
+bool create_new_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(),
+                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0644);
+  if (fd < 0 && errno == EEXIST) {
+    return false;
+  }
+  TORCH_CHECK(fd >= 0,
+              path.string(),
+              ": cannot create (",
+              std::strerror(errno),
+              ")");
+  ::close(fd);
+  return true;
+}
+
+int open_for_append(const fs::path& path) {
+  // O_NONBLOCK: opening a FIFO for writing would wait for a reader.
+  const int fd = ::open(
+      path.c_str(),
+      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+      0644);
+  if (fd < 0 && (errno == ELOOP || errno == ENXIO)) {
+    check_replaceable(path);
+  }
+  TORCH_CHECK(fd >= 0,
+              path.string(),
+              ": cannot open for appending (",
+              std::strerror(errno),
+              ")");
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    check_replaceable(path);
+    TORCH_CHECK(false, path.string(), ": not a regular file");
+  }
+  ::fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
+  return fd;
+}
+
+std::string integrity_magic() {
+  return std::string(kMagic, sizeof(kMagic));
 }
 
 std::string with_integrity_header(const std::string& content) {

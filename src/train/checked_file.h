@@ -10,11 +10,42 @@
 namespace diffstride {
 namespace detail {
 
-/// Replaces `path` with `bytes`: written to `path.tmp`, every write checked,
+/// Replaces `path` with `bytes`: written to a new temporary file beside it
+/// (created exclusively, never through a link), every write checked,
 /// flushed, then renamed over `path`. On any failure (a full disk, say) the
 /// temporary file is removed, `path` is left as it was, and the error names
-/// the file.
+/// the file. A `path` that exists but is not a regular file (a symbolic
+/// link, FIFO, device or folder) is refused: nothing is written through it
+/// or put in its place.
 void replace_file(const std::filesystem::path& path, const std::string& bytes);
+
+/// Checks that `path` is absent or a regular file whose first 4 KiB hold
+/// `mark`, the text every version of this file the tool writes carries;
+/// otherwise the error names the file and says that `writer` did not write
+/// it.
+void check_owned_file(const std::filesystem::path& path,
+                      const std::string& mark,
+                      const std::string& writer);
+
+/// check_owned_file, then replace_file: for a file a person or another
+/// program may have put there.
+void replace_owned_file(const std::filesystem::path& path,
+                        const std::string& bytes,
+                        const std::string& mark,
+                        const std::string& writer);
+
+/// Creates `path` empty if nothing (not even a dangling link) is there;
+/// returns false, creating nothing, if something is. Other failures are
+/// errors naming the file.
+bool create_new_file(const std::filesystem::path& path);
+
+/// A descriptor (close-on-exec) appending to `path`, created if absent; an
+/// error naming the file if it exists and is not a regular file (a FIFO
+/// would block, a link would be written through).
+int open_for_append(const std::filesystem::path& path);
+
+/// The magic string that starts every file with_integrity_header makes.
+std::string integrity_magic();
 
 /// `content` behind a header that lets `verified_content` check it: a magic
 /// string, the content's size and its CRC-32.

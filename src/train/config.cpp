@@ -21,6 +21,7 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 namespace diffstride {
 
@@ -251,6 +252,26 @@ Check<int64_t> integer_at_least(int64_t min, const std::string& note = "") {
   };
 }
 
+Check<int64_t> integer_in(int64_t min, int64_t max, const std::string& note) {
+  return [=](int64_t v) {
+    return v >= min && v <= max ? Error()
+                                : "expected an integer in [" +
+                                      std::to_string(min) + ", " +
+                                      std::to_string(max) + "]" + note;
+  };
+}
+
+// Threads: at most max_threads(), which depends on the machine.
+Check<int64_t> thread_count(int64_t min, const std::string& note) {
+  return [=](int64_t v) {
+    return integer_in(min,
+                      max_threads(),
+                      " (at most 4 x this machine's " +
+                          std::to_string(max_threads() / 4) + " cores" +
+                          note + ")")(v);
+  };
+}
+
 // An optional integer: absent, or at least `min`.
 Check<std::optional<int64_t>> absent_or_at_least(int64_t min,
                                                  const std::string& note) {
@@ -471,8 +492,14 @@ const std::vector<Key>& schema() {
           data, augment, any<bool>(), "pad 2, random crop and horizontal flip"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             image_size,
-                            integer_at_least(0),
+                            integer_in(0, kMaxImageSize, ""),
                             "image folders: side of the square examples"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            max_image_pixels,
+                            integer_at_least(1),
+                            "image folders: a file declaring more pixels "
+                            "(width x height) is a bad file, refused before "
+                            "it is decoded"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             channels,
                             integer_at_least(0),
@@ -487,13 +514,18 @@ const std::vector<Key>& schema() {
                                 "cropped)"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             sample_rate,
-                            integer_at_least(1),
+                            integer_in(1, kMaxSampleRate, ""),
                             "audio folders: the examples' sample rate (Hz)"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             clip_samples,
-                            integer_at_least(1),
+                            integer_in(1, kMaxClipSamples, ""),
                             "audio folders: samples per example (longer "
                             "sound cropped, shorter padded with silence)"),
+      DIFFSTRIDE_CONFIG_KEY(data,
+                            max_sound_frames,
+                            integer_at_least(1),
+                            "audio folders: a file declaring more frames is "
+                            "a bad file, refused before it is decoded"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             resample,
                             any<bool>(),
@@ -506,7 +538,7 @@ const std::vector<Key>& schema() {
                             "decoded instead of stopping"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             workers,
-                            integer_at_least(1),
+                            thread_count(1, ""),
                             "folders: threads decoding each batch"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             mean,
@@ -597,7 +629,7 @@ const std::vector<Key>& schema() {
                             "seed of initialisation and data order"),
       DIFFSTRIDE_CONFIG_KEY(train,
                             threads,
-                            integer_at_least(0, " (0: all cores)"),
+                            thread_count(0, "; 0: all cores"),
                             "intra-op threads (0: all cores)"),
       DIFFSTRIDE_CONFIG_KEY(train,
                             device,
@@ -786,6 +818,11 @@ TrainConfig load_train_config(const std::string& path,
   std::stringstream text;
   text << in.rdbuf();
   return parse_train_config(text.str(), overrides, path);
+}
+
+int64_t max_threads() {
+  return 4 * static_cast<int64_t>(
+                 std::max(1u, std::thread::hardware_concurrency()));
 }
 
 std::string to_toml(const TrainConfig& config) {

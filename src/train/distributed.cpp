@@ -20,7 +20,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
+#include <sstream>
 #include <limits>
 
 namespace diffstride {
@@ -59,6 +61,30 @@ std::string message_of(const std::exception& e) {
     return error->what_without_backtrace();
   }
   return e.what();
+}
+
+// The first line where `b` differs from `a`, as "KEY (rank 0: A; this
+// rank: B)"; empty when they are equal.
+std::string first_difference(const std::string& a, const std::string& b) {
+  std::istringstream in_a(a), in_b(b);
+  std::string line_a, line_b;
+  while (true) {
+    const bool more_a = static_cast<bool>(std::getline(in_a, line_a));
+    const bool more_b = static_cast<bool>(std::getline(in_b, line_b));
+    if (!more_a && !more_b) {
+      return "";
+    }
+    if (!more_a || !more_b || line_a != line_b) {
+      const auto& line = more_a ? line_a : line_b;
+      const auto name = line.substr(0, line.find(" = "));
+      const auto value = [](bool more, const std::string& text) {
+        return more ? text.substr(std::min(text.size(), text.find(" = ") + 3))
+                    : std::string("absent");
+      };
+      return name + " differs (rank 0: " + value(more_a, line_a) +
+             "; that rank: " + value(more_b, line_b) + ")";
+    }
+  }
 }
 
 }  // namespace
@@ -116,6 +142,7 @@ std::vector<std::string> built_backends() {
 }
 
 struct Collectives::Group {
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<GroupBase> backend;
   std::string name;
 };
@@ -165,6 +192,7 @@ Collectives::Collectives(const LauncherEnvironment& environment,
                 message_of(e));
   }
   group_ = std::make_unique<Group>();
+  group_->store = store;
   try {
     if (device.is_cuda()) {
 #if defined(DIFFSTRIDE_WITH_NCCL)
@@ -258,6 +286,44 @@ void Collectives::average(const std::vector<at::Tensor>& tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     wait(*pending[i]);
     tensors[i].div_(static_cast<double>(world_size_));
+  }
+}
+
+void Collectives::check_agreement(const std::string& description) {
+  if (world_size_ == 1) {
+    return;
+  }
+  const auto key = [](int64_t rank) {
+    return "agreement/rank_" + std::to_string(rank);
+  };
+  std::vector<std::string> texts;
+  try {
+    group_->store->set(key(rank_),
+                       std::vector<uint8_t>(description.begin(),
+                                            description.end()));
+    for (int64_t r = 0; r < world_size_; ++r) {
+      const auto bytes = group_->store->get(key(r));
+      texts.emplace_back(bytes.begin(), bytes.end());
+    }
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false,
+                "rank ",
+                rank_,
+                " of ",
+                world_size_,
+                ": could not compare the ranks' configs (a rank died or "
+                "never came): ",
+                message_of(e));
+  }
+  for (int64_t r = 1; r < world_size_; ++r) {
+    const auto mismatch = first_difference(texts[0], texts[r]);
+    TORCH_CHECK(mismatch.empty(),
+                "rank ",
+                r,
+                " was started with another run than rank 0: ",
+                mismatch,
+                ". Every rank must be started with the same config, data "
+                "and number of processes");
   }
 }
 

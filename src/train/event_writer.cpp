@@ -1,5 +1,7 @@
 #include <diffstride/train/event_writer.h>
 
+#include "train/checked_file.h"
+
 #include <c10/util/Exception.h>
 
 #include <unistd.h>
@@ -85,17 +87,18 @@ EventWriter::EventWriter(const std::string& folder) {
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
   const auto base = (std::filesystem::path(folder) /
-                     ("events.out.tfevents." +
+                     (kEventFilePrefix +
                       std::to_string(static_cast<int64_t>(wall_time())) + "." +
                       host + "." + std::to_string(getpid())))
                         .string();
   // Two writers of one process in the same second (a run and its resume in
-  // one program) would share the name: never truncate an existing file.
+  // one program) would share the name: never truncate or write through
+  // anything already there (created exclusively, not through a link).
   path_ = base;
-  for (int n = 1; std::filesystem::exists(path_); ++n) {
+  for (int n = 1; !detail::create_new_file(path_); ++n) {
     path_ = base + "." + std::to_string(n);
   }
-  out_.open(path_, std::ios::binary | std::ios::trunc);
+  out_.open(path_, std::ios::binary | std::ios::app);
   TORCH_CHECK(out_.good(), path_, ": cannot create the event file");
   std::string version;
   put_bytes_field(version, 3, "brain.Event:2");  // file_version = 3

@@ -9,17 +9,20 @@
 #include <c10/util/Exception.h>
 #include <toml++/toml.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <map>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
 namespace diffstride {
 
@@ -36,11 +39,21 @@ const std::set<std::string> kNotASetting = {"train.out",
                                             "data.data_dir",
                                             "train.seed"};
 
+// Carried by every file the report writes, so that the next report replaces
+// them and nothing else (a CSV carries its header instead).
+const std::string kReportMark = "<!-- written by diffstride report -->";
+const std::string kCsvHeader =
+    "run,finished,pooling,setting,seed,epochs,test_accuracy,test_loss,"
+    "multiply_adds,learned_strides";
+
+// ---------------------------------------------------------------------------
+// Step 1: the runs.
+
 struct Run {
   fs::path folder;
   std::map<std::string, std::string> config;  // key -> value as shown
   std::vector<std::string> columns;           // of metrics.csv
-  std::vector<std::vector<double>> rows;      // one per epoch
+  std::vector<std::vector<double>> rows;      // one per epoch; NaN: none
   bool finished = false;
 
   // The position of column `name` in metrics.csv (columns.size() when
@@ -103,57 +116,73 @@ std::string shown(const toml::node& node) {
   return "?";
 }
 
-Run read_run(const fs::path& folder) {
-  Run run;
-  run.folder = folder;
-  const auto files = RunFolder::resume(folder.string());
-  const auto config_path = files.config_path();
-  TORCH_CHECK(fs::is_regular_file(config_path),
+std::map<std::string, std::string> read_config(const fs::path& path,
+                                               const fs::path& folder) {
+  TORCH_CHECK(fs::is_regular_file(path),
               folder.string(),
               " is not a run folder (no config.toml)");
   toml::table table;
   try {
-    table = toml::parse_file(config_path.string());
+    table = toml::parse_file(path.string());
   } catch (const toml::parse_error& error) {
-    TORCH_CHECK(false, config_path.string(), ": ", error.description());
+    TORCH_CHECK(false, path.string(), ": ", error.description());
   }
+  std::map<std::string, std::string> config;
   for (const auto& [section, content] : table) {
     if (const auto* keys = content.as_table()) {
       for (const auto& [key, value] : *keys) {
-        run.config[std::string(section.str()) + "." + std::string(key.str())] =
+        config[std::string(section.str()) + "." + std::string(key.str())] =
             shown(value);
       }
     }
   }
-  run.finished = RunFolder::state_of(folder.string()) == RunState::kFinished;
-  std::ifstream metrics(files.metrics_path());
-  std::string line;
-  if (metrics && std::getline(metrics, line)) {
-    run.columns = detail::csv_fields(line);
-    while (std::getline(metrics, line)) {
-      if (line.empty()) {
-        continue;
-      }
-      const auto fields = detail::csv_fields(line);
-      TORCH_CHECK(fields.size() == run.columns.size(),
-                  files.metrics_path().string(),
-                  ": a row of ",
-                  fields.size(),
-                  " fields under a header of ",
-                  run.columns.size());
-      std::vector<double> row;
-      for (const auto& f : fields) {
-        char* end = nullptr;
-        row.push_back(std::strtod(f.c_str(), &end));
-        TORCH_CHECK(end != f.c_str() && *end == '\0',
-                    files.metrics_path().string(),
-                    ": '",
-                    f,
-                    "' is not a number");
-      }
-      run.rows.push_back(std::move(row));
-    }
+  return config;
+}
+
+// A metrics.csv field: a number, or NaN where it is empty or not finite.
+double metric_value(const std::string& field, const fs::path& file) {
+  if (field.empty()) {
+    return std::nan("");
   }
+  char* end = nullptr;
+  const double value = std::strtod(field.c_str(), &end);
+  TORCH_CHECK(end != field.c_str() && *end == '\0',
+              file.string(),
+              ": '",
+              field,
+              "' is not a number");
+  return std::isfinite(value) ? value : std::nan("");
+}
+
+// Rows shorter than the header (a column added later, a value missing) have
+// NaN in the fields they lack.
+void read_metrics(const fs::path& file, Run& run) {
+  std::ifstream metrics(file);
+  std::string line;
+  if (!metrics || !std::getline(metrics, line)) {
+    return;
+  }
+  run.columns = detail::csv_fields(line);
+  while (std::getline(metrics, line)) {
+    if (line.empty()) {
+      continue;
+    }
+    const auto fields = detail::csv_fields(line);
+    std::vector<double> row(run.columns.size(), std::nan(""));
+    for (size_t i = 0; i < std::min(fields.size(), row.size()); ++i) {
+      row[i] = metric_value(fields[i], file);
+    }
+    run.rows.push_back(std::move(row));
+  }
+}
+
+Run read_run(const fs::path& folder) {
+  Run run;
+  run.folder = folder;
+  const auto files = RunFolder::open(folder.string());
+  run.config = read_config(files.config_path(), folder);
+  run.finished = RunFolder::state_of(folder.string()) == RunState::kFinished;
+  read_metrics(files.metrics_path(), run);
   return run;
 }
 
@@ -180,28 +209,90 @@ std::vector<fs::path> run_folders(const fs::path& path) {
   return folders;
 }
 
-// For gnuplot's single-quoted strings.
-std::string quoted(const std::string& text) {
-  std::string out = "'";
-  for (const char c : text) {
-    out += c == '\'' ? std::string("''") : std::string(1, c);
+// Every run of `paths` once, however often it is named (a folder twice, a
+// run and its sweep).
+std::vector<Run> collect_runs(const std::vector<std::string>& paths) {
+  std::vector<Run> runs;
+  std::set<fs::path> seen;
+  for (const auto& path : paths) {
+    TORCH_CHECK(fs::is_directory(path), "report: ", path, " is not a folder");
+    for (const auto& folder : run_folders(path)) {
+      if (seen.insert(fs::weakly_canonical(folder)).second) {
+        runs.push_back(read_run(folder));
+      }
+    }
   }
-  return out + "'";
+  TORCH_CHECK(!runs.empty(), "report: no runs started yet in ", paths[0]);
+  return runs;
 }
 
-// The learned strides of the last epoch: "(h, w) (h, w) ...".
-std::string learned_strides(const Run& run) {
-  std::ostringstream out;
-  for (int layer = 0;; ++layer) {
-    const auto prefix = "stride" + std::to_string(layer);
-    const double h = run.last(prefix + "_h"), w = run.last(prefix + "_w");
-    if (std::isnan(h)) {
-      break;
-    }
-    out << (layer ? " " : "") << "(" << std::setprecision(3) << h << ", " << w
-        << ")";
+// The one folder given, or the folders' common parent.
+fs::path report_folder(const std::vector<std::string>& paths,
+                       const std::string& out_option) {
+  if (!out_option.empty()) {
+    return out_option;
   }
-  return out.str();
+  std::set<fs::path> distinct;
+  for (const auto& p : paths) {
+    distinct.insert(fs::weakly_canonical(p));
+  }
+  if (distinct.size() == 1) {
+    return paths[0];
+  }
+  fs::path out = distinct.begin()->parent_path();
+  for (const auto& absolute : distinct) {
+    while (!out.empty() &&
+           std::mismatch(out.begin(), out.end(), absolute.begin(),
+                         absolute.end())
+                   .first != out.end()) {
+      out = out.parent_path();
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Step 2: what tells runs apart.
+
+// The settings: config keys whose values differ between runs, the pooling
+// and the seed aside.
+struct Settings {
+  std::vector<std::string> varying;
+
+  std::string of(const Run& run) const {
+    std::string text;
+    for (const auto& key : varying) {
+      text += (text.empty() ? "" : " ") + key.substr(key.find('.') + 1) +
+              "=" + run.value(key);
+    }
+    return text.empty() ? std::string("all runs") : text;
+  }
+  std::string label(const Run& run) const {
+    return run.value("model.pooling") + " " + of(run) + " seed " +
+           run.value("train.seed");
+  }
+};
+
+Settings settings_of(const std::vector<Run>& runs) {
+  std::set<std::string> keys;
+  for (const auto& run : runs) {
+    for (const auto& [key, value] : run.config) {
+      keys.insert(key);
+    }
+  }
+  Settings settings;
+  for (const auto& key : keys) {
+    if (kNotASetting.count(key) != 0 || key == "model.pooling") {
+      continue;
+    }
+    for (const auto& run : runs) {
+      if (run.value(key) != runs[0].value(key)) {
+        settings.varying.push_back(key);
+        break;
+      }
+    }
+  }
+  return settings;
 }
 
 int diffstride_layers(const Run& run) {
@@ -212,348 +303,440 @@ int diffstride_layers(const Run& run) {
   return layers;
 }
 
-void run_gnuplot(const fs::path& script) {
-  const auto command = "gnuplot " + quoted(script.string()) + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  TORCH_CHECK(pipe != nullptr, "cannot start gnuplot");
+// The learned strides of the last epoch: "(h, w) (h, w) ...".
+std::string learned_strides(const Run& run) {
+  std::ostringstream out;
+  for (int layer = 0; layer < diffstride_layers(run); ++layer) {
+    const auto prefix = "stride" + std::to_string(layer);
+    const auto value = [&](const std::string& column) {
+      const double v = run.last(prefix + column);
+      std::ostringstream text;
+      text << std::setprecision(3) << v;
+      return std::isfinite(v) ? text.str() : std::string("-");
+    };
+    out << (layer ? " " : "") << "(" << value("_h") << ", " << value("_w")
+        << ")";
+  }
+  return out.str();
+}
+
+// ---------------------------------------------------------------------------
+// Step 3: results.csv and results.md.
+
+std::string results_csv(const std::vector<Run>& runs,
+                        const Settings& settings) {
+  std::ostringstream csv;
+  csv << kCsvHeader << "\n";
+  for (const auto& run : runs) {
+    csv << detail::csv_field(run.folder.string()) << ","
+        << (run.finished ? "true" : "false") << ","
+        << detail::csv_field(run.value("model.pooling")) << ","
+        << detail::csv_field(settings.of(run)) << ","
+        << detail::csv_field(run.value("train.seed")) << "," << run.rows.size()
+        << "," << number(run.last("test_accuracy")) << ","
+        << number(run.last("test_loss")) << ","
+        << number(run.last("multiply_adds")) << ","
+        << detail::csv_field(learned_strides(run)) << "\n";
+  }
+  return csv.str();
+}
+
+// Markdown table text: no line breaks or pipes from a run's values.
+std::string cell(std::string text) {
+  for (auto& c : text) {
+    if (c == '|' || static_cast<unsigned char>(c) < 0x20) {
+      c = ' ';
+    }
+  }
+  return text;
+}
+
+// "mean ± sd (n)" of the finite values, percent; "-" when there are none.
+std::string mean_and_sd(const std::vector<double>& all) {
+  std::vector<double> values;
+  std::copy_if(all.begin(), all.end(), std::back_inserter(values),
+               [](double v) { return std::isfinite(v); });
+  if (values.empty()) {
+    return "- (" + std::to_string(all.size()) + ")";
+  }
+  double mean = 0;
+  for (const double v : values) {
+    mean += v / static_cast<double>(values.size());
+  }
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2) << mean;
+  if (values.size() > 1) {
+    double squares = 0;
+    for (const double v : values) {
+      squares += (v - mean) * (v - mean);
+    }
+    out << " ± " << std::sqrt(squares / static_cast<double>(values.size() - 1));
+  }
+  out << " (" << values.size() << ")";
+  return out.str();
+}
+
+// Rows pooling, columns settings, finished runs only.
+std::string accuracy_table(const std::vector<Run>& runs,
+                           const Settings& settings) {
+  std::vector<std::string> poolings, columns;
+  std::map<std::pair<std::string, std::string>, std::vector<double>> cells;
+  for (const auto& run : runs) {
+    if (!run.finished) {
+      continue;
+    }
+    const auto pooling = run.value("model.pooling");
+    const auto setting = settings.of(run);
+    if (std::find(poolings.begin(), poolings.end(), pooling) == poolings.end()) {
+      poolings.push_back(pooling);
+    }
+    if (std::find(columns.begin(), columns.end(), setting) == columns.end()) {
+      columns.push_back(setting);
+    }
+    cells[{pooling, setting}].push_back(100.0 * run.last("test_accuracy"));
+  }
+  std::ostringstream md;
+  md << "| pooling |";
+  for (const auto& s : columns) {
+    md << " " << cell(s) << " |";
+  }
+  md << "\n| --- |";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    md << " --- |";
+  }
+  md << "\n";
+  for (const auto& p : poolings) {
+    md << "| " << cell(p) << " |";
+    for (const auto& s : columns) {
+      const auto found = cells.find({p, s});
+      md << " " << (found == cells.end() ? "" : mean_and_sd(found->second))
+         << " |";
+    }
+    md << "\n";
+  }
+  return md.str();
+}
+
+std::string results_md(const std::vector<Run>& runs,
+                       const Settings& settings,
+                       int layers) {
+  const auto unfinished = static_cast<size_t>(
+      std::count_if(runs.begin(), runs.end(),
+                    [](const Run& run) { return !run.finished; }));
+  std::ostringstream md;
+  md << kReportMark << "\n# Results\n\nFinal test accuracy (%), mean ± "
+        "sample standard deviation over seeds, and the number of runs, of "
+     << runs.size() - unfinished << " finished run(s)";
+  if (unfinished > 0) {
+    md << " (" << unfinished << " unfinished, left out)";
+  }
+  md << "; - where a value is missing or not finite.\n\n"
+     << accuracy_table(runs, settings)
+     << "\n| run | pooling | setting | seed | epochs | test accuracy | "
+        "multiply-adds | learned strides |\n| --- | --- | --- | --- | ---: | "
+        "---: | ---: | --- |\n";
+  const auto shown_or_dash = [](double value, double scale,
+                                const std::string& unit) {
+    std::ostringstream out;
+    out << std::fixed << std::setprecision(2) << value * scale << unit;
+    return std::isfinite(value) ? out.str() : std::string("-");
+  };
+  for (const auto& run : runs) {
+    md << "| " << cell(run.folder.filename().string())
+       << (run.finished ? "" : " (unfinished)") << " | "
+       << cell(run.value("model.pooling")) << " | " << cell(settings.of(run))
+       << " | " << cell(run.value("train.seed")) << " | " << run.rows.size()
+       << " | " << shown_or_dash(run.last("test_accuracy"), 100.0, "%")
+       << " | " << shown_or_dash(run.last("multiply_adds"), 1e-6, " M")
+       << " | " << cell(learned_strides(run)) << " |\n";
+  }
+  md << "\n![test accuracy per epoch](accuracy.svg)\n\n"
+        "![accuracy against multiply-adds](accuracy_vs_multiply_adds.svg)\n";
+  if (layers > 0) {
+    md << "\n![learned strides](strides.svg)\n";
+  }
+  return md.str();
+}
+
+// ---------------------------------------------------------------------------
+// Step 4: plots. gnuplot runs in a private scratch folder on scripts of
+// fixed text: every name, label and value from a run reaches it through
+// data files (quoted strings there are data, never commands), and files are
+// named by number. The SVGs are then copied out.
+
+// A label as a quoted string of a gnuplot data file: no quote, backslash or
+// control character can end it or escape from it.
+std::string data_label(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const bool unsafe = c == '"' || c == '\\' ||
+                        static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    out += unsafe ? ' ' : c;
+  }
+  return out + "\"";
+}
+
+class Plotter {
+ public:
+  Plotter() {
+    std::string name = (fs::temp_directory_path() / "diffstride_report_XXXXXX")
+                           .string();
+    TORCH_CHECK(::mkdtemp(name.data()) != nullptr,
+                "report: cannot make a scratch folder in ",
+                fs::temp_directory_path().string(),
+                ": ",
+                std::strerror(errno));
+    scratch_ = name;
+  }
+  ~Plotter() {
+    std::error_code ignored;
+    fs::remove_all(scratch_, ignored);
+  }
+  Plotter(const Plotter&) = delete;
+  Plotter& operator=(const Plotter&) = delete;
+
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(scratch_ / name) << text;
+  }
+
+  // Runs `body` (after the common settings) in the scratch folder and
+  // returns the SVG it draws, marked as the report's.
+  std::string draw(const std::string& body) const {
+    write("plot.gp",
+          "set terminal svg size 960,600 dynamic noenhanced font 'sans,12' "
+          "background rgb 'white'\nset output 'plot.svg'\nset datafile "
+          "columnheaders\nset grid\nset key outside right top\n" +
+              body);
+    run_gnuplot();
+    std::ifstream in(scratch_ / "plot.svg", std::ios::binary);
+    std::string svg((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
+    const auto declaration_end = svg.rfind("?>", svg.find("<svg"));
+    const auto at = declaration_end == std::string::npos ? 0
+                                                         : declaration_end + 2;
+    return svg.insert(at, "\n" + kReportMark);
+  }
+
+ private:
+  void run_gnuplot() const;
+
+  fs::path scratch_;
+};
+
+void Plotter::run_gnuplot() const {
+  int pipe_fds[2];
+  TORCH_CHECK(::pipe(pipe_fds) == 0, "report: cannot start gnuplot");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ::close(pipe_fds[0]);
+    if (::chdir(scratch_.c_str()) == 0) {
+      ::execlp("gnuplot", "gnuplot", "plot.gp", static_cast<char*>(nullptr));
+    }
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  TORCH_CHECK(pid > 0, "report: cannot start gnuplot (fork failed)");
   std::string output;
   char buffer[512];
-  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) {
-    output += buffer;
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) != 0;) {
+    if (n > 0) {
+      output.append(buffer, static_cast<size_t>(n));
+    } else if (errno != EINTR) {
+      break;
+    }
   }
-  const int status = ::pclose(pipe);
-  TORCH_CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 127,
+  ::close(pipe_fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  TORCH_CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 127),
               "the plots need gnuplot, which was not found (Debian: apt-get "
               "install gnuplot-nox); results.md and results.csv are written");
   TORCH_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "gnuplot failed on ",
-              script.string(),
-              ": ",
+              "gnuplot failed on a report plot: ",
               output);
 }
 
-const char* kTerminal =
-    "set terminal svg size 960,600 dynamic noenhanced font 'sans,12' "
-    "background rgb 'white'\n";
+// Written when a plot has no point to draw.
+const char* kNothingToPlot =
+    "set xrange [0:1]\nset yrange [0:1]\nset label 1 'no finished epoch yet' "
+    "at graph 0.5, graph 0.5 center\nplot 2 notitle\nunset label 1\n"
+    "set autoscale\n";
+
+// Whether `run` has an epoch where columns x and y are both finite.
+bool has_point(const Run& run, size_t x, size_t y) {
+  return std::any_of(run.rows.begin(), run.rows.end(), [&](const auto& row) {
+    return x < row.size() && y < row.size() && std::isfinite(row[x]) &&
+           std::isfinite(row[y]);
+  });
+}
+
+// runI.dat: a header of the run's label (its columns' titles), then its
+// metrics, one row per epoch.
+void write_run_data(const Plotter& plotter,
+                    const std::vector<Run>& runs,
+                    const Settings& settings) {
+  for (size_t i = 0; i < runs.size(); ++i) {
+    std::ostringstream data;
+    const auto label = data_label(settings.label(runs[i]));
+    for (size_t c = 0; c < std::max<size_t>(runs[i].columns.size(), 1); ++c) {
+      data << (c ? " " : "") << label;
+    }
+    data << "\n" << std::setprecision(9);
+    for (const auto& row : runs[i].rows) {
+      for (size_t c = 0; c < row.size(); ++c) {
+        data << (c ? " " : "") << (std::isfinite(row[c]) ? row[c] : NAN);
+      }
+      data << "\n";
+    }
+    plotter.write("run" + std::to_string(i) + ".dat", data.str());
+  }
+}
+
+// gnuplot counts columns from 1.
+std::string column(const Run& run, const std::string& name) {
+  return std::to_string(run.column_index(name) + 1);
+}
+
+std::string epoch_tics(const std::vector<Run>& runs) {
+  size_t most_epochs = 0;
+  for (const auto& run : runs) {
+    most_epochs = std::max(most_epochs, run.rows.size());
+  }
+  return most_epochs <= 20 ? "set xtics 1\n" : "";
+}
+
+std::string accuracy_plot(const Plotter& plotter, const std::vector<Run>& runs) {
+  std::ostringstream body;
+  body << epoch_tics(runs)
+       << "set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\nset title "
+          "'Test accuracy per epoch'\n";
+  std::string series;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& run = runs[i];
+    if (!has_point(run, run.column_index("epoch"),
+                   run.column_index("test_accuracy"))) {
+      continue;
+    }
+    series += (series.empty() ? "plot " : ", \\\n  ") + std::string("'run") +
+              std::to_string(i) + ".dat' using " + column(run, "epoch") +
+              ":($" + column(run, "test_accuracy") +
+              "*100) with linespoints title columnheader(1)";
+  }
+  return plotter.draw(body.str() +
+                      (series.empty() ? kNothingToPlot : series + "\n"));
+}
+
+// One point per run, one file and colour per pooling; the third column is
+// the point's label, its setting.
+std::string multiply_adds_plot(const Plotter& plotter,
+                               const std::vector<Run>& runs,
+                               const Settings& settings) {
+  std::vector<std::string> order;
+  std::map<std::string, std::ostringstream> by_pooling;
+  for (const auto& run : runs) {
+    const double x = run.last("multiply_adds"), y = run.last("test_accuracy");
+    if (!std::isfinite(x) || !std::isfinite(y)) {
+      continue;
+    }
+    const auto pooling = run.value("model.pooling");
+    if (by_pooling.count(pooling) == 0) {
+      order.push_back(pooling);
+      by_pooling[pooling] << data_label(pooling) << " y label\n";
+    }
+    by_pooling[pooling] << std::setprecision(9) << x << " " << 100.0 * y << " "
+                        << data_label(settings.of(run)) << "\n";
+  }
+  std::ostringstream body;
+  body << "set xlabel 'multiply-adds per example'\nset ylabel 'final test "
+          "accuracy (%)'\nset format x '%.2s%c'\nset title 'Accuracy "
+          "against multiply-adds (one point per run)'\nset offsets graph "
+          "0.05, graph 0.05, graph 0.05, graph 0.05\n";
+  for (size_t i = 0; i < order.size(); ++i) {
+    const auto file = "'madds" + std::to_string(i) + ".dat'";
+    plotter.write("madds" + std::to_string(i) + ".dat",
+                  by_pooling[order[i]].str());
+    body << (i ? ", \\\n  " : "plot ") << file
+         << " using 1:2 with points pointsize 1.5 pointtype " << 5 + 2 * i
+         << " title columnheader(1), \\\n  " << file
+         << " using 1:2:3 with labels font ',9' offset char 0,1 notitle";
+  }
+  return plotter.draw(body.str() + (order.empty() ? kNothingToPlot : "\n"));
+}
+
+std::string strides_plot(const Plotter& plotter,
+                         const std::vector<Run>& runs,
+                         int layers) {
+  std::ostringstream body;
+  body << "set multiplot layout 1," << layers
+       << " title 'Learned strides per DiffStride layer (solid: height, "
+          "dashed: width)'\nset xlabel 'epoch'\nset ylabel 'stride'\n"
+          "set key below\n"
+       << epoch_tics(runs);
+  for (int layer = 0; layer < layers; ++layer) {
+    const auto prefix = "stride" + std::to_string(layer);
+    body << "set title 'layer " << layer << "'\n";
+    std::string series;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const auto& run = runs[i];
+      if (!has_point(run, run.column_index("epoch"),
+                     run.column_index(prefix + "_h"))) {
+        continue;
+      }
+      const auto data = "'run" + std::to_string(i) + ".dat' using " +
+                        column(run, "epoch") + ":";
+      series += (series.empty() ? "plot " : ", \\\n  ") + data +
+                column(run, prefix + "_h") +
+                " with lines linewidth 2 linecolor " + std::to_string(i + 1) +
+                (layer == 0 ? " title columnheader(1)" : " notitle") +
+                ", \\\n  " + data + column(run, prefix + "_w") +
+                " with lines linewidth 2 dashtype 2 linecolor " +
+                std::to_string(i + 1) + " notitle";
+    }
+    body << (series.empty() ? kNothingToPlot : series + "\n");
+  }
+  return plotter.draw(body.str() + "unset multiplot\n");
+}
 
 }  // namespace
 
 std::vector<std::string> write_report(const std::vector<std::string>& paths,
                                       const std::string& out_option) {
   TORCH_CHECK(!paths.empty(), "report: expected sweep or run folders");
-  std::vector<Run> runs;
-  for (const auto& path : paths) {
-    TORCH_CHECK(fs::is_directory(path), "report: ", path, " is not a folder");
-    for (const auto& folder : run_folders(path)) {
-      runs.push_back(read_run(folder));
-    }
-  }
-  TORCH_CHECK(!runs.empty(), "report: no runs started yet in ", paths[0]);
-  // DiffStride layers of the run that has the most (0: no strides plot).
-  int layers = 0;
+  const auto runs = collect_runs(paths);
+  const auto settings = settings_of(runs);
+  int layers = 0;  // of the run that has the most (0: no strides plot)
   for (const auto& run : runs) {
     layers = std::max(layers, diffstride_layers(run));
   }
-  fs::path out = out_option;
-  if (out.empty()) {
-    if (paths.size() == 1) {
-      out = paths[0];
-    } else {
-      out = fs::absolute(paths[0]).lexically_normal().parent_path();
-      for (const auto& p : paths) {
-        const auto absolute = fs::absolute(p).lexically_normal();
-        while (!out.empty() &&
-               std::mismatch(out.begin(), out.end(), absolute.begin(),
-                             absolute.end())
-                       .first != out.end()) {
-          out = out.parent_path();
-        }
-      }
-    }
+  const fs::path out = report_folder(paths, out_option);
+  const std::vector<std::pair<std::string, std::string>> outputs = {
+      {"results.csv", kCsvHeader},
+      {"results.md", kReportMark},
+      {"accuracy.svg", kReportMark},
+      {"accuracy_vs_multiply_adds.svg", kReportMark},
+      {"strides.svg", kReportMark}};
+  // All or nothing: every file there must be an earlier report's.
+  for (const auto& [name, mark] : outputs) {
+    detail::check_owned_file(out / name, mark, "diffstride report");
   }
   fs::create_directories(out);
-
-  // The settings: config keys whose values differ between runs, the pooling
-  // and the seed aside.
-  std::set<std::string> keys;
-  for (const auto& run : runs) {
-    for (const auto& [key, value] : run.config) {
-      keys.insert(key);
-    }
-  }
-  std::vector<std::string> varying;
-  for (const auto& key : keys) {
-    if (kNotASetting.count(key) != 0 || key == "model.pooling") {
-      continue;
-    }
-    for (const auto& run : runs) {
-      if (run.value(key) != runs[0].value(key)) {
-        varying.push_back(key);
-        break;
-      }
-    }
-  }
-  const auto setting_of = [&](const Run& run) {
-    std::string text;
-    for (const auto& key : varying) {
-      text += (text.empty() ? "" : " ") + key.substr(key.find('.') + 1) + "=" +
-              run.value(key);
-    }
-    return text.empty() ? std::string("all runs") : text;
-  };
-  const auto label_of = [&](const Run& run) {
-    return run.value("model.pooling") + " " + setting_of(run) + " seed " +
-           run.value("train.seed");
-  };
-
   std::vector<std::string> written;
-  const auto write = [&](const std::string& name, const std::string& text) {
-    detail::replace_file(out / name, text);
+  const auto write = [&](size_t output, const std::string& text) {
+    const auto& [name, mark] = outputs[output];
+    detail::replace_owned_file(out / name, text, mark, "diffstride report");
     written.push_back((out / name).string());
   };
-
-  // results.csv: one row per run.
-  {
-    std::ostringstream csv;
-    csv << "run,finished,pooling,setting,seed,epochs,test_accuracy,test_loss,"
-           "multiply_adds,learned_strides\n";
-    for (const auto& run : runs) {
-      csv << detail::csv_field(run.folder.string()) << ","
-          << (run.finished ? "true" : "false") << ","
-          << detail::csv_field(run.value("model.pooling")) << ","
-          << detail::csv_field(setting_of(run)) << "," << run.value("train.seed") << ","
-          << run.rows.size() << "," << number(run.last("test_accuracy")) << ","
-          << number(run.last("test_loss")) << ","
-          << number(run.last("multiply_adds")) << ","
-          << detail::csv_field(learned_strides(run)) << "\n";
-    }
-    write("results.csv", csv.str());
-  }
-
-  // results.md: rows pooling, columns settings, finished runs only.
-  {
-    std::vector<std::string> poolings, settings;
-    std::map<std::pair<std::string, std::string>, std::vector<double>> cells;
-    size_t unfinished = 0;
-    for (const auto& run : runs) {
-      if (!run.finished) {
-        ++unfinished;
-        continue;
-      }
-      const auto pooling = run.value("model.pooling");
-      const auto setting = setting_of(run);
-      if (std::find(poolings.begin(), poolings.end(), pooling) ==
-          poolings.end()) {
-        poolings.push_back(pooling);
-      }
-      if (std::find(settings.begin(), settings.end(), setting) ==
-          settings.end()) {
-        settings.push_back(setting);
-      }
-      cells[{pooling, setting}].push_back(100.0 * run.last("test_accuracy"));
-    }
-    std::ostringstream md;
-    md << "# Results\n\nFinal test accuracy (%), mean ± sample standard "
-          "deviation over seeds, and the number of runs, of "
-       << runs.size() - unfinished << " finished run(s)";
-    if (unfinished > 0) {
-      md << " (" << unfinished << " unfinished, left out)";
-    }
-    md << ".\n\n| pooling |";
-    for (const auto& s : settings) {
-      md << " " << s << " |";
-    }
-    md << "\n| --- |";
-    for (size_t i = 0; i < settings.size(); ++i) {
-      md << " --- |";
-    }
-    md << "\n";
-    for (const auto& p : poolings) {
-      md << "| " << p << " |";
-      for (const auto& s : settings) {
-        const auto found = cells.find({p, s});
-        if (found == cells.end()) {
-          md << " |";
-          continue;
-        }
-        const auto& values = found->second;
-        double mean = 0;
-        for (const double v : values) {
-          mean += v;
-        }
-        mean /= static_cast<double>(values.size());
-        md << " " << std::fixed << std::setprecision(2) << mean;
-        if (values.size() > 1) {
-          double squares = 0;
-          for (const double v : values) {
-            squares += (v - mean) * (v - mean);
-          }
-          md << " ± "
-             << std::sqrt(squares / static_cast<double>(values.size() - 1));
-        }
-        md << " (" << values.size() << ") |";
-      }
-      md << "\n";
-    }
-    md << std::defaultfloat
-       << "\n| run | pooling | setting | seed | epochs | test accuracy | "
-          "multiply-adds | learned strides |\n| --- | --- | --- | --- | ---: | "
-          "---: | ---: | --- |\n";
-    for (const auto& run : runs) {
-      md << "| " << run.folder.filename().string()
-         << (run.finished ? "" : " (unfinished)") << " | "
-         << run.value("model.pooling") << " | " << setting_of(run) << " | "
-         << run.value("train.seed") << " | " << run.rows.size() << " | ";
-      if (run.rows.empty()) {
-        md << "- | - | |\n";
-        continue;
-      }
-      md << std::fixed << std::setprecision(2)
-         << 100.0 * run.last("test_accuracy") << "% | "
-         << run.last("multiply_adds") / 1e6 << " M | " << std::defaultfloat
-         << learned_strides(run) << " |\n";
-    }
-    md << "\n![test accuracy per epoch](accuracy.svg)\n\n"
-          "![accuracy against multiply-adds](accuracy_vs_multiply_adds.svg)\n";
-    if (layers > 0) {
-      md << "\n![learned strides](strides.svg)\n";
-    }
-    write("results.md", md.str());
-  }
-
-  // Plots: data files and scripts in a scratch folder, SVG files by gnuplot.
-  const auto scratch =
-      fs::temp_directory_path() /
-      ("diffstride_report_" + std::to_string(::getpid()));
-  fs::create_directories(scratch);
-  struct Cleanup {
-    fs::path path;
-    ~Cleanup() {
-      std::error_code ignored;
-      fs::remove_all(path, ignored);
-    }
-  } cleanup{scratch};
-  for (size_t i = 0; i < runs.size(); ++i) {
-    std::ofstream data(scratch / ("run" + std::to_string(i) + ".dat"));
-    for (const auto& row : runs[i].rows) {
-      for (size_t c = 0; c < row.size(); ++c) {
-        data << (c ? " " : "") << std::setprecision(9) << row[c];
-      }
-      data << "\n";
-    }
-  }
-  // gnuplot counts columns from 1.
-  const auto column_index = [](const Run& run, const std::string& name) {
-    return std::to_string(run.column_index(name) + 1);
-  };
-  const auto plot = [&](const std::string& name, const std::string& body) {
-    const auto script = scratch / (name + ".gp");
-    std::ofstream(script) << kTerminal << "set output " << quoted((out / name).string())
-                          << "\nset grid\nset key outside right top\n"
-                          << body;
-    run_gnuplot(script);
-    written.push_back((out / name).string());
-  };
-  // Whole epochs on the axis when there are few.
-  size_t most_epochs = 0;
-  for (const auto& run : runs) {
-    most_epochs = std::max(most_epochs, run.rows.size());
-  }
-  const std::string epoch_tics = most_epochs <= 20 ? "set xtics 1\n" : "";
-  {
-    std::ostringstream body;
-    body << epoch_tics << "set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\n"
-            "set title 'Test accuracy per epoch'\nplot ";
-    bool first = true;
-    for (size_t i = 0; i < runs.size(); ++i) {
-      if (runs[i].rows.empty()) {
-        continue;
-      }
-      body << (first ? "" : ", \\\n  ")
-           << quoted((scratch / ("run" + std::to_string(i) + ".dat")).string())
-           << " using 1:($" << column_index(runs[i], "test_accuracy")
-           << "*100) with linespoints title " << quoted(label_of(runs[i]));
-      first = false;
-    }
-    if (first) {
-      body << "NaN title 'no epoch finished yet'";
-    }
-    plot("accuracy.svg", body.str() + "\n");
-  }
-  {
-    // One point per run, one colour per pooling.
-    std::map<std::string, std::ofstream> by_pooling;
-    std::vector<std::string> order;
-    for (const auto& run : runs) {
-      if (run.rows.empty()) {
-        continue;
-      }
-      const auto pooling = run.value("model.pooling");
-      if (by_pooling.count(pooling) == 0) {
-        order.push_back(pooling);
-        by_pooling[pooling].open(scratch / ("madds_" + std::to_string(order.size()) +
-                                            ".dat"));
-      }
-      // Third column: the point's label, its setting.
-      auto label = setting_of(run);
-      std::replace(label.begin(), label.end(), '"', '\'');
-      by_pooling[pooling] << std::setprecision(9) << run.last("multiply_adds")
-                          << " " << 100.0 * run.last("test_accuracy") << " \""
-                          << label << "\"\n";
-    }
-    for (auto& [p, file] : by_pooling) {
-      file.close();
-    }
-    std::ostringstream body;
-    body << "set xlabel 'multiply-adds per example'\nset ylabel 'final test "
-            "accuracy (%)'\nset format x '%.2s%c'\nset title 'Accuracy "
-            "against multiply-adds (one point per run)'\nset offsets graph "
-            "0.05, graph 0.05, graph 0.05, graph 0.05\nplot ";
-    for (size_t i = 0; i < order.size(); ++i) {
-      body << (i ? ", \\\n  " : "")
-           << quoted((scratch / ("madds_" + std::to_string(i + 1) + ".dat"))
-                         .string())
-           << " using 1:2 with points pointsize 1.5 pointtype " << 5 + 2 * i
-           << " title " << quoted(order[i]) << ", \\\n  "
-           << quoted((scratch / ("madds_" + std::to_string(i + 1) + ".dat"))
-                         .string())
-           << " using 1:2:3 with labels font ',9' offset char 0,1 notitle";
-    }
-    if (order.empty()) {
-      body << "NaN title 'no epoch finished yet'";
-    }
-    plot("accuracy_vs_multiply_adds.svg", body.str() + "\n");
-  }
+  write(0, results_csv(runs, settings));
+  write(1, results_md(runs, settings, layers));
+  const Plotter plotter;
+  write_run_data(plotter, runs, settings);
+  write(2, accuracy_plot(plotter, runs));
+  write(3, multiply_adds_plot(plotter, runs, settings));
   if (layers > 0) {
-    std::ostringstream body;
-    body << "set multiplot layout 1," << layers
-         << " title 'Learned strides per DiffStride layer (solid: height, "
-            "dashed: width)'\nset xlabel 'epoch'\nset ylabel 'stride'\n"
-            "set key below\n"
-         << epoch_tics;
-    for (int layer = 0; layer < layers; ++layer) {
-      const auto prefix = "stride" + std::to_string(layer);
-      body << "set title 'layer " << layer << "'\nplot ";
-      bool first = true;
-      for (size_t i = 0; i < runs.size(); ++i) {
-        if (diffstride_layers(runs[i]) <= layer) {
-          continue;
-        }
-        const auto data =
-            quoted((scratch / ("run" + std::to_string(i) + ".dat")).string());
-        body << (first ? "" : ", \\\n  ") << data << " using 1:"
-             << column_index(runs[i], prefix + "_h")
-             << " with lines linewidth 2 linecolor " << i + 1 << " title "
-             << (layer == 0 ? quoted(label_of(runs[i])) : "''") << ", \\\n  "
-             << data << " using 1:" << column_index(runs[i], prefix + "_w")
-             << " with lines linewidth 2 dashtype 2 linecolor " << i + 1
-             << " notitle";
-        first = false;
-      }
-      body << "\n";
-    }
-    body << "unset multiplot\n";
-    plot("strides.svg", body.str());
+    write(4, strides_plot(plotter, runs, layers));
   }
   return written;
 }

@@ -2,15 +2,19 @@
 
 #include "train/checked_file.h"
 
+#include <diffstride/train/event_writer.h>
+
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 
 namespace diffstride {
@@ -89,11 +93,29 @@ void check_same_architecture(const torch::nn::Module& module,
                 expected.sizes(),
                 ": the file was made with another architecture");
   };
+  std::set<std::string> names;
   for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
     check(parameter.key(), parameter.value(), false);
+    names.insert(parameter.key());
   }
   for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
     check(buffer.key(), buffer.value(), true);
+    names.insert(buffer.key());
+  }
+  for (const auto& child : module.named_children()) {
+    names.insert(child.key());
+  }
+  // Tensors or modules the model lacks (a DiffStride's strides in a model
+  // of another pooling, say) would be ignored by LibTorch's loader.
+  for (const auto& key : archive.keys()) {
+    c10::IValue value;
+    TORCH_CHECK(names.count(key) != 0 || !archive.try_read(key, value) ||
+                    !(value.isTensor() || value.isObject()),
+                file.string(),
+                ": holds ",
+                prefix + key,
+                ", which the model this run's config.toml describes does not "
+                "have: it was made with another architecture or pooling");
   }
   for (const auto& child : module.named_children()) {
     torch::serialize::InputArchive child_archive;
@@ -170,21 +192,74 @@ void trim_metrics(const fs::path& path, int64_t epochs_done) {
   detail::replace_file(path, kept);
 }
 
+// The first line of every config.toml a run writes: how the tool knows a
+// folder's files as its own.
+const std::string kConfigMark =
+    "# diffstride run: the resolved config; `diffstride train --resume "
+    "FOLDER` continues it\n";
+
+// Whether the first 4 KiB of the regular file `path` hold `mark`.
+bool holds_mark(const fs::path& path, const std::string& mark) {
+  std::error_code error;
+  if (!fs::is_regular_file(fs::symlink_status(path, error))) {
+    return false;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string head(4096, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  return head.find(mark) != std::string::npos;
+}
+
+// A new run goes into a folder that is absent, empty, or holds only what a
+// run of this tool writes before its first checkpoint (its marked
+// config.toml and event files), which holds no results and starts again.
+// Anything else is refused: no file the tool did not make is replaced.
+void check_new_run_folder(const fs::path& out) {
+  std::error_code error;
+  const auto status = fs::status(out, error);
+  if (!fs::exists(status)) {
+    return;
+  }
+  TORCH_CHECK(fs::is_directory(status),
+              out.string(),
+              ": exists and is not a folder; choose another --out");
+  TORCH_CHECK(!fs::exists(fs::symlink_status(out / kCheckpointFile)) &&
+                  !fs::exists(fs::symlink_status(out / kMetricsFile)),
+              out.string(),
+              " already holds a run: resume it with --resume ",
+              out.string(),
+              " or choose another --out");
+  TORCH_CHECK(!fs::exists(fs::symlink_status(out / kModelFile)),
+              out.string(),
+              " already holds a finished run (its ",
+              kModelFile,
+              "): choose another --out");
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const auto name = entry.path().filename().string();
+    if (name == kConfigFile) {
+      TORCH_CHECK(holds_mark(entry.path(), kConfigMark),
+                  entry.path().string(),
+                  ": a config.toml diffstride train did not write; a new run "
+                  "needs an empty folder or a new one");
+    } else {
+      TORCH_CHECK(name.rfind(kEventFilePrefix, 0) == 0,
+                  out.string(),
+                  " holds files that are not part of a diffstride run (",
+                  name,
+                  "): a new run needs an empty folder or a new one");
+    }
+  }
+}
+
 }  // namespace
 
 RunFolder RunFolder::create(const std::string& path,
                             const TrainConfig& config) {
   const fs::path out = path;
-  // A folder whose run never reached its first checkpoint (config.toml and
-  // perhaps event files only) holds no results: the run starts again there.
-  TORCH_CHECK(
-      !fs::exists(out / kCheckpointFile) && !fs::exists(out / kMetricsFile),
-      out.string(),
-      " already holds a run: resume it with --resume ",
-      out.string(),
-      " or choose another --out");
+  check_new_run_folder(out);
   fs::create_directories(out);
-  detail::replace_file(out / kConfigFile, to_toml(config));
+  detail::replace_file(out / kConfigFile, kConfigMark + to_toml(config));
   return RunFolder(out);
 }
 
@@ -198,6 +273,31 @@ RunState RunFolder::state_of(const std::string& path) {
 }
 
 RunFolder RunFolder::resume(const std::string& path) {
+  const fs::path folder = path;
+  TORCH_CHECK(holds_mark(folder / kConfigFile, kConfigMark) ||
+                  holds_mark(folder / kCheckpointFile,
+                             detail::integrity_magic()),
+              folder.string(),
+              ": not a run of diffstride train (its config.toml does not "
+              "start with '",
+              kConfigMark.substr(0, kConfigMark.find(':')),
+              "' and it holds no checkpoint of this tool): nothing there is "
+              "replaced");
+  return RunFolder(folder);
+}
+
+bool RunFolder::is_run_file(const fs::path& file) {
+  const auto name = file.filename().string();
+  const bool run_name = name == kConfigFile || name == kCheckpointFile ||
+                        name == kMetricsFile || name == kModelFile ||
+                        name == kStateDictFile ||
+                        name.rfind(kEventFilePrefix, 0) == 0;
+  std::error_code error;
+  return run_name &&
+         fs::exists(fs::absolute(file).parent_path() / kConfigFile, error);
+}
+
+RunFolder RunFolder::open(const std::string& path) {
   return RunFolder(path);
 }
 

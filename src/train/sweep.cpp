@@ -111,8 +111,8 @@ std::string manifest_csv(const SweepSpec& spec,
 // beside a copy of itself still stopping.
 void lock_sweep_folder(const fs::path& folder, std::ostream* progress) {
   const auto path = folder / kLockFile;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
-  TORCH_CHECK(fd >= 0, "cannot open ", path.string(), ": ", std::strerror(errno));
+  const int fd = detail::open_for_append(path);
+  ::fcntl(fd, F_SETFD, 0);  // inherited by the runs
   if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
     return;
   }
@@ -151,9 +151,7 @@ pid_t start_process(const std::vector<std::string>& argv, const fs::path& log) {
     args.push_back(const_cast<char*>(a.c_str()));
   }
   args.push_back(nullptr);
-  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                         0644);
-  TORCH_CHECK(out >= 0, "cannot open ", log.string(), ": ", std::strerror(errno));
+  const int out = detail::open_for_append(log);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -208,6 +206,14 @@ std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes) {
   size_t count = 1;
   for (const auto& axis : axes) {
     count *= axis.values.size();
+    TORCH_CHECK(count <= static_cast<size_t>(kMaxSweepRuns),
+                "sweep: the axes make more than ",
+                kMaxSweepRuns,
+                " runs (--axis ",
+                axis.key,
+                " brings them to ",
+                count,
+                "); split the sweep");
   }
   const int width = static_cast<int>(std::to_string(count - 1).size());
   std::vector<SweepRun> runs;
@@ -237,9 +243,26 @@ std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes) {
 
 int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
   TORCH_CHECK(!options.out.empty(), "sweep: expected an output folder (--out)");
-  TORCH_CHECK(options.parallel >= 1,
-              "--parallel: expected at least 1, got ",
+  TORCH_CHECK(options.parallel >= 1 && options.parallel <= max_threads(),
+              "--parallel: expected 1 to ",
+              max_threads(),
+              " runs at once (4 x this machine's cores), got ",
               options.parallel);
+  for (const auto& axis : spec.axes) {
+    TORCH_CHECK(options.device.empty() || axis.key != "train.device",
+                "--device ",
+                options.device,
+                " and --axis train.device disagree: give the device in one "
+                "place");
+  }
+  for (const auto& o : spec.overrides) {
+    TORCH_CHECK(options.device.empty() || o.rfind("train.device=", 0) != 0,
+                "--device ",
+                options.device,
+                " and --set ",
+                o,
+                " disagree: give the device in one place");
+  }
   std::map<std::string, int> seen;
   for (const auto& axis : spec.axes) {
     TORCH_CHECK(++seen[axis.key] == 1,
@@ -264,6 +287,14 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
     }
   }
   const fs::path out = options.out;
+  TORCH_CHECK(!fs::exists(out) ||
+                  (fs::is_directory(out) &&
+                   (fs::is_empty(out) ||
+                    fs::is_regular_file(fs::symlink_status(out / kSpecFile)))),
+              out.string(),
+              ": not an empty folder or a sweep's (no ",
+              kSpecFile,
+              "): a sweep needs a new folder, an empty one, or its own");
   fs::create_directories(out / kRunsFolder);
   fs::create_directories(out / kLogsFolder);
   const auto spec_text = spec_toml(spec);
@@ -282,9 +313,17 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
   detail::replace_file(out / kSpecFile, spec_text);
   detail::replace_file(out / kSweepManifestFile, manifest_csv(spec, runs));
 
-  std::ofstream sweep_log(out / "sweep.log", std::ios::app);
+  const int sweep_log = detail::open_for_append(out / "sweep.log");
+  struct CloseOnExit {
+    int fd;
+    ~CloseOnExit() {
+      ::close(fd);
+    }
+  } close_log{sweep_log};
   const auto say = [&](const std::string& line) {
-    sweep_log << line << std::endl;
+    const auto text = line + "\n";
+    [[maybe_unused]] const auto written =
+        ::write(sweep_log, text.data(), text.size());
     if (options.progress != nullptr) {
       *options.progress << "[sweep] " << line << std::endl;
     }
@@ -320,7 +359,8 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
   const auto interrupted = [&] {
     return options.interrupt != nullptr && options.interrupt->load();
   };
-  while (next < pending.size() || !running.empty()) {
+  // Interrupted, no run starts; the loop ends when the running ones stop.
+  while ((!interrupted() && next < pending.size()) || !running.empty()) {
     while (!interrupted() && next < pending.size() &&
            static_cast<int64_t>(running.size()) < options.parallel) {
       const auto& run = runs[pending[next++]];

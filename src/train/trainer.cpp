@@ -17,6 +17,7 @@
 #include <cmath>
 #include <iomanip>
 #include <optional>
+#include <sstream>
 
 namespace diffstride {
 
@@ -36,10 +37,12 @@ Dataset load_config_dataset(const TrainConfig::Data& data,
                       data.data_dir,
                       FolderOptions()
                           .image_size(data.image_size)
+                          .max_image_pixels(data.max_image_pixels)
                           .channels(data.channels)
                           .train_crop(data.train_crop)
                           .sample_rate(data.sample_rate)
                           .clip_samples(data.clip_samples)
+                          .max_sound_frames(data.max_sound_frames)
                           .resample(data.resample)
                           .skip_bad_files(data.skip_bad_files)
                           .workers(data.workers));
@@ -167,6 +170,42 @@ Batch batch_on(const Batch& batch,
   return moved;
 }
 
+// What every rank of a run must agree on, one "key = value" line each: the
+// config (its keys as section.key) but for what is each process's own
+// (where it writes, reads data from, and its threads and device), the
+// number of processes, and the data's sizes and labels.
+std::string agreement_text(TrainConfig config,
+                           const Dataset& train_data,
+                           const Dataset& test_data,
+                           int64_t world_size) {
+  config.train.out = config.data.data_dir = config.train.device = "";
+  config.train.threads = config.data.workers = 0;
+  std::ostringstream out;
+  std::istringstream toml(to_toml(config));
+  std::string section;
+  for (std::string line; std::getline(toml, line);) {
+    if (line.size() > 2 && line.front() == '[') {
+      section = line.substr(1, line.size() - 2) + ".";
+    } else if (!line.empty()) {
+      out << section << line << "\n";
+    }
+  }
+  out << "processes = " << world_size << "\n";
+  for (const auto* data : {&train_data, &test_data}) {
+    const auto name = data == &train_data ? "train" : "test";
+    const auto labels = data->labels.contiguous();
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a of the labels
+    for (int64_t i = 0; i < labels.numel(); ++i) {
+      hash = (hash ^ static_cast<uint64_t>(labels.data_ptr<int64_t>()[i])) *
+             1099511628211ull;
+    }
+    out << "data." << name << " = " << data->size() << " examples of "
+        << c10::IntArrayRef(data->example_shape()) << ", " << data->num_classes
+        << " classes, labels hash " << hash << "\n";
+  }
+  return out.str();
+}
+
 torch::Device training_device(const std::string& name) {
   if (name == "auto") {
     return torch::cuda::is_available() ? torch::Device(torch::kCUDA)
@@ -272,10 +311,9 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   const auto launcher = launcher_environment();
   const bool writer = launcher.rank == 0;
   // Rank 0 alone writes the run folder; the others only read a checkpoint.
-  const auto folder =
-      options.resume || !writer
-          ? RunFolder::resume(config.train.out)
-          : RunFolder::create(config.train.out, config);
+  const auto folder = !writer          ? RunFolder::open(config.train.out)
+                     : options.resume ? RunFolder::resume(config.train.out)
+                                      : RunFolder::create(config.train.out, config);
   if (config.train.threads > 0) {
     torch::set_num_threads(static_cast<int>(config.train.threads));
   }
@@ -293,12 +331,6 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       c10::IntArrayRef(test_data.example_shape()),
       "; both splits must have one image size");
   const auto normalization = config_normalization(config.data);
-  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
-              "data.batch_size ",
-              config.data.batch_size,
-              " is the global batch: it must split evenly across the ",
-              launcher.world_size,
-              " processes");
 
   torch::manual_seed(config.train.seed);
   auto model = build_model(
@@ -324,6 +356,14 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       device,
       std::chrono::milliseconds(static_cast<int64_t>(
           config.train.collective_timeout_seconds * 1000)));
+  collectives.check_agreement(
+      agreement_text(config, train_data, test_data, collectives.world_size()));
+  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
+              "data.batch_size ",
+              config.data.batch_size,
+              " is the global batch: it must split evenly across the ",
+              launcher.world_size,
+              " processes");
   std::ostream* progress = writer ? options.progress : nullptr;
   const std::string where =
       std::to_string(collectives.world_size()) + " x " + device.str();
@@ -552,6 +592,28 @@ CheckpointUnderTest load_for_test(const std::string& path) {
   return run;
 }
 
+// A dump goes to a new path, or with `replace` over a regular file that is
+// none of a run folder's own files.
+void check_dump_path(const std::string& path, bool replace) {
+  namespace fs = std::filesystem;
+  const auto status = fs::symlink_status(path);
+  if (!fs::exists(status)) {
+    return;
+  }
+  TORCH_CHECK(replace,
+              path,
+              ": exists; the dump goes to a new path (or pass --force to "
+              "replace a file)");
+  TORCH_CHECK(fs::is_regular_file(status),
+              path,
+              ": exists and is not a regular file: nothing was written");
+  TORCH_CHECK(!RunFolder::is_run_file(path),
+              path,
+              ": a file of a run folder (",
+              fs::path(path).filename().string(),
+              "); the dump goes elsewhere");
+}
+
 }  // namespace
 
 Evaluation evaluate_checkpoint(const std::string& path) {
@@ -561,7 +623,9 @@ Evaluation evaluate_checkpoint(const std::string& path) {
 
 void dump_test_logits(const std::string& checkpoint,
                       const std::string& path,
-                      int64_t count) {
+                      int64_t count,
+                      bool replace) {
+  check_dump_path(path, replace);
   auto run = load_for_test(checkpoint);
   run.model->eval();
   torch::NoGradGuard no_grad;

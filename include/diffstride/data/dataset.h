@@ -67,6 +67,9 @@ struct Normalization {
 struct FolderOptions {
   /// Images: examples are image_size x image_size pixels.
   TORCH_ARG(int64_t, image_size) = 0;
+  /// Images: a file declaring more pixels (width x height) is a bad file,
+  /// refused before any is decoded (a few bytes can declare gigapixels).
+  TORCH_ARG(int64_t, max_image_pixels) = 50'000'000;
   /// Images: 3 (RGB) or 1 (gray); sound: 1 (mono, channels averaged) or 2
   /// (a mono file's channel repeated; the first two of more). 0: 3 for
   /// images, 1 for sound.
@@ -81,6 +84,9 @@ struct FolderOptions {
   /// centre), shorter ones padded with silence at the end.
   TORCH_ARG(int64_t, sample_rate) = 16000;
   TORCH_ARG(int64_t, clip_samples) = 16000;
+  /// Sound: a file declaring more frames (samples per channel) is a bad
+  /// file, refused before any is decoded (2^27: 47 minutes at 48 kHz).
+  TORCH_ARG(int64_t, max_sound_frames) = int64_t{1} << 27;
   /// Sound at another rate: resampled (true) or a bad file (false).
   TORCH_ARG(bool, resample) = true;
   /// A file that cannot be decoded (unreadable, truncated, not of the

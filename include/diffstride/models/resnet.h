@@ -46,6 +46,17 @@ struct ResNetOptions {
   TORCH_ARG(int64_t, spatial_dims) = 2;
 };
 
+/// The largest network ResNet builds: 2^28 parameters (1 GiB in float32)
+/// and 10,000 residual layers. Options beyond them (a mistyped filter
+/// count, say) are an error before anything is allocated.
+constexpr double kMaxResNetParameters = 1 << 28;
+constexpr int64_t kMaxResNetLayers = 10000;
+
+/// The parameters of the network `options` describe, counted from the
+/// options alone: convolutions, projections, batch norms and the dense
+/// head (DiffStride's few strides aside).
+double resnet_parameter_count(const ResNetOptions& options);
+
 /// resnet18: filters 64,64,128,256,512, strides 1,1,2,2,2, id_only {0},
 /// 2 layers per block, 3x3 kernels.
 ResNetOptions resnet18_options();

@@ -6,6 +6,7 @@
 // src/train/config.cpp, which reads, checks, writes and documents it;
 // `configs/` holds the shipped recipes.
 
+#include <diffstride/data/dataset.h>
 #include <diffstride/nn/stride_pair.h>
 
 #include <cstdint>
@@ -22,15 +23,17 @@ struct TrainConfig {
     int64_t batch_size = 128;
     double mixup_alpha = 0.0;
     bool augment = false;
-    // Image and audio folders (docs/data.md).
-    int64_t image_size = 0;
-    int64_t channels = 0;
-    std::string train_crop = "random_resized";
-    int64_t sample_rate = 16000;
-    int64_t clip_samples = 16000;
-    bool resample = true;
-    bool skip_bad_files = false;
-    int64_t workers = 4;
+    // Image and audio folders (docs/data.md), defaults as FolderOptions'.
+    int64_t image_size = FolderOptions().image_size();
+    int64_t max_image_pixels = FolderOptions().max_image_pixels();
+    int64_t channels = FolderOptions().channels();
+    std::string train_crop = FolderOptions().train_crop();
+    int64_t sample_rate = FolderOptions().sample_rate();
+    int64_t clip_samples = FolderOptions().clip_samples();
+    int64_t max_sound_frames = FolderOptions().max_sound_frames();
+    bool resample = FolderOptions().resample();
+    bool skip_bad_files = FolderOptions().skip_bad_files();
+    int64_t workers = FolderOptions().workers();
     // Normalisation; empty: the dataset's own constants.
     std::vector<double> mean;
     std::vector<double> std;
@@ -71,6 +74,17 @@ struct TrainConfig {
     int64_t log_every_steps = 20;
   } train;
 };
+
+/// The most threads train.threads, data.workers and the tool's --threads
+/// accept: 4 x the machine's cores (more only stall creating them).
+int64_t max_threads();
+
+/// The largest data.image_size, data.clip_samples and data.sample_rate a
+/// config accepts: an example is allocated at that size for every example
+/// of a batch.
+constexpr int64_t kMaxImageSize = 4096;
+constexpr int64_t kMaxClipSamples = int64_t{1} << 24;
+constexpr int64_t kMaxSampleRate = 768000;
 
 /// The model factory name that takes filters and strides from the config
 /// rather than from a library factory.

@@ -66,6 +66,13 @@ class Collectives {
   /// "gloo", "nccl", or "none" for one process.
   std::string backend() const;
 
+  /// Checks, before any collective, that every rank describes its run with
+  /// the same `description` (lines "key = value"): where one differs from
+  /// rank 0's, every rank stops with the same error naming the rank and the
+  /// first differing key. Ranks that disagree on sizes would otherwise
+  /// send collectives of different sizes, which Gloo answers with an abort.
+  void check_agreement(const std::string& description);
+
   /// Every rank's tensors take rank 0's values.
   void broadcast_from_first(const std::vector<at::Tensor>& tensors);
   /// Sums across ranks.

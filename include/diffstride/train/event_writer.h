@@ -15,6 +15,9 @@ namespace diffstride {
 uint32_t crc32c(const uint8_t* data, size_t size);
 uint32_t masked_crc32c(const uint8_t* data, size_t size);
 
+/// How the names of event files start (TensorBoard finds them by it).
+constexpr const char* kEventFilePrefix = "events.out.tfevents.";
+
 class EventWriter {
  public:
   /// Creates `folder` if needed and a new file events.out.tfevents.<time>.

@@ -43,14 +43,28 @@ class RunFolder {
  public:
   static RunState state_of(const std::string& path);
 
-  /// A new run in `path`: an error if the folder already holds one with a
-  /// checkpoint or metrics (resume it or choose another folder); otherwise
-  /// creates it and writes the resolved config.toml (replacing that of a run
-  /// that never reached its first checkpoint).
+  /// A new run in `path`: the folder must be absent, empty, or hold only a
+  /// run of this tool that never reached its first checkpoint (its
+  /// config.toml, whose first line marks it as the tool's, and event
+  /// files); a run with a checkpoint, metrics or a final model, or any other
+  /// file, is an error naming it. Creates the folder and writes the resolved
+  /// config.toml.
   static RunFolder create(const std::string& path, const TrainConfig& config);
 
-  /// The run in `path`, to resume from its checkpoint.
+  /// The run in `path`, to resume from its checkpoint and write to: an
+  /// error unless its config.toml or checkpoint.pt was written by this
+  /// tool.
   static RunFolder resume(const std::string& path);
+
+  /// The run in `path`, to read only (reports, the ranks that do not
+  /// write).
+  static RunFolder open(const std::string& path);
+
+  /// Whether `file` is one of the files a run writes into its folder
+  /// (config.toml, checkpoint.pt, metrics.csv, model.pt,
+  /// model_state_dict.pt, event files) in a folder that holds a
+  /// config.toml.
+  static bool is_run_file(const std::filesystem::path& file);
 
   const std::filesystem::path& path() const {
     return path_;

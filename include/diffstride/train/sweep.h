@@ -16,6 +16,9 @@ namespace diffstride {
 /// then per run its folder (relative to the sweep folder) and axis values.
 constexpr const char* kSweepManifestFile = "manifest.csv";
 
+/// The most runs one sweep may have (the product of its axes' sizes).
+constexpr int64_t kMaxSweepRuns = 10000;
+
 /// One axis: a config key and the values it takes, as `--set` reads them.
 struct SweepAxis {
   std::string key;
@@ -41,7 +44,8 @@ struct SweepRun {
   std::vector<std::string> overrides;
 };
 
-/// Every combination, the last axis varying fastest.
+/// Every combination, the last axis varying fastest; an error if there are
+/// more than kMaxSweepRuns.
 std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes);
 
 struct SweepOptions {

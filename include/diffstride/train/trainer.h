@@ -83,9 +83,12 @@ Evaluation evaluate_checkpoint(const std::string& path);
 /// The first `count` test examples of a checkpoint's run as its model sees
 /// them (normalised), their labels, and the model's logits, written to
 /// `path` as a dict {"images", "labels", "logits"} that Python's torch.load
-/// reads: for checking the weights in another implementation.
+/// reads: for checking the weights in another implementation. `path` must
+/// not exist unless `replace` is true; even then it must be a regular file
+/// and none of the run's own files.
 void dump_test_logits(const std::string& checkpoint,
                       const std::string& path,
-                      int64_t count = 64);
+                      int64_t count = 64,
+                      bool replace = false);
 
 }  // namespace diffstride
