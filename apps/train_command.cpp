@@ -7,9 +7,12 @@
 #include <diffstride/train/trainer.h>
 #include <torch/torch.h>
 
+#include <sys/prctl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -114,6 +117,11 @@ int run_train(const TrainArgs& args, int threads) {
         std::max<int64_t>(1, threads / launcher.local_world_size);
   }
   options.interrupt = stop_on_signals();
+  if (std::getenv("TORCHELASTIC_RUN_ID") != nullptr) {
+    // A worker of torchrun stops (with a checkpoint) when its launcher dies,
+    // rather than train on unsupervised.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  }
   options.progress = &std::cerr;
   options.stop_after_steps = args.stop_after_steps;
   if (launcher.rank != 0) {

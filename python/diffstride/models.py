@@ -231,8 +231,8 @@ def _factory_defaults(name: str) -> dict:
 
 def load_weights(path, map_location="cpu") -> dict:
     """A dict of tensors written by the C++ tool (model_state_dict.pt, eval
-    --dump-logits), read by torch.load with weights_only: the file's pickle
-    may only rebuild tensors and plain containers, never run code."""
+    --dump-logits), read by torch.load with weights_only=True: the file may
+    only rebuild tensors and plain containers, never run code."""
     if "weights_only" not in inspect.signature(torch.load).parameters:
         raise RuntimeError(f"{path}: reading it safely needs torch.load(weights_only=True), "
                            f"which PyTorch {torch.__version__} lacks (1.13 or later has it)")

@@ -4,7 +4,9 @@
 
 #include <diffstride/train/event_writer.h>
 
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
@@ -365,9 +367,38 @@ void RunFolder::save_model(const torch::nn::Module& model) const {
   for (const auto& buffer : model.named_buffers()) {
     state.insert(buffer.key(), buffer.value().detach().cpu());
   }
-  const auto bytes = torch::jit::pickle_save(state);
-  detail::replace_file(path_ / kStateDictFile,
-                       std::string(bytes.begin(), bytes.end()));
+  detail::replace_file(path_ / kStateDictFile, python_tensor_dict(state));
+}
+
+std::string python_tensor_dict(
+    const c10::Dict<std::string, at::Tensor>& tensors) {
+  // torch::jit::pickle_save with one difference: no TorchScript type tags
+  // around the dict (torch.jit._pickle.restore_type_tag), which
+  // torch.load(weights_only=True) refuses. What remains is a plain dict of
+  // tensors in torch.save's zip layout.
+  std::string pickle;
+  torch::jit::Pickler pickler(
+      [&](const char* data, size_t size) { pickle.append(data, size); },
+      /*tensor_table=*/nullptr,
+      /*type_renamer=*/nullptr,
+      /*memoized_class_types=*/nullptr,
+      /*get_tensor_id=*/nullptr,
+      /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(tensors);
+  pickler.stop();
+  std::string container;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer(
+        [&](const void* data, size_t size) {
+          container.append(static_cast<const char*>(data), size);
+          return size;
+        });
+    torch::jit::writeArchiveAndTensors(
+        "data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  }
+  return container;
 }
 
 void load_model_weights(const std::string& file, torch::nn::Module& model) {

@@ -9,7 +9,6 @@
 #include <diffstride/train/run_folder.h>
 #include <diffstride/train/train_step.h>
 
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -256,14 +255,22 @@ ResNet build_model(const TrainConfig& config,
       .diffstride(diffstride)
       .in_channels(in_channels)
       .num_classes(num_classes);
-  return ResNet(options);
+  try {
+    return ResNet(options);
+  } catch (const c10::Error& error) {
+    TORCH_CHECK(false,
+                "the config's [model] (model.factory, filters, strides, "
+                "layers_per_block) makes no ResNet here: ",
+                error.what_without_backtrace());
+  }
 }
 
 Evaluation evaluate(ResNet& model,
                     const Dataset& test,
                     const Normalization& normalization,
                     int64_t batch_size,
-                    Collectives* collectives) {
+                    Collectives* collectives,
+                    const std::atomic<bool>* interrupt) {
   const bool training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
@@ -279,10 +286,14 @@ Evaluation evaluate(ResNet& model,
                        .shards(ranks));
   BatchPrefetcher batches(maker, 0);
   const auto device = model->parameters().front().device();
-  // loss sum, correct, examples: summed over this rank's shards, then over
-  // the ranks.
-  auto sums = torch::zeros({3}, torch::TensorOptions(device).dtype(at::kDouble));
+  // loss sum, correct, examples, interrupted: summed over this rank's
+  // shards, then over the ranks.
+  auto sums = torch::zeros({4}, torch::TensorOptions(device).dtype(at::kDouble));
   while (auto batch = batches.next()) {
+    if (interrupt != nullptr && interrupt->load()) {
+      sums[3] = 1;
+      break;
+    }
     const auto logits = model(batch->images.to(device)).to(at::kFloat);
     const auto labels = batch->labels.to(device);
     sums[0] += torch::nn::functional::cross_entropy(
@@ -303,6 +314,7 @@ Evaluation evaluate(ResNet& model,
   const double examples = std::max(1.0, host[2].item<double>());
   result.loss = host[0].item<double>() / examples;
   result.accuracy = host[1].item<double>() / examples;
+  result.interrupted = host[3].item<double>() > 0;
   return result;
 }
 
@@ -525,8 +537,18 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
     m.learning_rate = lr;
     m.train_loss = position.loss_sum / std::max(1.0, position.seen);
     m.train_accuracy = position.correct / std::max(1.0, position.seen);
-    const auto test =
-        evaluate(model, test_data, normalization, 256, &collectives);
+    const auto test = evaluate(
+        model, test_data, normalization, 256, &collectives, options.interrupt);
+    if (test.interrupted) {
+      // The epoch's training is done: a resumed run evaluates it again.
+      save_checkpoint(position);
+      if (progress != nullptr) {
+        *progress << "\nstopped while evaluating epoch " << position.epoch + 1
+                  << "; checkpoint written: continue with --resume "
+                  << folder.path().string() << "\n";
+      }
+      return completed;
+    }
     m.test_loss = test.loss;
     m.test_accuracy = test.accuracy;
     m.examples_per_second = position.seen / std::max(1e-9, position.seconds);
@@ -638,8 +660,7 @@ void dump_test_logits(const std::string& checkpoint,
   dump.insert("images", batch.images);
   dump.insert("labels", batch.labels);
   dump.insert("logits", run.model(batch.images));
-  const auto bytes = torch::jit::pickle_save(dump);
-  detail::replace_file(path, std::string(bytes.begin(), bytes.end()));
+  detail::replace_file(path, python_tensor_dict(dump));
 }
 
 }  // namespace diffstride

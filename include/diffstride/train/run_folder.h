@@ -8,6 +8,9 @@
 
 #include <diffstride/train/config.h>
 
+#include <ATen/core/Dict.h>
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -99,6 +102,11 @@ class RunFolder {
 
   std::filesystem::path path_;
 };
+
+/// `tensors` (name -> tensor) in torch.save's format as a plain dict, which
+/// Python's torch.load(path, weights_only=True) reads without running code.
+std::string python_tensor_dict(
+    const c10::Dict<std::string, at::Tensor>& tensors);
 
 /// Loads the weights in `file` (a run's checkpoint.pt or model.pt) into
 /// `model`; an error naming the file if it holds no such model.

@@ -65,16 +65,20 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
 struct Evaluation {
   double loss = 0, accuracy = 0;
   int64_t examples = 0;
+  /// Stopped early by `interrupt` (on any rank): the figures are partial.
+  bool interrupted = false;
 };
 
 /// Test loss (cross-entropy with the hard labels) and accuracy of `model`.
 /// With `collectives` of several processes, each evaluates its share of
-/// every batch and all return the totals.
+/// every batch and all return the totals. `interrupt`, when set, ends the
+/// evaluation after the current batch.
 Evaluation evaluate(ResNet& model,
                     const Dataset& test,
                     const Normalization& normalization,
                     int64_t batch_size,
-                    Collectives* collectives = nullptr);
+                    Collectives* collectives = nullptr,
+                    const std::atomic<bool>* interrupt = nullptr);
 
 /// Loads a checkpoint (checkpoint.pt or model.pt of a run folder; the run's
 /// config.toml beside it says what model and data) and evaluates it.
