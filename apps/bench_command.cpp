@@ -5,14 +5,20 @@
 #include <diffstride/models/resnet.h>
 #include <torch/torch.h>
 
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
+#include <string>
+#include <vector>
 
 namespace diffstride_cli {
 
@@ -23,6 +29,34 @@ double peak_memory_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+// Runs `argv` (no shell: no argument is ever read as a command) and waits
+// for it; the child gets SIGTERM if this process dies first (Ctrl-C ends the
+// benchmark and its child alike). Returns its exit status (128 + signal
+// when a signal ended it).
+int run_child(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) {
+    args.push_back(const_cast<char*>(a.c_str()));
+  }
+  args.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() == parent) {
+      ::execv(args[0], args.data());
+    }
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    return 127;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // One pooling choice in this process: prints one table row.
@@ -124,13 +158,11 @@ int run_bench(const BenchArgs& args, int threads) {
     return 1;
   }
   for (const auto& pooling : diffstride::pooling_names()) {
-    const std::string command =
-        std::string(self) + " --threads " + std::to_string(threads) +
-        " bench --child --model " + args.model + " --pooling " + pooling +
-        " --input " + args.input + " --batch " + std::to_string(args.batch) +
-        " --steps " + std::to_string(args.steps) + " --warmup " +
-        std::to_string(args.warmup);
-    if (std::system(command.c_str()) != 0) {
+    if (run_child({self, "--threads", std::to_string(threads), "bench",
+                   "--child", "--model", args.model, "--pooling", pooling,
+                   "--input", args.input, "--batch", std::to_string(args.batch),
+                   "--steps", std::to_string(args.steps), "--warmup",
+                   std::to_string(args.warmup)}) != 0) {
       std::cerr << "error: the benchmark of pooling '" << pooling
                 << "' failed\n";
       return 1;

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <vector>
 
 namespace diffstride_cli {
 
@@ -16,6 +17,7 @@ struct DataArgs {
   int64_t channels = 0;
   int64_t sample_rate = 16000;
   int64_t clip_samples = 16000;
+  std::vector<std::string> overrides;  // data.KEY=VALUE, as train's --set
 };
 
 CLI::App* add_data_command(CLI::App& app, DataArgs& args);

@@ -1,5 +1,6 @@
 #include "signals.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -33,6 +34,13 @@ void handle(void (*handler)(int)) {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
+  // A parent (a sweep) may have started this process with them blocked, so
+  // that one sent before now waits for the handler: it runs here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -60,12 +61,13 @@ torch::Tensor flat_parameters(const std::vector<torch::Tensor>& parameters) {
 // writing the parameters after every step to $DUMP/rank<R>_step<S>.pt. Rank
 // $DIE_RANK kills itself (SIGKILL) after step $DIE_AT_STEP.
 int train_role() {
-  const auto config =
-      diffstride::load_train_config(env_or("CONFIG", ""), {});
+  // $CONFIG_RANK<R>, where set, gives this rank a config of its own.
+  const std::string rank = env_or("RANK", "0");
+  const auto config = diffstride::load_train_config(
+      env_or(("CONFIG_RANK" + rank).c_str(), env_or("CONFIG", "")), {});
   diffstride::TrainOptions options;
   options.resume = env_or("RESUME", "0") == "1";
   const fs::path dump = env_or("DUMP", "");
-  const std::string rank = env_or("RANK", "0");
   const int64_t die_at = std::stoll(env_or("DIE_AT_STEP", "-1"));
   const bool dies = env_or("DIE_RANK", "-1") == rank;
   options.after_step = [&](diffstride::ResNet& model, int64_t step) {
@@ -438,6 +440,49 @@ TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeoutAndTheRunResumes) {
         << "step " << step;
   }
   EXPECT_EQ(metrics_rows(root / "run"), metrics_rows(root / "whole"));
+}
+
+// Ranks started with different runs (model, batch, seed, data) stop at
+// start-up, each with the same error naming the first differing key, exit
+// status 2, before any collective: never Gloo's abort on mismatched sizes.
+TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
+  REQUIRE_GLOO();
+  const auto root = scratch_folder("ddp_disagree");
+  diffstride_test::write_tiny_idx(root / "data", 32, 16);
+  diffstride_test::write_tiny_idx(root / "other_data", 48, 16);
+  struct Case {
+    std::string name, key;
+    std::function<void(diffstride::TrainConfig&)> change;
+  };
+  const std::vector<Case> cases = {
+      {"filters", "model.filters",
+       [](auto& c) { c.model.filters = {4, 16}; }},
+      {"batch", "data.batch_size", [](auto& c) { c.data.batch_size = 32; }},
+      {"seed", "train.seed", [](auto& c) { c.train.seed = 9; }},
+      {"dataset", "data.train", [&](auto& c) {
+         c.data.data_dir = (root / "other_data").string();
+       }}};
+  for (const auto& test : cases) {
+    const auto same = write_two_rank_config(root, test.name);
+    auto other = diffstride::load_train_config(same.string());
+    test.change(other);
+    const auto other_path = root / (test.name + "_rank1.toml");
+    std::ofstream(other_path) << diffstride::to_toml(other);
+    auto vars = train_vars(same, root / (test.name + "_dump"));
+    vars["CONFIG_RANK1"] = other_path.string();
+    auto ranks = start_ranks("train", 2, vars, root);
+    wait_ranks(ranks, std::chrono::seconds(60));
+    for (const auto& rank : ranks) {
+      const auto log = read_text(rank.log);
+      EXPECT_TRUE(WIFEXITED(rank.status) && WEXITSTATUS(rank.status) == 2)
+          << test.name << ": " << log;
+      EXPECT_NE(log.find("rank 1 was started with another run than rank 0: " +
+                         test.key + " differs"),
+                std::string::npos)
+          << test.name << ": " << log;
+    }
+    EXPECT_FALSE(fs::exists(root / test.name / "checkpoint.pt")) << test.name;
+  }
 }
 
 TEST(Distributed, CheckpointOfTwoRanksResumesInOneProcess) {

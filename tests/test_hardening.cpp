@@ -41,6 +41,15 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// Files of `folder` whose name marks a temporary file of replace_file.
+int temporary_files(const fs::path& folder) {
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    count += entry.path().filename().string().find(".tmp") != std::string::npos;
+  }
+  return count;
+}
+
 }  // namespace
 
 // A checkpoint made with filters [4, 8] placed in a run whose config says
@@ -81,6 +90,34 @@ TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
   EXPECT_NE(read_bytes(root / "wide" / "checkpoint.pt"), wide_before);
   EXPECT_EQ(read_bytes(root / "wide" / "checkpoint.pt"),
             read_bytes(root / "run" / "checkpoint.pt"));
+}
+
+// A model of another pooling with the same filters: the DiffStride run's
+// file holds the learned strides the spectral model lacks (and the other way
+// round the strides are missing). Both are refused, naming the tensor,
+// rather than loaded with the strides silently dropped.
+TEST(Hardening, ModelOfAnotherPoolingIsRefusedNamingTheTensor) {
+  const auto learned = finished_tiny_run("pooling");  // diffstride
+  const auto root = fs::path(learned.train.out).parent_path();
+  auto spectral = tiny_config(root / "data", root / "spectral");
+  spectral.model.pooling = "spectral";
+  spectral.train.epochs = 1;
+  diffstride::train(spectral);
+  fs::create_directories(root / "mixed");
+  fs::copy_file(root / "spectral" / "config.toml", root / "mixed" / "config.toml");
+  fs::copy_file(root / "run" / "model.pt", root / "mixed" / "model.pt");
+  expect_error_containing(
+      [&] {
+        diffstride::evaluate_checkpoint((root / "mixed" / "model.pt").string());
+      },
+      "model.pt: holds stem_pooling.strides, which the model this run's "
+      "config.toml describes does not have");
+  fs::copy_file(root / "spectral" / "model.pt", root / "run" / "spectral.pt");
+  expect_error_containing(
+      [&] {
+        diffstride::evaluate_checkpoint((root / "run" / "spectral.pt").string());
+      },
+      "spectral.pt: holds no stem_pooling");
 }
 
 // 200 random single-byte changes in a checkpoint: every one is a clear error
@@ -249,7 +286,7 @@ TEST(Hardening, FullDiskIsAClearErrorAndKeepsThePreviousFiles) {
                             "the previous file, if any, is unchanged");
   }
   EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
-  EXPECT_FALSE(fs::exists(root / "run" / "checkpoint.pt.tmp"));
+  EXPECT_EQ(temporary_files(root / "run"), 0);
   {
     const FileSizeLimit limit(100);
     expect_error_containing([&] { diffstride::train(config, resume); },
@@ -258,7 +295,7 @@ TEST(Hardening, FullDiskIsAClearErrorAndKeepsThePreviousFiles) {
   EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
   EXPECT_EQ(read_bytes(root / "run" / "metrics.csv").substr(0, metrics.size()),
             metrics);
-  EXPECT_FALSE(fs::exists(root / "run" / "metrics.csv.tmp"));
+  EXPECT_EQ(temporary_files(root / "run"), 0);
   // With room again, the run resumes and ends with two rows.
   EXPECT_EQ(diffstride::train(config, resume).size(), 1u);
   EXPECT_EQ(metrics_without_rate(root / "run" / "metrics.csv").size(), 3u);

@@ -253,7 +253,12 @@ def from_run(folder, map_location="cpu") -> ResNet:
     folder = pathlib.Path(folder)
     with open(folder / "config.toml", "rb") as file:
         model = tomllib.load(file).get("model", {})
-    state = load_weights(folder / "model_state_dict.pt", map_location=map_location)
+    path = folder / "model_state_dict.pt"
+    state = load_weights(path, map_location=map_location)
+    for key in ("stem.weight", "fc.weight"):
+        if key not in state or state[key].dim() < 2:
+            raise ValueError(f"{path}: expected the state dict of a ResNet, with a "
+                             f"matrix or convolution weight '{key}'")
     factory = model.get("factory", "resnet")
     options = dict(filters=model.get("filters"), strides=model.get("strides"),
                    layers_per_block=model.get("layers_per_block", 2),

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -31,6 +32,9 @@ struct Sound {
   }
 };
 
+// More channels than 7.1 surround sound has is taken for a damaged header.
+constexpr int kMaxChannels = 8;
+
 // A regular file only: a FIFO would block, a device never end.
 int open_regular(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -46,18 +50,91 @@ int open_regular(const std::string& path) {
   return fd;
 }
 
+// An open file that libsndfile reads through virtual I/O: the descriptor
+// stays this code's own, closed once here (libsndfile's sf_open_fd closes
+// it on some failures whatever it is told).
+struct OpenFile {
+  int fd;
+  sf_count_t size, offset = 0;
+  ~OpenFile() {
+    ::close(fd);
+  }
+};
+
+extern "C" sf_count_t file_length(void* file) {
+  return static_cast<OpenFile*>(file)->size;
+}
+
+extern "C" sf_count_t file_seek(sf_count_t offset, int whence, void* data) {
+  auto* file = static_cast<OpenFile*>(data);
+  const sf_count_t base = whence == SEEK_SET   ? 0
+                          : whence == SEEK_CUR ? file->offset
+                                               : file->size;
+  file->offset = std::clamp<sf_count_t>(base + offset, 0, file->size);
+  return file->offset;
+}
+
+extern "C" sf_count_t file_read(void* out, sf_count_t count, void* data) {
+  auto* file = static_cast<OpenFile*>(data);
+  ssize_t n;
+  do {
+    n = ::pread(file->fd, out, static_cast<size_t>(count), file->offset);
+  } while (n < 0 && errno == EINTR);
+  file->offset += std::max<ssize_t>(n, 0);
+  return std::max<ssize_t>(n, 0);
+}
+
+extern "C" sf_count_t file_tell(void* data) {
+  return static_cast<OpenFile*>(data)->offset;
+}
+
+extern "C" sf_count_t file_write(const void*, sf_count_t, void*) {
+  return 0;
+}
+
+// The samples, a block at a time: memory grows with what the file holds,
+// never with what its header claims (a 42-byte FLAC can claim 2^27 frames).
+std::vector<float> read_frames(const std::string& path,
+                               SNDFILE* file,
+                               const SF_INFO& info) {
+  constexpr sf_count_t kBlock = 1 << 16;
+  std::vector<float> samples;
+  std::vector<float> block(static_cast<size_t>(kBlock * info.channels));
+  sf_count_t total = 0;
+  while (total < info.frames) {
+    const sf_count_t read = sf_readf_float(
+        file, block.data(), std::min<sf_count_t>(kBlock, info.frames - total));
+    if (read <= 0) {
+      break;
+    }
+    samples.insert(samples.end(), block.begin(),
+                   block.begin() + read * info.channels);
+    total += read;
+  }
+  if (total != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {
+    throw std::runtime_error(path + ": truncated or damaged (" +
+                             std::to_string(total) + " of " +
+                             std::to_string(info.frames) + " frames read; " +
+                             sf_strerror(file) + ")");
+  }
+  return samples;
+}
+
 Sound read_sound(const std::string& path, int64_t max_frames) {
   SF_INFO info{};
-  const int fd = open_regular(path);
+  OpenFile source{open_regular(path), 0};
+  struct stat status {};
+  ::fstat(source.fd, &status);
+  source.size = status.st_size;
+  SF_VIRTUAL_IO io{file_length, file_seek, file_read, file_write, file_tell};
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> file(
-      sf_open_fd(fd, SFM_READ, &info, /*close_desc=*/SF_TRUE), &sf_close);
+      sf_open_virtual(&io, SFM_READ, &info, &source), &sf_close);
   if (!file) {
-    ::close(fd);
     throw std::runtime_error(path + ": not a sound file libsndfile reads (" +
                              sf_strerror(nullptr) + ")");
   }
-  if (info.channels < 1 || info.channels > 256 || info.samplerate < 1 ||
-      info.frames < 0) {
+  if (info.channels < 1 || info.channels > kMaxChannels ||
+      info.samplerate < 1 || info.frames < 0) {
     throw std::runtime_error(path + ": implausible header (" +
                              std::to_string(info.channels) + " channels, " +
                              std::to_string(info.samplerate) + " Hz, " +
@@ -84,15 +161,7 @@ Sound read_sound(const std::string& path, int64_t max_frames) {
   Sound sound;
   sound.channels = info.channels;
   sound.rate = info.samplerate;
-  sound.samples.resize(static_cast<size_t>(info.frames * info.channels));
-  const sf_count_t read =
-      sf_readf_float(file.get(), sound.samples.data(), info.frames);
-  if (read != info.frames || sf_error(file.get()) != SF_ERR_NO_ERROR) {
-    throw std::runtime_error(path + ": truncated or damaged (" +
-                             std::to_string(read) + " of " +
-                             std::to_string(info.frames) +
-                             " frames read; " + sf_strerror(file.get()) + ")");
-  }
+  sound.samples = read_frames(path, file.get(), info);
   // Integer formats are within [-1, 1]; floating-point ones may hold
   // anything: louder samples are clipped, non-finite ones make a bad file.
   for (auto& v : sound.samples) {

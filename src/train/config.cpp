@@ -820,6 +820,20 @@ TrainConfig load_train_config(const std::string& path,
   return parse_train_config(text.str(), overrides, path);
 }
 
+FolderOptions folder_options(const TrainConfig::Data& data) {
+  return FolderOptions()
+      .image_size(data.image_size)
+      .max_image_pixels(data.max_image_pixels)
+      .channels(data.channels)
+      .train_crop(data.train_crop)
+      .sample_rate(data.sample_rate)
+      .clip_samples(data.clip_samples)
+      .max_sound_frames(data.max_sound_frames)
+      .resample(data.resample)
+      .skip_bad_files(data.skip_bad_files)
+      .workers(data.workers);
+}
+
 int64_t max_threads() {
   return 4 * static_cast<int64_t>(
                  std::max(1u, std::thread::hardware_concurrency()));

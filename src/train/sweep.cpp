@@ -144,7 +144,12 @@ std::string resolve_program(const std::string& program) {
 
 // Starts argv with its output appended to `log`. The child gets SIGTERM
 // when this process dies (it then checkpoints and stops, as on Ctrl-C).
-pid_t start_process(const std::vector<std::string>& argv, const fs::path& log) {
+// With `block_stop_signals` it starts with SIGINT and SIGTERM blocked, for
+// the tool itself, which unblocks them once it handles them (a launcher
+// such as torchrun would never unblock them).
+pid_t start_process(const std::vector<std::string>& argv,
+                    const fs::path& log,
+                    bool block_stop_signals) {
   const std::string program = resolve_program(argv[0]);
   std::vector<char*> args;
   for (const auto& a : argv) {
@@ -155,7 +160,16 @@ pid_t start_process(const std::vector<std::string>& argv, const fs::path& log) {
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
-    // Only async-signal-safe calls between fork and exec.
+    // Only async-signal-safe calls between fork and exec. SIGINT and SIGTERM
+    // stay blocked (pending, not lost) until the run has its handlers: a
+    // signal forwarded while it starts then still checkpoints and stops it.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    if (block_stop_signals) {
+      ::sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+    }
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) {
       ::_exit(1);
@@ -388,7 +402,7 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
         argv.insert(argv.end(), {"--device", options.device});
       }
       const auto log = out / kLogsFolder / (run.name + ".log");
-      const pid_t pid = start_process(argv, log);
+      const pid_t pid = start_process(argv, log, options.launch.empty());
       running[pid] = {pending[next - 1], std::chrono::steady_clock::now()};
       say(run.name + ": " + (resume ? "resumed" : "started") + " (log: " +
           log.string() + ")");

@@ -31,20 +31,7 @@ double seconds_since(Clock::time_point start) {
 // Split `split` of the dataset the config names.
 Dataset load_config_dataset(const TrainConfig::Data& data,
                             const std::string& split) {
-  return load_dataset(data.dataset,
-                      split,
-                      data.data_dir,
-                      FolderOptions()
-                          .image_size(data.image_size)
-                          .max_image_pixels(data.max_image_pixels)
-                          .channels(data.channels)
-                          .train_crop(data.train_crop)
-                          .sample_rate(data.sample_rate)
-                          .clip_samples(data.clip_samples)
-                          .max_sound_frames(data.max_sound_frames)
-                          .resample(data.resample)
-                          .skip_bad_files(data.skip_bad_files)
-                          .workers(data.workers));
+  return load_dataset(data.dataset, split, data.data_dir, folder_options(data));
 }
 
 // The config's normalisation, or the dataset's where the config has none.
@@ -343,6 +330,12 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       c10::IntArrayRef(test_data.example_shape()),
       "; both splits must have one image size");
   const auto normalization = config_normalization(config.data);
+  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
+              "data.batch_size ",
+              config.data.batch_size,
+              " is the global batch: it must split evenly across the ",
+              launcher.world_size,
+              " processes");
 
   torch::manual_seed(config.train.seed);
   auto model = build_model(
@@ -370,12 +363,6 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
           config.train.collective_timeout_seconds * 1000)));
   collectives.check_agreement(
       agreement_text(config, train_data, test_data, collectives.world_size()));
-  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
-              "data.batch_size ",
-              config.data.batch_size,
-              " is the global batch: it must split evenly across the ",
-              launcher.world_size,
-              " processes");
   std::ostream* progress = writer ? options.progress : nullptr;
   const std::string where =
       std::to_string(collectives.world_size()) + " x " + device.str();
@@ -564,7 +551,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
         if (data->reader && data->reader->skipped_files() > 0) {
           *progress << "  " << (data == &train_data ? "training" : "test")
                     << " split: " << data->reader->skipped_files()
-                    << " file(s) skipped as unreadable or not images\n";
+                    << " file(s) skipped as bad files (unreadable, damaged, too large "
+                       "or not of the folder's kind)\n";
         }
       }
     }

@@ -6,12 +6,10 @@ the tool; default build/diffstride).
 """
 
 import csv
-import gzip
 import math
 import os
 import re
 import signal
-import struct
 import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
@@ -19,41 +17,7 @@ from pathlib import Path
 
 import pytest
 
-TOOL = os.environ.get(
-    "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride"))
-
-
-def write_idx(path, magic, shape, payload):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">I", magic))
-        for size in shape:
-            f.write(struct.pack(">I", size))
-        f.write(bytes(payload))
-
-
-def write_tiny_fashion_mnist(folder, train=512, test=128):
-    """Two easy classes: bright left half (0) or bright right half (1),
-    with pseudo-random noise; 28 x 28 like Fashion-MNIST."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = 12345
-
-    def noise():
-        nonlocal state
-        state = (1103515245 * state + 12345) % (1 << 31)
-        return state % 64
-
-    for prefix, count in (("train", train), ("t10k", test)):
-        images, labels = [], []
-        for i in range(count):
-            label = i % 2
-            for r in range(28):
-                for c in range(28):
-                    bright = (c < 14) == (label == 0)
-                    images.append((160 if bright else 32) + noise())
-            labels.append(label)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", 0x803, (count, 28, 28), images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", 0x801, (count,), labels)
-
+from tiny_data import TOOL, write_tiny_fashion_mnist
 
 def sweep_command(data, out):
     return [TOOL, "--threads", "2", "sweep", "--out", str(out),

@@ -85,8 +85,9 @@ struct FolderOptions {
   TORCH_ARG(int64_t, sample_rate) = 16000;
   TORCH_ARG(int64_t, clip_samples) = 16000;
   /// Sound: a file declaring more frames (samples per channel) is a bad
-  /// file, refused before any is decoded (2^27: 47 minutes at 48 kHz).
-  TORCH_ARG(int64_t, max_sound_frames) = int64_t{1} << 27;
+  /// file, refused before any is decoded (2^25: 11.6 minutes at 48 kHz, 35
+  /// at 16 kHz).
+  TORCH_ARG(int64_t, max_sound_frames) = int64_t{1} << 25;
   /// Sound at another rate: resampled (true) or a bad file (false).
   TORCH_ARG(bool, resample) = true;
   /// A file that cannot be decoded (unreadable, truncated, not of the

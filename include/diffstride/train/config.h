@@ -116,6 +116,9 @@ std::string to_toml(const TrainConfig& config);
 /// meaning), from the schema: `diffstride train --help-config` prints it.
 std::string train_config_reference();
 
+/// How the folders of `data` (image and audio folders) make their examples.
+FolderOptions folder_options(const TrainConfig::Data& data);
+
 /// The learning rate at `step` (counted from 0): values[i] while step <
 /// boundaries[i], values.back() after the last boundary.
 double learning_rate_at(const TrainConfig::Optimizer& optimizer, int64_t step);

@@ -114,38 +114,13 @@ def test_readme_example_runs():
     exec(compile(example.group(1), "README.md", "exec"), {})
 
 
-def _write_idx(path, magic, sizes, data):
-    import struct
-    path.write_bytes(struct.pack(">I" + "I" * len(sizes), magic, *sizes) + bytes(data))
-
-
-def test_weights_trained_in_cpp_give_the_same_logits_in_python(tmp_path):
+def test_weights_trained_in_cpp_give_the_same_logits_in_python(image_run):
     """A few steps of `diffstride train` on a tiny dataset, then the C++
     model's logits on its first test examples (`diffstride eval
-    --dump-logits`) against the Python model built from the run's folder."""
-    import os
-    import pathlib
-    tool = pathlib.Path(os.environ.get("DIFFSTRIDE_BUILD_DIR", "build")) / "diffstride"
-    assert tool.exists(), f"{tool} not found: set DIFFSTRIDE_BUILD_DIR to the CMake build"
-    generator = torch.Generator().manual_seed(3)
-    data = tmp_path / "data"
-    data.mkdir()
-    for prefix, count in (("train", 48), ("t10k", 24)):
-        pixels = torch.randint(0, 256, (count * 12 * 12,), generator=generator).tolist()
-        labels = torch.randint(0, 10, (count,), generator=generator).tolist()
-        _write_idx(data / f"{prefix}-images-idx3-ubyte", 0x803, (count, 12, 12), pixels)
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte", 0x801, (count,), labels)
-    run = tmp_path / "run"
-    subprocess.run([str(tool), "train", "--out", str(run), "--set", f"data.data_dir={data}",
-                    "--set", "data.batch_size=16", "--set", "model.filters=[4, 8, 8]",
-                    "--set", "model.strides=[1, 2, 2]", "--set", "optimizer.boundaries=[]",
-                    "--set", "optimizer.values=[0.05]", "--set", "train.epochs=2"],
-                   check=True, capture_output=True)
-    dump = tmp_path / "logits.pt"
-    subprocess.run([str(tool), "eval", "--checkpoint", str(run / "model.pt"),
-                    "--dump-logits", str(dump)], check=True, capture_output=True)
-    expected = torch.load(dump)
-    model = diffstride.models.from_run(run)
+    --dump-logits`) against the Python model built from the run's folder
+    (conftest.py's image_run)."""
+    expected = torch.load(image_run.dump, weights_only=True)
+    model = diffstride.models.from_run(image_run.run)
     assert diffstride.current_strides(model) != [[2.0, 2.0]] * 3  # trained strides came along
     with torch.no_grad():
         logits = model(expected["images"])
@@ -194,7 +169,7 @@ def test_frozen_model_equals_the_model_and_runs_without_the_library(tmp_path):
     # A fresh interpreter that never imports diffstride runs the traced model.
     script = ("import sys, torch\n"
               f"m = torch.jit.load({str(tmp_path / 'frozen.pt')!r})\n"
-              f"print(m(torch.load({str(tmp_path / 'x.pt')!r})).tolist())\n"
+              f"print(m(torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)).tolist())\n"
               "assert 'diffstride' not in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert torch.allclose(torch.tensor(eval(out.stdout)), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
