@@ -465,10 +465,16 @@ std::string results_md(const std::vector<Run>& runs,
 // named by number. The SVGs are then copied out.
 
 // A label as a quoted string of a gnuplot data file: no quote, backslash or
-// control character can end it or escape from it.
+// control character can end it or escape from it. Long ones are cut (a key
+// too wide for its panel is not drawn at all).
 std::string data_label(const std::string& text) {
+  size_t cut = std::min<size_t>(text.size(), 60);
+  while (cut < text.size() && cut > 0 &&
+         (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
+    --cut;  // not inside a UTF-8 character
+  }
   std::string out = "\"";
-  for (const char c : text) {
+  for (const char c : cut == text.size() ? text : text.substr(0, cut) + "...") {
     const bool unsafe = c == '"' || c == '\\' ||
                         static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
     out += unsafe ? ' ' : c;

@@ -6,8 +6,8 @@ import os
 import struct
 from pathlib import Path
 
-TOOL = os.environ.get(
-    "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride"))
+TOOL = os.path.abspath(os.environ.get(
+    "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride")))
 
 
 def write_idx(path, magic, shape, payload):
