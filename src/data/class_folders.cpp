@@ -1,5 +1,7 @@
 #include "data/class_folders.h"
 
+#include "data/file_kind.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -41,19 +43,8 @@ std::string kind_of(const fs::path& path) {
       target == fs::file_type::not_found) {
     return "a dangling symbolic link";
   }
-  switch (target) {
-    case fs::file_type::directory:
-      return "a folder";
-    case fs::file_type::fifo:
-      return "a FIFO";
-    case fs::file_type::block:
-    case fs::file_type::character:
-      return "a device";
-    case fs::file_type::socket:
-      return "a socket";
-    default:
-      return "unreadable";
-  }
+  const auto kind = file_kind(target);
+  return kind.empty() ? "unreadable" : kind;
 }
 
 std::string joined(const std::vector<std::string>& words) {

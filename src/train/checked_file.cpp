@@ -1,5 +1,7 @@
 #include "train/checked_file.h"
 
+#include "data/file_kind.h"
+
 #include <c10/util/Exception.h>
 #include <zlib.h>
 
@@ -49,34 +51,9 @@ uint64_t get_little_endian(const std::string& in, size_t at, int bytes) {
   return value;
 }
 
-// What is at `path` without following a link: "a symbolic link", "a FIFO",
-// ... ; empty for a regular file or nothing.
-std::string unusual_kind(const fs::path& path) {
-  std::error_code error;
-  const auto status = fs::symlink_status(path, error);
-  switch (status.type()) {
-    case fs::file_type::not_found:
-    case fs::file_type::none:
-    case fs::file_type::regular:
-      return "";
-    case fs::file_type::symlink:
-      return "a symbolic link";
-    case fs::file_type::directory:
-      return "a folder";
-    case fs::file_type::fifo:
-      return "a FIFO";
-    case fs::file_type::block:
-    case fs::file_type::character:
-      return "a device";
-    case fs::file_type::socket:
-      return "a socket";
-    default:
-      return "not a regular file";
-  }
-}
-
 void check_replaceable(const fs::path& path) {
-  const auto kind = unusual_kind(path);
+  std::error_code error;
+  const auto kind = file_kind(fs::symlink_status(path, error).type());
   TORCH_CHECK(kind.empty(),
               path.string(),
               ": exists and is ",

@@ -164,8 +164,6 @@ Collectives::Collectives(const LauncherEnvironment& environment,
   if (world_size_ == 1) {
     return;
   }
-  const std::string where = "rank " + std::to_string(rank_) + " of " +
-                            std::to_string(world_size_) + ": ";
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(environment.master_port);
   store_options.isServer =
@@ -181,7 +179,7 @@ Collectives::Collectives(const LauncherEnvironment& environment,
         "diffstride/attempt_" + std::to_string(environment.attempt), store);
   } catch (const std::exception& e) {
     TORCH_CHECK(false,
-                where,
+                where(),
                 "could not meet the other ranks at MASTER_ADDR:MASTER_PORT = ",
                 environment.master_addr,
                 ":",
@@ -216,14 +214,19 @@ Collectives::Collectives(const LauncherEnvironment& environment,
     }
 #endif
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, where, "could not form the process group: ", message_of(e));
+    TORCH_CHECK(false, where(), "could not form the process group: ", message_of(e));
   }
   TORCH_CHECK(group_->backend,
-              where,
+              where(),
               "this build of diffstride has no c10d backend for ",
               device.str(),
               " tensors (Gloo for the CPU needs the gloo headers, NCCL for "
               "CUDA needs nccl.h, when diffstride is configured)");
+}
+
+std::string Collectives::where() const {
+  return "rank " + std::to_string(rank_) + " of " +
+         std::to_string(world_size_) + ": ";
 }
 
 std::string Collectives::backend() const {
@@ -235,11 +238,7 @@ void Collectives::wait(Pending& pending) {
     pending.work->wait();
   } catch (const std::exception& e) {
     TORCH_CHECK(false,
-                "rank ",
-                rank_,
-                " of ",
-                world_size_,
-                ": ",
+                where(),
                 pending.what,
                 " across ranks failed; another rank has probably died or "
                 "stopped answering (c10d ",
@@ -307,12 +306,9 @@ void Collectives::check_agreement(const std::string& description) {
     }
   } catch (const std::exception& e) {
     TORCH_CHECK(false,
-                "rank ",
-                rank_,
-                " of ",
-                world_size_,
-                ": could not compare the ranks' configs (a rank died or "
-                "never came): ",
+                where(),
+                "could not compare the ranks' configs (a rank died or never "
+                "came): ",
                 message_of(e));
   }
   for (int64_t r = 1; r < world_size_; ++r) {

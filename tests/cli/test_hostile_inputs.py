@@ -207,9 +207,13 @@ def test_dump_logits_needs_a_new_path_or_force_and_a_regular_file(tmp_path, fini
         done = tool("eval", "--checkpoint", model, "--dump-logits", tmp_path / name, "--force",
                     timeout=60)
         expect_error(done, name, "not a regular file")
+    # A device itself.
+    expect_error(tool("eval", "--checkpoint", model, "--dump-logits", "/dev/null", "--force"),
+                 "/dev/null", "not a regular file")
     assert victim.read_text() == "precious"
     assert (tmp_path / "link").is_symlink() and (tmp_path / "device").is_symlink()
     assert (tmp_path / "fifo").is_fifo()
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
 @pytest.mark.parametrize("planted, words", [

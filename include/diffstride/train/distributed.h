@@ -87,6 +87,8 @@ class Collectives {
 
  private:
   struct Group;
+  /// "rank R of W: ", how errors start.
+  std::string where() const;
   int64_t rank_ = 0, world_size_ = 1;
   std::unique_ptr<Group> group_;
 };
