@@ -62,6 +62,7 @@ int run_child(const std::vector<std::string>& argv) {
 // One pooling choice in this process: prints one table row.
 int bench_one(const BenchArgs& args) {
   const auto size = parse_input_size(args.input, "--input");
+  check_batch_values(args.batch, size, "--batch");
   torch::manual_seed(0);
   diffstride::ResNet model(diffstride::resnet_options(args.model)
                                .pooling(diffstride::parse_pooling(args.pooling))
@@ -139,6 +140,9 @@ int run_bench(const BenchArgs& args, int threads) {
   if (args.child) {
     return bench_one(args);
   }
+  // Checked here too: a bad size is one error, not one per child.
+  check_batch_values(
+      args.batch, parse_input_size(args.input, "--input"), "--batch");
   std::cout << args.model << ", batch " << args.batch << ", input "
             << args.input << ", " << threads << " threads, mean of "
             << args.steps << " steps after " << args.warmup << " warm-up\n"

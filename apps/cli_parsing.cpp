@@ -1,6 +1,7 @@
 #include "cli_parsing.h"
 
 #include <diffstride/models/resnet.h>
+#include <diffstride/train/config.h>
 
 #include <CLI/CLI.hpp>
 
@@ -16,6 +17,38 @@ CLI::Validator not_empty() {
                              : std::string();
       },
       "NONEMPTY");
+}
+
+void check_batch_values(int64_t batch,
+                        const std::array<int64_t, 3>& size,
+                        const std::string& option) {
+  const double values = static_cast<double>(batch) *
+                        static_cast<double>(size[0] * size[1] * size[2]);
+  if (values > static_cast<double>(kMaxInputValues)) {
+    throw CLI::ValidationError(
+        option,
+        std::to_string(batch) + " examples of " + std::to_string(size[0]) +
+            "x" + std::to_string(size[1]) + "x" + std::to_string(size[2]) +
+            " hold more than " + std::to_string(kMaxInputValues) +
+            " values; expected a smaller batch or input");
+  }
+}
+
+CLI::Validator thread_count() {
+  return CLI::Validator(
+      [](const std::string& value) {
+        int64_t n = 0;
+        const bool number = CLI::detail::lexical_cast(value, n);
+        return number && n >= 1 && n <= diffstride::max_threads()
+                   ? std::string()
+                   : "expected 1 to " + std::to_string(diffstride::max_threads()) +
+                         " threads (" + std::to_string(diffstride::kThreadsPerCore) +
+                         " x this machine's " +
+                         std::to_string(diffstride::max_threads() /
+                                        diffstride::kThreadsPerCore) +
+                         " cores), got " + value;
+      },
+      "THREADS");
 }
 
 void add_model_option(CLI::App* command, std::string& model) {
@@ -42,6 +75,18 @@ std::array<int64_t, 3> parse_input_size(const std::string& text,
   }
   valid = valid && stream.eof() && separators + 1 == numbers.size() &&
           (numbers.size() == 2 || numbers.size() == 3);
+  double values = 1;
+  for (const auto n : numbers) {
+    values *= static_cast<double>(n);
+  }
+  if (valid && values > static_cast<double>(kMaxInputValues)) {
+    throw CLI::ValidationError(option,
+                               "'" + text + "' is " +
+                                   std::to_string(static_cast<int64_t>(
+                                       std::min(values, 9e18))) +
+                                   " values an example; expected at most " +
+                                   std::to_string(kMaxInputValues));
+  }
   if (!valid) {
     throw CLI::ValidationError(option,
                                "expected CxHxW (or CxL for a waveform) with "

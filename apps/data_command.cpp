@@ -14,9 +14,10 @@ namespace {
 
 // The data section the options describe, checked as train checks a config.
 diffstride::TrainConfig::Data data_config(const DataArgs& args) {
+  // Numbers as config values (checked there); the folder as it is, not
+  // read as TOML (a folder named 2024 or true is a folder).
   std::vector<std::string> overrides = {
       "data.dataset=" + args.dataset,
-      "data.data_dir=" + args.data_dir,
       "data.image_size=" + std::to_string(args.image_size),
       "data.channels=" + std::to_string(args.channels),
       "data.sample_rate=" + std::to_string(args.sample_rate),
@@ -28,7 +29,11 @@ diffstride::TrainConfig::Data data_config(const DataArgs& args) {
     }
     overrides.push_back(o);
   }
-  return diffstride::load_train_config("", overrides).data;
+  auto data = diffstride::load_train_config("", overrides).data;
+  if (!args.data_dir.empty()) {
+    data.data_dir = args.data_dir;
+  }
+  return data;
 }
 
 // Per channel, over all pixels of all examples, in float64: sums of the
@@ -158,9 +163,10 @@ int run_data(const DataArgs& args) {
                 << ", std " << std[c].item<double>() << "\n";
     }
     if (data.reader && data.reader->skipped_files() > 0) {
-      std::cout << "  " << data.reader->skipped_files()
-                << " file(s) skipped as bad files (unreadable, damaged, too "
-                   "large or not of the folder's kind)\n";
+      std::cout << "  "
+                << diffstride::skipped_files_message(
+                       data.reader->skipped_files())
+                << "\n";
     }
     if (split == "train") {
       std::cout << std::defaultfloat << std::setprecision(4)

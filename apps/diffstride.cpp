@@ -49,6 +49,7 @@ int run_layer(const std::string& input_text,
   if (strides.size() == 1) {
     strides.push_back(strides[0]);
   }
+  diffstride_cli::check_batch_values(batch, size, "--batch");
   const auto x = torch::randn({batch, size[0], size[1], size[2]});
 
   diffstride::DiffStride diff_stride(diffstride::DiffStrideOptions()
@@ -92,8 +93,7 @@ int main(int argc, char** argv) {
   int threads =
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")
-      ->check(CLI::Range(int64_t{1}, diffstride::max_threads())
-                  .description("at most 4 x this machine's cores"));
+      ->check(diffstride_cli::thread_count());
 
   auto* layer = app.add_subcommand(
       "layer", "show what the pooling layers do to one input size");
@@ -134,8 +134,7 @@ int main(int argc, char** argv) {
     return app.exit(done);
   } catch (const CLI::ParseError& error) {
     // As every other error of the tool: one line, status 2.
-    std::cerr << "error: " << error.what() << "\n"
-              << "Run with --help for more information.\n";
+    std::cerr << "error: " << error.what() << " (see --help)\n";
     return 2;
   }
   torch::set_num_threads(threads);

@@ -31,6 +31,9 @@ extern "C" void on_exit_signal(int signal) {
 void handle(void (*handler)(int)) {
   struct sigaction action {};
   action.sa_handler = handler;
+  // Interrupted system calls (a wait on a lock, a read) resume rather than
+  // fail: the flag, not an error, stops the work.
+  action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <stdexcept>
 
 namespace diffstride_cli {
 
@@ -119,8 +121,12 @@ int run_train(const TrainArgs& args, int threads) {
   options.interrupt = stop_on_signals();
   if (std::getenv("TORCHELASTIC_RUN_ID") != nullptr) {
     // A worker of torchrun stops (with a checkpoint) when its launcher dies,
-    // rather than train on unsupervised.
+    // rather than train on unsupervised; if it has died already (this
+    // process was adopted by init), it does not start.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() == 1) {
+      throw std::runtime_error("torchrun, which started this rank, is gone");
+    }
   }
   options.progress = &std::cerr;
   options.stop_after_steps = args.stop_after_steps;

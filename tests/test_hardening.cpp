@@ -67,9 +67,10 @@ TEST(Hardening, CheckpointOfAnotherArchitectureIsRefused) {
   fs::copy_file(root / "run" / "checkpoint.pt",
                 root / "wide" / "checkpoint.pt",
                 fs::copy_options::overwrite_existing);
+  // Every tensor that differs is named (the first ten), then the cause.
   const std::string message =
-      "has shape [4, 1, 3, 3] where this run's config.toml gives [8, 1, 3, "
-      "3]: the file was made with another architecture";
+      "checkpoint.pt: stem.weight has shape [4, 1, 3, 3] where this run's "
+      "config.toml gives [8, 1, 3, 3]; blocks.block0_layer0.";
   diffstride::TrainOptions resume;
   resume.resume = true;
   expect_error_containing([&] { diffstride::train(wide, resume); }, message);
@@ -112,6 +113,17 @@ TEST(Hardening, ModelOfAnotherPoolingIsRefusedNamingTheTensor) {
       },
       "model.pt: holds stem_pooling.strides, which the model this run's "
       "config.toml describes does not have");
+  // Resuming the spectral run from the DiffStride run's checkpoint, too.
+  fs::copy_file(root / "run" / "checkpoint.pt",
+                root / "spectral" / "checkpoint.pt",
+                fs::copy_options::overwrite_existing);
+  diffstride::TrainOptions resume;
+  resume.resume = true;
+  expect_error_containing(
+      [&] { diffstride::train(spectral, resume); },
+      "checkpoint.pt: holds stem_pooling.strides, which the model this run's "
+      "config.toml describes does not have; holds blocks.block0_layer0."
+      "pooling.strides");
   fs::copy_file(root / "spectral" / "model.pt", root / "run" / "spectral.pt");
   expect_error_containing(
       [&] {

@@ -2,6 +2,7 @@
 it: the same layers, parameter counts and initialisation, so that weights
 carry over between the two."""
 import inspect
+import itertools
 import math
 from collections import OrderedDict
 from typing import List, Sequence, Tuple, Union
@@ -243,6 +244,30 @@ def load_weights(path, map_location="cpu") -> dict:
     return state
 
 
+def _check_layers_against_weights(options: dict, state: dict, path) -> None:
+    """The filters and layers config.toml gives are those of the weights,
+    checked before the network is built: config.toml is as untrusted as the
+    weights, and its numbers alone could ask for gigabytes."""
+    filters, layers = options["filters"], options["layers_per_block"]
+    if not filters or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"{path}: config.toml gives no filters or layers per block")
+    def layer(b, l):
+        return f"blocks.block{b - 1}_layer{l}.conv1.weight", filters[b]
+
+    # The last layer first: a config asking for more blocks or layers than
+    # the weights have fails at once, however large its numbers.
+    last = len(filters) - 1
+    expected = itertools.chain([layer(last, layers - 1)] if last >= 1 else [],
+                               [("stem.weight", filters[0])],
+                               (layer(b, l) for b in range(1, len(filters))
+                                for l in range(layers)))
+    for key, out_channels in expected:
+        if key not in state or state[key].dim() < 1 or state[key].shape[0] != out_channels:
+            raise ValueError(f"{path}: config.toml's filters {list(filters)} and "
+                             f"{layers} layer(s) per block do not match the weights "
+                             f"(at {key})")
+
+
 def from_run(folder, map_location="cpu") -> ResNet:
     """The final model of a `diffstride train` run: the architecture its
     config.toml describes (input channels and classes from the weights) with
@@ -269,6 +294,7 @@ def from_run(folder, map_location="cpu") -> ResNet:
                    else defaults[key] for key in defaults}
         if model.get("layers_per_block"):
             options["layers_per_block"] = model["layers_per_block"]
+    _check_layers_against_weights(options, state, path)
     diffstride_options = dict(
         smoothness_factor=model.get("smoothness_factor", 4.0),
         cropping=model.get("cropping", True),

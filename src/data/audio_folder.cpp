@@ -2,12 +2,12 @@
 
 #include "data/class_folders.h"
 #include "data/random_draws.h"
+#include "data/regular_file.h"
 
 #include <c10/util/Exception.h>
 #include <samplerate.h>
 #include <sndfile.h>
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,21 +34,6 @@ struct Sound {
 
 // More channels than 7.1 surround sound has is taken for a damaged header.
 constexpr int kMaxChannels = 8;
-
-// A regular file only: a FIFO would block, a device never end.
-int open_regular(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    throw std::runtime_error(path + ": cannot be opened (" +
-                             std::strerror(errno) + ")");
-  }
-  struct stat info {};
-  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    ::close(fd);
-    throw std::runtime_error(path + ": not a regular file");
-  }
-  return fd;
-}
 
 // An open file that libsndfile reads through virtual I/O: the descriptor
 // stays this code's own, closed once here (libsndfile's sf_open_fd closes
@@ -92,11 +77,42 @@ extern "C" sf_count_t file_write(const void*, sf_count_t, void*) {
   return 0;
 }
 
-// The samples, a block at a time: memory grows with what the file holds,
-// never with what its header claims (a 42-byte FLAC can claim 2^27 frames).
+// Frame `frame` (interleaved, `from` channels) as `to` channels: 1 averages
+// them, 2 keeps the first two (a mono file's one repeated). Integer formats
+// are within [-1, 1]; floating-point ones may hold anything: louder samples
+// are clipped first, and a non-finite one makes the file a bad file.
+void mix_frame(const std::string& path,
+               float* frame,
+               int64_t from,
+               int64_t to,
+               float* out) {
+  for (int64_t c = 0; c < from; ++c) {
+    if (!std::isfinite(frame[c])) {
+      throw std::runtime_error(path +
+                               ": holds non-finite samples (NaN or infinity)");
+    }
+    frame[c] = std::clamp(frame[c], -1.0f, 1.0f);
+  }
+  if (to == 1) {
+    float sum = 0;
+    for (int64_t c = 0; c < from; ++c) {
+      sum += frame[c];
+    }
+    out[0] = sum / static_cast<float>(from);
+    return;
+  }
+  for (int64_t c = 0; c < to; ++c) {
+    out[c] = frame[std::min(c, from - 1)];
+  }
+}
+
+// The samples as `channels` channels, a block at a time: memory grows with
+// what the file holds in the channels kept, never with what its header
+// claims (a 42-byte FLAC can claim 2^27 frames of 8 channels).
 std::vector<float> read_frames(const std::string& path,
                                SNDFILE* file,
-                               const SF_INFO& info) {
+                               const SF_INFO& info,
+                               int64_t channels) {
   constexpr sf_count_t kBlock = 1 << 16;
   std::vector<float> samples;
   std::vector<float> block(static_cast<size_t>(kBlock * info.channels));
@@ -107,8 +123,12 @@ std::vector<float> read_frames(const std::string& path,
     if (read <= 0) {
       break;
     }
-    samples.insert(samples.end(), block.begin(),
-                   block.begin() + read * info.channels);
+    const size_t at = samples.size();
+    samples.resize(at + static_cast<size_t>(read * channels));
+    for (sf_count_t f = 0; f < read; ++f) {
+      mix_frame(path, block.data() + f * info.channels, info.channels,
+                channels, samples.data() + at + f * channels);
+    }
     total += read;
   }
   if (total != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {
@@ -120,9 +140,10 @@ std::vector<float> read_frames(const std::string& path,
   return samples;
 }
 
-Sound read_sound(const std::string& path, int64_t max_frames) {
+// The file's sound as `channels` channels.
+Sound read_sound(const std::string& path, int64_t max_frames, int64_t channels) {
   SF_INFO info{};
-  OpenFile source{open_regular(path), 0};
+  OpenFile source{detail::open_regular_file(path), 0};
   struct stat status {};
   ::fstat(source.fd, &status);
   source.size = status.st_size;
@@ -159,18 +180,9 @@ Sound read_sound(const std::string& path, int64_t max_frames) {
                              text.substr(begin, end - begin) + ")");
   }
   Sound sound;
-  sound.channels = info.channels;
+  sound.channels = channels;
   sound.rate = info.samplerate;
-  sound.samples = read_frames(path, file.get(), info);
-  // Integer formats are within [-1, 1]; floating-point ones may hold
-  // anything: louder samples are clipped, non-finite ones make a bad file.
-  for (auto& v : sound.samples) {
-    if (!std::isfinite(v)) {
-      throw std::runtime_error(path +
-                               ": holds non-finite samples (NaN or infinity)");
-    }
-    v = std::clamp(v, -1.0f, 1.0f);
-  }
+  sound.samples = read_frames(path, file.get(), info, channels);
   return sound;
 }
 
@@ -226,7 +238,8 @@ class AudioFolderReader : public detail::FolderReader {
  protected:
   void decode(const std::string& path, uint64_t draw, float* out)
       const override {
-    auto sound = read_sound(path, options_.max_sound_frames());
+    auto sound =
+        read_sound(path, options_.max_sound_frames(), options_.channels());
     if (sound.rate != options_.sample_rate()) {
       if (!options_.resample()) {
         throw std::runtime_error(
@@ -249,20 +262,13 @@ class AudioFolderReader : public detail::FolderReader {
                          static_cast<uint64_t>(frames - length + 1)))
                    : (frames - length) / 2;
     }
-    const int64_t C = options_.channels(), source_channels = sound.channels;
+    // Interleaved frames to channels-first.
+    const int64_t C = sound.channels;
     std::fill(out, out + C * length, 0.0f);
     for (int64_t t = 0; t < std::min(length, frames - offset); ++t) {
-      const float* frame = sound.samples.data() + (offset + t) * source_channels;
-      if (C == 1) {
-        float sum = 0;
-        for (int64_t c = 0; c < source_channels; ++c) {
-          sum += frame[c];
-        }
-        out[t] = sum / static_cast<float>(source_channels);
-      } else {
-        for (int64_t c = 0; c < C; ++c) {
-          out[c * length + t] = frame[std::min(c, source_channels - 1)];
-        }
+      const float* frame = sound.samples.data() + (offset + t) * C;
+      for (int64_t c = 0; c < C; ++c) {
+        out[c * length + t] = frame[c];
       }
     }
   }

@@ -1,6 +1,6 @@
 #include "data/class_folders.h"
 
-#include "data/file_kind.h"
+#include "data/regular_file.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -88,6 +88,19 @@ ClassFolders index_class_folders(const std::string& dir,
   std::map<std::string, int64_t> class_index;
   for (size_t k = 0; k < index.classes.size(); ++k) {
     class_index[index.classes[k]] = static_cast<int64_t>(k);
+  }
+  // Anything beside the class folders is a bad entry too.
+  for (const auto& entry : fs::directory_iterator(split_dir)) {
+    std::error_code error;
+    if (!entry.is_directory(error)) {
+      TORCH_CHECK(skip_bad_files,
+                  entry.path().string(),
+                  ": not a class folder (",
+                  fs::is_regular_file(entry.path(), error) ? "a file"
+                                                           : kind_of(entry.path()),
+                  "; set data.skip_bad_files = true to skip such entries)");
+      ++index.skipped;
+    }
   }
   for (const auto& name : sorted_subfolders(split_dir)) {
     const auto found = class_index.find(name);

@@ -12,6 +12,12 @@ namespace diffstride {
 
 namespace fs = std::filesystem;
 
+std::string skipped_files_message(int64_t count) {
+  return std::to_string(count) +
+         " file(s) skipped as bad files (unreadable, damaged, too large or "
+         "not of the folder's kind)";
+}
+
 std::vector<std::string> train_crop_names() {
   return {"random_resized", "center"};
 }

@@ -1,14 +1,11 @@
 #include "data/image_decoding.h"
 
+#include "data/regular_file.h"
+
 #include <jpeglib.h>
 #include <png.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
@@ -21,44 +18,6 @@ namespace diffstride {
 namespace detail {
 
 namespace {
-
-// The file's bytes in one read (this is the decoding threads' hot path),
-// from a regular file only (a FIFO would block, a device never end) of at
-// most `max_bytes`.
-std::vector<uint8_t> read_bytes(const std::string& path, int64_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    throw std::runtime_error(path + ": cannot be opened (" +
-                             std::strerror(errno) + ")");
-  }
-  struct stat info {};
-  const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
-  if (!regular || info.st_size > max_bytes) {
-    ::close(fd);
-    throw std::runtime_error(
-        path + (regular ? ": " + std::to_string(info.st_size) +
-                              " bytes, more than an image within "
-                              "data.max_image_pixels can take"
-                        : std::string(": not a regular file")));
-  }
-  std::vector<uint8_t> bytes(static_cast<size_t>(info.st_size));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  if (done != bytes.size()) {
-    throw std::runtime_error(path + ": cannot be read");
-  }
-  return bytes;
-}
 
 bool within_pixel_budget(int64_t width, int64_t height, int64_t max_pixels) {
   return width >= 1 && height >= 1 && width <= max_pixels / height;
@@ -145,7 +104,7 @@ extern "C" void jpeg_warning_fails(j_common_ptr info, int level) {
 // RGB and grey come from libjpeg's own conversion (grey: the Y of YCbCr,
 // BT.601); CMYK and YCCK are decoded to CMYK and converted here.
 DecodedImage decode_jpeg(const std::string& path,
-                         const std::vector<uint8_t>& bytes,
+                         const std::string& bytes,
                          int64_t channels,
                          int64_t max_pixels) {
   jpeg_decompress_struct info;
@@ -163,7 +122,9 @@ DecodedImage decode_jpeg(const std::string& path,
     throw std::runtime_error(path + ": damaged JPEG (" + errors.message + ")");
   }
   jpeg_create_decompress(&info);
-  jpeg_mem_src(&info, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  jpeg_mem_src(&info,
+               reinterpret_cast<const unsigned char*>(bytes.data()),
+               static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&info, TRUE);
   image.height = info.image_height;
   image.width = info.image_width;
@@ -197,7 +158,7 @@ DecodedImage decode_jpeg(const std::string& path,
 // libpng's errors end the decode through png_longjmp with the message; its
 // warnings (an odd ICC profile, say) do not matter for the pixels.
 struct PngReader {
-  const std::vector<uint8_t>* bytes = nullptr;
+  const std::string* bytes = nullptr;
   size_t offset = 0;
   char message[256] = {0};
 };
@@ -223,7 +184,7 @@ extern "C" void png_read_bytes(png_structp png, png_bytep out, size_t size) {
 // gamma transform, as OpenCV reads them): 16-bit scaled by 255/65535,
 // palettes and low bit depths expanded, transparency as alpha.
 DecodedImage decode_png(const std::string& path,
-                        const std::vector<uint8_t>& bytes,
+                        const std::string& bytes,
                         int64_t channels,
                         int64_t max_pixels) {
   PngReader reader;
@@ -281,16 +242,15 @@ DecodedImage decode_png(const std::string& path,
 }  // namespace
 
 DecodedImage decode_image_bytes(const std::string& path,
-                                const std::vector<uint8_t>& bytes,
+                                const std::string& bytes,
                                 int64_t channels,
                                 int64_t max_pixels) {
-  static const uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 &&
-      bytes[2] == 0xFF) {
+  static const char kJpeg[] = "\xFF\xD8\xFF";
+  static const char kPng[] = "\x89PNG\r\n\x1a\n";
+  if (bytes.rfind(kJpeg, 0) == 0) {
     return decode_jpeg(path, bytes, channels, max_pixels);
   }
-  if (bytes.size() >= sizeof kPng &&
-      std::equal(std::begin(kPng), std::end(kPng), bytes.begin())) {
+  if (bytes.rfind(kPng, 0) == 0) {
     return decode_png(path, bytes, channels, max_pixels);
   }
   throw std::runtime_error(path + ": not a JPEG or PNG file");
@@ -303,8 +263,13 @@ DecodedImage decode_image(const std::string& path,
   // without compression is 8 bytes a pixel, plus room for metadata.
   const int64_t max_bytes = std::min<int64_t>(max_pixels, int64_t{1} << 40) * 8 +
                             (int64_t{1} << 20);
+  // In one read (this is the decoding threads' hot path).
   return decode_image_bytes(
-      path, read_bytes(path, max_bytes), channels, max_pixels);
+      path,
+      read_regular_file(
+          path, max_bytes, "an image within data.max_image_pixels can take"),
+      channels,
+      max_pixels);
 }
 
 namespace {

@@ -32,7 +32,7 @@ DecodedImage decode_image(const std::string& path,
 
 /// As decode_image, for the file's bytes (`path` names it in errors).
 DecodedImage decode_image_bytes(const std::string& path,
-                                const std::vector<uint8_t>& bytes,
+                                const std::string& bytes,
                                 int64_t channels,
                                 int64_t max_pixels);
 

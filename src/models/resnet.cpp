@@ -96,7 +96,11 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
   reset();
 }
 
-void ResNetImpl::reset() {
+namespace {
+
+// The options make a network within the size bounds (docs/resnet.md),
+// checked before anything is allocated.
+void check_resnet_options(const ResNetOptions& options) {
   const auto& filters = options.filters();
   TORCH_CHECK(!filters.empty() && filters.size() == options.strides().size(),
               "ResNet: expected one stride per stage, got ",
@@ -149,7 +153,16 @@ void ResNetImpl::reset() {
               static_cast<int64_t>(std::min(parameters, 9e18)),
               " parameters, more than the ",
               static_cast<int64_t>(kMaxResNetParameters),
-              " a ResNet may have (1 GiB in float32)");
+              " a ResNet may have (",
+              kMaxResNetParameters * 4 / (1 << 30),
+              " GiB in float32)");
+}
+
+}  // namespace
+
+void ResNetImpl::reset() {
+  check_resnet_options(options);
+  const auto& filters = options.filters();
   const bool pooled = options.pooling() != Pooling::kNone;
   stem =
       register_module("stem",

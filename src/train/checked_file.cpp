@@ -1,6 +1,6 @@
 #include "train/checked_file.h"
 
-#include "data/file_kind.h"
+#include "data/regular_file.h"
 
 #include <c10/util/Exception.h>
 #include <zlib.h>
@@ -51,6 +51,22 @@ uint64_t get_little_endian(const std::string& in, size_t at, int bytes) {
   return value;
 }
 
+// The process's umask, read from /proc (umask() would change it, racing
+// with other threads); 022 where /proc does not say.
+mode_t process_umask() {
+  static const mode_t mask = [] {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Umask:", 0) == 0) {
+        return static_cast<mode_t>(std::stoul(line.substr(6), nullptr, 8));
+      }
+    }
+    return static_cast<mode_t>(022);
+  }();
+  return mask;
+}
+
 void check_replaceable(const fs::path& path) {
   std::error_code error;
   const auto kind = file_kind(fs::symlink_status(path, error).type());
@@ -78,12 +94,11 @@ bool write_all(int fd, const std::string& bytes) {
   return true;
 }
 
-}  // namespace
-
-void replace_file(const fs::path& path, const std::string& bytes) {
-  check_replaceable(path);
-  // A name of our own beside the target: mkstemp creates it exclusively
-  // (O_EXCL), so no link or file planted there is written through.
+// `bytes` in a new temporary file beside `path` (mkstemp creates it
+// exclusively, so no link or file planted there is written through), with
+// the umask's permissions, flushed to disk. Returns its path; on failure
+// removes it and names `path` in the error.
+fs::path written_temporary(const fs::path& path, const std::string& bytes) {
   std::string name = path.string() + ".tmp.XXXXXX";
   const int fd = ::mkostemp(name.data(), O_CLOEXEC);
   TORCH_CHECK(fd >= 0,
@@ -91,20 +106,28 @@ void replace_file(const fs::path& path, const std::string& bytes) {
               ": cannot write (",
               std::strerror(errno),
               "); the previous file, if any, is unchanged");
-  const fs::path temporary = name;
-  const bool written = write_all(fd, bytes) && ::fchmod(fd, 0644) == 0 &&
+  const bool written = write_all(fd, bytes) &&
+                       ::fchmod(fd, 0666 & ~process_umask()) == 0 &&
                        ::fsync(fd) == 0;
   const int error = errno;
   const bool closed = ::close(fd) == 0;
   if (!written || !closed) {
     std::error_code ignored;
-    fs::remove(temporary, ignored);
+    fs::remove(name, ignored);
     TORCH_CHECK(false,
                 path.string(),
                 ": cannot write (",
                 std::strerror(error != 0 ? error : EIO),
                 "); the previous file, if any, is unchanged");
   }
+  return name;
+}
+
+}  // namespace
+
+void replace_file(const fs::path& path, const std::string& bytes) {
+  check_replaceable(path);
+  const auto temporary = written_temporary(path, bytes);
   std::error_code renamed;
   check_replaceable(path);  // nothing swapped in meanwhile
   fs::rename(temporary, path, renamed);
@@ -119,18 +142,40 @@ void replace_file(const fs::path& path, const std::string& bytes) {
   }
 }
 
-void check_owned_file(const fs::path& path,
-                      const std::string& mark,
-                      const std::string& writer) {
-  check_replaceable(path);
-  if (!fs::exists(fs::symlink_status(path))) {
-    return;
+void create_file(const fs::path& path, const std::string& bytes) {
+  const auto temporary = written_temporary(path, bytes);
+  // link() fails, replacing nothing, if anything is at `path`.
+  const int linked = ::link(temporary.c_str(), path.c_str());
+  const int error = errno;
+  std::error_code ignored;
+  fs::remove(temporary, ignored);
+  TORCH_CHECK(linked == 0,
+              path.string(),
+              error == EEXIST ? ": exists; nothing was written"
+                              : ": cannot write (" +
+                                    std::string(std::strerror(error)) + ")");
+}
+
+bool carries_mark(const fs::path& path, const std::string& mark) {
+  std::error_code error;
+  if (!fs::is_regular_file(fs::symlink_status(path, error))) {
+    return false;
   }
   std::ifstream in(path, std::ios::binary);
   std::string head(4096, '\0');
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
-  TORCH_CHECK(head.find(mark) != std::string::npos,
+  const auto second_line = head.find('\n');
+  return head.rfind(mark, 0) == 0 ||
+         (second_line != std::string::npos &&
+          head.compare(second_line + 1, mark.size(), mark) == 0);
+}
+
+void check_owned_file(const fs::path& path,
+                      const std::string& mark,
+                      const std::string& writer) {
+  check_replaceable(path);
+  TORCH_CHECK(!fs::exists(fs::symlink_status(path)) || carries_mark(path, mark),
               path.string(),
               ": exists and was not written by ",
               writer,
@@ -146,20 +191,23 @@ void replace_owned_file(const fs::path& path,
   replace_file(path, bytes);
 }
 
-bool create_new_file(const fs::path& path) {
+int create_new_file(const fs::path& path) {
   const int fd = ::open(path.c_str(),
                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        0644);
+                        0666);
   if (fd < 0 && errno == EEXIST) {
-    return false;
+    return -1;
   }
   TORCH_CHECK(fd >= 0,
               path.string(),
               ": cannot create (",
               std::strerror(errno),
               ")");
-  ::close(fd);
-  return true;
+  return fd;
+}
+
+bool write_fully(int fd, const std::string& bytes) {
+  return write_all(fd, bytes);
 }
 
 int open_for_append(const fs::path& path) {

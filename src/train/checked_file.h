@@ -19,8 +19,12 @@ namespace detail {
 /// or put in its place.
 void replace_file(const std::filesystem::path& path, const std::string& bytes);
 
-/// Checks that `path` is absent or a regular file whose first 4 KiB hold
-/// `mark`, the text every version of this file the tool writes carries;
+/// Whether `path` is a regular file (not a link) whose first or second line
+/// starts with `mark`.
+bool carries_mark(const std::filesystem::path& path, const std::string& mark);
+
+/// Checks that `path` is absent or carries `mark` (the text every version of
+/// this file the tool writes starts its first or second line with);
 /// otherwise the error names the file and says that `writer` did not write
 /// it.
 void check_owned_file(const std::filesystem::path& path,
@@ -34,10 +38,18 @@ void replace_owned_file(const std::filesystem::path& path,
                         const std::string& mark,
                         const std::string& writer);
 
-/// Creates `path` empty if nothing (not even a dangling link) is there;
-/// returns false, creating nothing, if something is. Other failures are
-/// errors naming the file.
-bool create_new_file(const std::filesystem::path& path);
+/// Creates `path` empty if nothing (not even a dangling link) is there and
+/// returns a descriptor (close-on-exec) writing to it; returns -1, creating
+/// nothing, if something is. Other failures are errors naming the file.
+int create_new_file(const std::filesystem::path& path);
+
+/// Writes all of `bytes` to `fd`; false on any failure (errno says why).
+bool write_fully(int fd, const std::string& bytes);
+
+/// As replace_file, for a path that must not exist: the file appears whole
+/// (a temporary file linked to `path`) or not at all, and if anything is
+/// already at `path` the error names it and nothing is written.
+void create_file(const std::filesystem::path& path, const std::string& bytes);
 
 /// A descriptor (close-on-exec) appending to `path`, created if absent; an
 /// error naming the file if it exists and is not a regular file (a FIFO

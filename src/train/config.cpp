@@ -266,9 +266,10 @@ Check<int64_t> thread_count(int64_t min, const std::string& note) {
   return [=](int64_t v) {
     return integer_in(min,
                       max_threads(),
-                      " (at most 4 x this machine's " +
-                          std::to_string(max_threads() / 4) + " cores" +
-                          note + ")")(v);
+                      " (at most " + std::to_string(kThreadsPerCore) +
+                          " x this machine's " +
+                          std::to_string(max_threads() / kThreadsPerCore) +
+                          " cores" + note + ")")(v);
   };
 }
 
@@ -835,8 +836,8 @@ FolderOptions folder_options(const TrainConfig::Data& data) {
 }
 
 int64_t max_threads() {
-  return 4 * static_cast<int64_t>(
-                 std::max(1u, std::thread::hardware_concurrency()));
+  return kThreadsPerCore *
+         static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 std::string to_toml(const TrainConfig& config) {

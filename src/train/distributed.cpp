@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 #include <limits>
 
 namespace diffstride {
@@ -63,8 +64,8 @@ std::string message_of(const std::exception& e) {
   return e.what();
 }
 
-// The first line where `b` differs from `a`, as "KEY (rank 0: A; this
-// rank: B)"; empty when they are equal.
+// The first line where `b` differs from `a`, as "KEY differs (rank 0: A;
+// that rank: B)"; empty when they are equal.
 std::string first_difference(const std::string& a, const std::string& b) {
   std::istringstream in_a(a), in_b(b);
   std::string line_a, line_b;
@@ -85,6 +86,59 @@ std::string first_difference(const std::string& a, const std::string& b) {
              "; that rank: " + value(more_b, line_b) + ")";
     }
   }
+}
+
+void stop_if_interrupted(const std::atomic<bool>* interrupt) {
+  TORCH_CHECK(interrupt == nullptr || !interrupt->load(),
+              "stopped by a signal while waiting for the other ranks; "
+              "nothing was trained yet");
+}
+
+// The rendezvous store: rank 0 serves it (unless torchrun does) without
+// waiting for the others; a client connects in short attempts until
+// `timeout`, so that `interrupt` ends the wait within seconds.
+c10::intrusive_ptr<c10d::Store> connect_store(
+    const LauncherEnvironment& env,
+    std::chrono::milliseconds timeout,
+    const std::atomic<bool>* interrupt) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(env.master_port);
+  options.isServer = env.rank == 0 && !env.store_hosted_by_launcher;
+  options.numWorkers = static_cast<std::size_t>(env.world_size);
+  options.waitWorkers = false;
+  for (;;) {
+    options.timeout =
+        options.isServer ? timeout : std::min<std::chrono::milliseconds>(
+                                         timeout, std::chrono::seconds(2));
+    try {
+      auto store =
+          c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+      store->setTimeout(timeout);
+      return store;
+    } catch (const std::exception&) {
+      stop_if_interrupted(interrupt);
+      if (options.isServer || std::chrono::steady_clock::now() > deadline) {
+        throw;
+      }
+    }
+  }
+}
+
+// Waits until `key` is in `store`, checking `interrupt` every 50 ms;
+// false if `deadline` passes first.
+bool wait_for_key(c10d::Store& store,
+                  const std::string& key,
+                  std::chrono::steady_clock::time_point deadline,
+                  const std::atomic<bool>* interrupt) {
+  while (!store.check({key})) {
+    stop_if_interrupted(interrupt);
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
 }
 
 }  // namespace
@@ -159,24 +213,20 @@ Collectives::~Collectives() = default;
 
 Collectives::Collectives(const LauncherEnvironment& environment,
                          const c10::Device& device,
-                         std::chrono::milliseconds timeout)
-    : rank_(environment.rank), world_size_(environment.world_size) {
+                         std::chrono::milliseconds timeout,
+                         const std::atomic<bool>* interrupt)
+    : rank_(environment.rank),
+      world_size_(environment.world_size),
+      timeout_(timeout),
+      interrupt_(interrupt) {
   if (world_size_ == 1) {
     return;
   }
-  c10d::TCPStoreOptions store_options;
-  store_options.port = static_cast<std::uint16_t>(environment.master_port);
-  store_options.isServer =
-      rank_ == 0 && !environment.store_hosted_by_launcher;
-  store_options.numWorkers = static_cast<std::size_t>(world_size_);
-  store_options.waitWorkers = true;
-  store_options.timeout = timeout;
   c10::intrusive_ptr<c10d::Store> store;
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr,
-                                                store_options);
     store = c10::make_intrusive<c10d::PrefixStore>(
-        "diffstride/attempt_" + std::to_string(environment.attempt), store);
+        "diffstride/attempt_" + std::to_string(environment.attempt),
+        connect_store(environment, timeout, interrupt));
   } catch (const std::exception& e) {
     TORCH_CHECK(false,
                 where(),
@@ -295,31 +345,46 @@ void Collectives::check_agreement(const std::string& description) {
   const auto key = [](int64_t rank) {
     return "agreement/rank_" + std::to_string(rank);
   };
-  std::vector<std::string> texts;
+  // Rank 0's first: a rank started with another number of processes waits
+  // for ranks that do not exist, so it compares before it waits for them.
+  std::vector<int64_t> order = {0, rank_};
+  for (int64_t r = 1; r < world_size_; ++r) {
+    order.push_back(r);
+  }
+  std::vector<std::string> texts(static_cast<size_t>(world_size_));
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
   try {
     group_->store->set(key(rank_),
                        std::vector<uint8_t>(description.begin(),
                                             description.end()));
-    for (int64_t r = 0; r < world_size_; ++r) {
+    for (const int64_t r : order) {
+      TORCH_CHECK(wait_for_key(*group_->store, key(r), deadline, interrupt_),
+                  where(),
+                  "rank ",
+                  r,
+                  " did not describe its run within ",
+                  timeout_.count() / 1000.0,
+                  " s (did it die, or never start?)");
       const auto bytes = group_->store->get(key(r));
-      texts.emplace_back(bytes.begin(), bytes.end());
+      texts[static_cast<size_t>(r)].assign(bytes.begin(), bytes.end());
+      const auto mismatch =
+          first_difference(texts[0], texts[static_cast<size_t>(r)]);
+      TORCH_CHECK(r == 0 || mismatch.empty(),
+                  "rank ",
+                  r,
+                  " was started with another run than rank 0: ",
+                  mismatch,
+                  ". Every rank must be started with the same config, data "
+                  "and number of processes");
     }
+  } catch (const c10::Error&) {
+    throw;
   } catch (const std::exception& e) {
     TORCH_CHECK(false,
                 where(),
                 "could not compare the ranks' configs (a rank died or never "
                 "came): ",
                 message_of(e));
-  }
-  for (int64_t r = 1; r < world_size_; ++r) {
-    const auto mismatch = first_difference(texts[0], texts[r]);
-    TORCH_CHECK(mismatch.empty(),
-                "rank ",
-                r,
-                " was started with another run than rank 0: ",
-                mismatch,
-                ". Every rank must be started with the same config, data "
-                "and number of processes");
   }
 }
 

@@ -95,11 +95,9 @@ EventWriter::EventWriter(const std::string& folder) {
   // one program) would share the name: never truncate or write through
   // anything already there (created exclusively, not through a link).
   path_ = base;
-  for (int n = 1; !detail::create_new_file(path_); ++n) {
+  for (int n = 1; (fd_ = detail::create_new_file(path_)) < 0; ++n) {
     path_ = base + "." + std::to_string(n);
   }
-  out_.open(path_, std::ios::binary | std::ios::app);
-  TORCH_CHECK(out_.good(), path_, ": cannot create the event file");
   std::string version;
   put_bytes_field(version, 3, "brain.Event:2");  // file_version = 3
   write_record(event(0, version));
@@ -131,16 +129,21 @@ void EventWriter::write_record(const std::string& data) {
   put_fixed(record, masked_crc32c(h, header.size()));
   record += data;
   put_fixed(record, masked_crc32c(d, data.size()));
-  out_.write(record.data(), static_cast<std::streamsize>(record.size()));
+  pending_ += record;
 }
 
 void EventWriter::flush() {
-  out_.flush();
-  TORCH_CHECK(out_.good(),
+  TORCH_CHECK(detail::write_fully(fd_, pending_),
               path_,
               ": cannot write (",
               std::strerror(errno),
               "); events up to the last flush are intact");
+  pending_.clear();
+}
+
+EventWriter::~EventWriter() {
+  detail::write_fully(fd_, pending_);
+  ::close(fd_);
 }
 
 }  // namespace diffstride

@@ -3,6 +3,7 @@
 #include <diffstride/train/run_folder.h>
 #include <diffstride/train/sweep.h>
 
+#include "data/regular_file.h"
 #include "train/checked_file.h"
 #include "train/csv.h"
 
@@ -42,6 +43,9 @@ const std::set<std::string> kNotASetting = {"train.out",
 // Carried by every file the report writes, so that the next report replaces
 // them and nothing else (a CSV carries its header instead).
 const std::string kReportMark = "<!-- written by diffstride report -->";
+// The strides plot shows the first layers only: a panel each.
+constexpr int kMostStridePanels = 16;
+
 const std::string kCsvHeader =
     "run,finished,pooling,setting,seed,epochs,test_accuracy,test_loss,"
     "multiply_adds,learned_strides";
@@ -55,6 +59,7 @@ struct Run {
   std::vector<std::string> columns;           // of metrics.csv
   std::vector<std::vector<double>> rows;      // one per epoch; NaN: none
   bool finished = false;
+  int layers = 0;  // DiffStride layers: columns stride0_h, stride1_h, ...
 
   // The position of column `name` in metrics.csv (columns.size() when
   // absent).
@@ -116,14 +121,25 @@ std::string shown(const toml::node& node) {
   return "?";
 }
 
+// A run's file, read whole if it is a regular file of at most 64 MiB (a
+// FIFO or a device there would block or never end).
+std::string run_file(const fs::path& path) {
+  try {
+    return detail::read_regular_file(path.string(), int64_t{64} << 20,
+                                     "a run's file of 64 MiB");
+  } catch (const std::runtime_error& error) {
+    TORCH_CHECK(false, "report: ", error.what());
+  }
+}
+
 std::map<std::string, std::string> read_config(const fs::path& path,
                                                const fs::path& folder) {
-  TORCH_CHECK(fs::is_regular_file(path),
+  TORCH_CHECK(fs::exists(fs::symlink_status(path)),
               folder.string(),
               " is not a run folder (no config.toml)");
   toml::table table;
   try {
-    table = toml::parse_file(path.string());
+    table = toml::parse(run_file(path), path.string());
   } catch (const toml::parse_error& error) {
     TORCH_CHECK(false, path.string(), ": ", error.description());
   }
@@ -157,9 +173,12 @@ double metric_value(const std::string& field, const fs::path& file) {
 // Rows shorter than the header (a column added later, a value missing) have
 // NaN in the fields they lack.
 void read_metrics(const fs::path& file, Run& run) {
-  std::ifstream metrics(file);
+  if (!fs::exists(fs::symlink_status(file))) {
+    return;
+  }
+  std::istringstream metrics(run_file(file));
   std::string line;
-  if (!metrics || !std::getline(metrics, line)) {
+  if (!std::getline(metrics, line)) {
     return;
   }
   run.columns = detail::csv_fields(line);
@@ -183,6 +202,9 @@ Run read_run(const fs::path& folder) {
   run.config = read_config(files.config_path(), folder);
   run.finished = RunFolder::state_of(folder.string()) == RunState::kFinished;
   read_metrics(files.metrics_path(), run);
+  while (run.has_column("stride" + std::to_string(run.layers) + "_h")) {
+    ++run.layers;
+  }
   return run;
 }
 
@@ -193,7 +215,7 @@ std::vector<fs::path> run_folders(const fs::path& path) {
   if (!fs::is_regular_file(manifest)) {
     return {path};
   }
-  std::ifstream in(manifest);
+  std::istringstream in(run_file(manifest));
   std::string line;
   std::getline(in, line);
   std::vector<fs::path> folders;
@@ -248,6 +270,10 @@ fs::path report_folder(const std::vector<std::string>& paths,
       out = out.parent_path();
     }
   }
+  TORCH_CHECK(out.has_relative_path(),
+              "report: the folders given share no parent but ",
+              out.string(),
+              ": say where the report goes with --out");
   return out;
 }
 
@@ -295,18 +321,10 @@ Settings settings_of(const std::vector<Run>& runs) {
   return settings;
 }
 
-int diffstride_layers(const Run& run) {
-  int layers = 0;
-  while (run.has_column("stride" + std::to_string(layers) + "_h")) {
-    ++layers;
-  }
-  return layers;
-}
-
 // The learned strides of the last epoch: "(h, w) (h, w) ...".
 std::string learned_strides(const Run& run) {
   std::ostringstream out;
-  for (int layer = 0; layer < diffstride_layers(run); ++layer) {
+  for (int layer = 0; layer < run.layers; ++layer) {
     const auto prefix = "stride" + std::to_string(layer);
     const auto value = [&](const std::string& column) {
       const double v = run.last(prefix + column);
@@ -341,14 +359,20 @@ std::string results_csv(const std::vector<Run>& runs,
   return csv.str();
 }
 
-// Markdown table text: no line breaks or pipes from a run's values.
-std::string cell(std::string text) {
-  for (auto& c : text) {
+// Markdown table text from a run's values: no line breaks or pipes, and
+// HTML's special characters and backticks as entities, shown as they are.
+std::string cell(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
     if (c == '|' || static_cast<unsigned char>(c) < 0x20) {
-      c = ' ';
+      out += ' ';
+    } else if (std::string("<>&`").find(c) != std::string::npos) {
+      out += "&#" + std::to_string(static_cast<int>(c)) + ";";
+    } else {
+      out += c;
     }
   }
-  return text;
+  return out;
 }
 
 // "mean ± sd (n)" of the finite values, percent; "-" when there are none.
@@ -502,7 +526,9 @@ class Plotter {
   Plotter& operator=(const Plotter&) = delete;
 
   void write(const std::string& name, const std::string& text) const {
-    std::ofstream(scratch_ / name) << text;
+    std::ofstream out(scratch_ / name);
+    out << text;
+    TORCH_CHECK(out.flush(), "report: cannot write ", (scratch_ / name).string());
   }
 
   // Runs `body` (after the common settings) in the scratch folder and
@@ -543,7 +569,10 @@ void Plotter::run_gnuplot() const {
     ::_exit(127);
   }
   ::close(pipe_fds[1]);
-  TORCH_CHECK(pid > 0, "report: cannot start gnuplot (fork failed)");
+  if (pid < 0) {
+    ::close(pipe_fds[0]);
+    TORCH_CHECK(false, "report: cannot start gnuplot (fork failed)");
+  }
   std::string output;
   char buffer[512];
   for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) != 0;) {
@@ -687,7 +716,8 @@ std::string strides_plot(const Plotter& plotter,
     std::string series;
     for (size_t i = 0; i < runs.size(); ++i) {
       const auto& run = runs[i];
-      if (!has_point(run, run.column_index("epoch"),
+      if (run.layers <= layer ||
+          !has_point(run, run.column_index("epoch"),
                      run.column_index(prefix + "_h"))) {
         continue;
       }
@@ -713,9 +743,11 @@ std::vector<std::string> write_report(const std::vector<std::string>& paths,
   TORCH_CHECK(!paths.empty(), "report: expected sweep or run folders");
   const auto runs = collect_runs(paths);
   const auto settings = settings_of(runs);
-  int layers = 0;  // of the run that has the most (0: no strides plot)
+  // Panels of the strides plot: the layers of the run that has the most,
+  // at most kMostStridePanels (0: no strides plot).
+  int layers = 0;
   for (const auto& run : runs) {
-    layers = std::max(layers, diffstride_layers(run));
+    layers = std::min(std::max(layers, run.layers), kMostStridePanels);
   }
   const fs::path out = report_folder(paths, out_option);
   const std::vector<std::pair<std::string, std::string>> outputs = {

@@ -17,7 +17,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace diffstride {
 
@@ -68,68 +70,80 @@ void save_archive(const fs::path& path,
   detail::replace_file(path, detail::with_integrity_header(bytes));
 }
 
-// Checks, before any parameter is replaced, that `archive` holds every
-// parameter and buffer of `module` under its name and with its shape
-// (LibTorch's loader would silently take the file's shapes instead).
-void check_same_architecture(const torch::nn::Module& module,
-                             torch::serialize::InputArchive& archive,
-                             const std::string& prefix,
-                             const fs::path& file) {
+// Adds to `problems` every parameter and buffer of `module` that `archive`
+// lacks or holds with another shape, and every tensor or module `archive`
+// holds that `module` lacks (LibTorch's loader would silently take the
+// file's shapes, and ignore what the model lacks: a DiffStride's strides in
+// a model of another pooling, say).
+void architecture_problems(const torch::nn::Module& module,
+                           torch::serialize::InputArchive& archive,
+                           const std::string& prefix,
+                           std::vector<std::string>& problems) {
+  std::set<std::string> names;
   const auto check = [&](const std::string& name,
                          const torch::Tensor& expected,
                          bool is_buffer) {
+    names.insert(name);
     torch::Tensor stored;
-    TORCH_CHECK(archive.try_read(name, stored, is_buffer),
-                file.string(),
-                ": holds no ",
-                prefix + name,
-                ": it was made with another architecture than this run's "
-                "config.toml describes");
-    TORCH_CHECK(stored.sizes() == expected.sizes(),
-                file.string(),
-                ": ",
-                prefix + name,
-                " has shape ",
-                stored.sizes(),
-                " where this run's config.toml gives ",
-                expected.sizes(),
-                ": the file was made with another architecture");
+    if (!archive.try_read(name, stored, is_buffer)) {
+      problems.push_back("holds no " + prefix + name);
+    } else if (stored.sizes() != expected.sizes()) {
+      std::ostringstream text;
+      text << prefix << name << " has shape " << stored.sizes()
+           << " where this run's config.toml gives " << expected.sizes();
+      problems.push_back(text.str());
+    }
   };
-  std::set<std::string> names;
   for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
     check(parameter.key(), parameter.value(), false);
-    names.insert(parameter.key());
   }
   for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
     check(buffer.key(), buffer.value(), true);
-    names.insert(buffer.key());
   }
   for (const auto& child : module.named_children()) {
     names.insert(child.key());
+    torch::serialize::InputArchive child_archive;
+    if (archive.try_read(child.key(), child_archive)) {
+      architecture_problems(*child.value(), child_archive,
+                            prefix + child.key() + ".", problems);
+    } else {
+      problems.push_back("holds no module " + prefix + child.key());
+    }
   }
-  // Tensors or modules the model lacks (a DiffStride's strides in a model
-  // of another pooling, say) would be ignored by LibTorch's loader.
   for (const auto& key : archive.keys()) {
     c10::IValue value;
-    TORCH_CHECK(names.count(key) != 0 || !archive.try_read(key, value) ||
-                    !(value.isTensor() || value.isObject()),
-                file.string(),
-                ": holds ",
-                prefix + key,
-                ", which the model this run's config.toml describes does not "
-                "have: it was made with another architecture or pooling");
+    if (names.count(key) == 0 && archive.try_read(key, value) &&
+        (value.isTensor() || value.isObject())) {
+      problems.push_back("holds " + prefix + key +
+                         ", which the model this run's config.toml "
+                         "describes does not have");
+    }
   }
-  for (const auto& child : module.named_children()) {
-    torch::serialize::InputArchive child_archive;
-    TORCH_CHECK(archive.try_read(child.key(), child_archive),
-                file.string(),
-                ": holds no module ",
-                prefix + child.key(),
-                ": it was made with another architecture than this run's "
-                "config.toml describes");
-    check_same_architecture(
-        *child.value(), child_archive, prefix + child.key() + ".", file);
+}
+
+// Checks, before any parameter is replaced, that `archive` holds the
+// tensors of `module` and no others, naming the first ten that differ.
+void check_same_architecture(const torch::nn::Module& module,
+                             torch::serialize::InputArchive& archive,
+                             const fs::path& file) {
+  std::vector<std::string> problems;
+  architecture_problems(module, archive, "", problems);
+  if (problems.empty()) {
+    return;
   }
+  std::string listed;
+  for (size_t i = 0; i < std::min<size_t>(problems.size(), 10); ++i) {
+    listed += (i ? "; " : "") + problems[i];
+  }
+  TORCH_CHECK(false,
+              file.string(),
+              ": ",
+              listed,
+              problems.size() > 10
+                  ? "; and " + std::to_string(problems.size() - 10) + " more"
+                  : std::string(),
+              ": the file was made with another architecture or pooling "
+              "than this run's config.toml describes");
 }
 
 // The archive in `file` (checked for integrity) with its model loaded into
@@ -156,7 +170,7 @@ torch::serialize::InputArchive load_archive(const fs::path& file,
                 error.what_without_backtrace(),
                 ")");
   }
-  check_same_architecture(model, model_archive, "", file);
+  check_same_architecture(model, model_archive, file);
   model.load(model_archive);
   return archive;
 }
@@ -200,19 +214,6 @@ const std::string kConfigMark =
     "# diffstride run: the resolved config; `diffstride train --resume "
     "FOLDER` continues it\n";
 
-// Whether the first 4 KiB of the regular file `path` hold `mark`.
-bool holds_mark(const fs::path& path, const std::string& mark) {
-  std::error_code error;
-  if (!fs::is_regular_file(fs::symlink_status(path, error))) {
-    return false;
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::string head(4096, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
-  return head.find(mark) != std::string::npos;
-}
-
 // A new run goes into a folder that is absent, empty, or holds only what a
 // run of this tool writes before its first checkpoint (its marked
 // config.toml and event files), which holds no results and starts again.
@@ -240,7 +241,7 @@ void check_new_run_folder(const fs::path& out) {
   for (const auto& entry : fs::directory_iterator(out)) {
     const auto name = entry.path().filename().string();
     if (name == kConfigFile) {
-      TORCH_CHECK(holds_mark(entry.path(), kConfigMark),
+      TORCH_CHECK(detail::carries_mark(entry.path(), kConfigMark),
                   entry.path().string(),
                   ": a config.toml diffstride train did not write; a new run "
                   "needs an empty folder or a new one");
@@ -276,8 +277,8 @@ RunState RunFolder::state_of(const std::string& path) {
 
 RunFolder RunFolder::resume(const std::string& path) {
   const fs::path folder = path;
-  TORCH_CHECK(holds_mark(folder / kConfigFile, kConfigMark) ||
-                  holds_mark(folder / kCheckpointFile,
+  TORCH_CHECK(detail::carries_mark(folder / kConfigFile, kConfigMark) ||
+                  detail::carries_mark(folder / kCheckpointFile,
                              detail::integrity_magic()),
               folder.string(),
               ": not a run of diffstride train (its config.toml does not "

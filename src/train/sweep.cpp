@@ -260,7 +260,9 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
   TORCH_CHECK(options.parallel >= 1 && options.parallel <= max_threads(),
               "--parallel: expected 1 to ",
               max_threads(),
-              " runs at once (4 x this machine's cores), got ",
+              " runs at once (",
+              kThreadsPerCore,
+              " x this machine's cores), got ",
               options.parallel);
   for (const auto& axis : spec.axes) {
     TORCH_CHECK(options.device.empty() || axis.key != "train.device",

@@ -156,6 +156,47 @@ Batch batch_on(const Batch& batch,
   return moved;
 }
 
+// The largest batch a run allocates (and a few ahead of the model): 2^30
+// float32 values, 4 GiB.
+constexpr double kMaxBatchValues = 1 << 30;
+
+// The splits make batches of one example shape, of a bounded size, that
+// split evenly across the processes.
+void check_batches(const TrainConfig::Data& data,
+                   const Dataset& train_data,
+                   const Dataset& test_data,
+                   int64_t world_size) {
+  const auto shape = train_data.example_shape();
+  TORCH_CHECK(shape == test_data.example_shape(),
+              data.dataset,
+              " in ",
+              data.data_dir.empty() ? "its default folder" : data.data_dir,
+              ": the training images are ",
+              c10::IntArrayRef(shape),
+              " (C, H, W) but the test images ",
+              c10::IntArrayRef(test_data.example_shape()),
+              "; both splits must have one image size");
+  double values = static_cast<double>(data.batch_size);
+  for (const auto size : shape) {
+    values *= static_cast<double>(size);
+  }
+  TORCH_CHECK(values <= kMaxBatchValues,
+              "data.batch_size ",
+              data.batch_size,
+              " examples of ",
+              c10::IntArrayRef(shape),
+              " make a batch of ",
+              values * 4 / (1 << 30),
+              " GiB; expected at most 4 GiB: lower data.batch_size or the "
+              "example size (data.image_size, data.clip_samples)");
+  TORCH_CHECK(data.batch_size % world_size == 0,
+              "data.batch_size ",
+              data.batch_size,
+              " is the global batch: it must split evenly across the ",
+              world_size,
+              " processes");
+}
+
 // What every rank of a run must agree on, one "key = value" line each: the
 // config (its keys as section.key) but for what is each process's own
 // (where it writes, reads data from, and its threads and device), the
@@ -318,24 +359,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
   }
   const auto train_data = load_config_dataset(config.data, "train");
   const auto test_data = load_config_dataset(config.data, "test");
-  TORCH_CHECK(
-      train_data.example_shape() == test_data.example_shape(),
-      config.data.dataset,
-      " in ",
-      config.data.data_dir.empty() ? "its default folder"
-                                   : config.data.data_dir,
-      ": the training images are ",
-      c10::IntArrayRef(train_data.example_shape()),
-      " (C, H, W) but the test images ",
-      c10::IntArrayRef(test_data.example_shape()),
-      "; both splits must have one image size");
+  check_batches(config.data, train_data, test_data, launcher.world_size);
   const auto normalization = config_normalization(config.data);
-  TORCH_CHECK(config.data.batch_size % launcher.world_size == 0,
-              "data.batch_size ",
-              config.data.batch_size,
-              " is the global batch: it must split evenly across the ",
-              launcher.world_size,
-              " processes");
 
   torch::manual_seed(config.train.seed);
   auto model = build_model(
@@ -360,7 +385,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       launcher,
       device,
       std::chrono::milliseconds(static_cast<int64_t>(
-          config.train.collective_timeout_seconds * 1000)));
+          config.train.collective_timeout_seconds * 1000)),
+      options.interrupt);
   collectives.check_agreement(
       agreement_text(config, train_data, test_data, collectives.world_size()));
   std::ostream* progress = writer ? options.progress : nullptr;
@@ -550,9 +576,9 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       for (const auto* data : {&train_data, &test_data}) {
         if (data->reader && data->reader->skipped_files() > 0) {
           *progress << "  " << (data == &train_data ? "training" : "test")
-                    << " split: " << data->reader->skipped_files()
-                    << " file(s) skipped as bad files (unreadable, damaged, too large "
-                       "or not of the folder's kind)\n";
+                    << " split: "
+                    << skipped_files_message(data->reader->skipped_files())
+                    << "\n";
         }
       }
     }
@@ -603,8 +629,10 @@ CheckpointUnderTest load_for_test(const std::string& path) {
 }
 
 // A dump goes to a new path, or with `replace` over a regular file that is
-// none of a run folder's own files.
-void check_dump_path(const std::string& path, bool replace) {
+// neither the checkpoint read nor one of a run folder's own files.
+void check_dump_path(const std::string& checkpoint,
+                     const std::string& path,
+                     bool replace) {
   namespace fs = std::filesystem;
   const auto status = fs::symlink_status(path);
   if (!fs::exists(status)) {
@@ -617,9 +645,11 @@ void check_dump_path(const std::string& path, bool replace) {
   TORCH_CHECK(fs::is_regular_file(status),
               path,
               ": exists and is not a regular file: nothing was written");
-  TORCH_CHECK(!RunFolder::is_run_file(path),
+  std::error_code error;
+  TORCH_CHECK(!RunFolder::is_run_file(path) &&
+                  !fs::equivalent(path, checkpoint, error),
               path,
-              ": a file of a run folder (",
+              ": the checkpoint read or a file of a run folder (",
               fs::path(path).filename().string(),
               "); the dump goes elsewhere");
 }
@@ -635,7 +665,7 @@ void dump_test_logits(const std::string& checkpoint,
                       const std::string& path,
                       int64_t count,
                       bool replace) {
-  check_dump_path(path, replace);
+  check_dump_path(checkpoint, path, replace);
   auto run = load_for_test(checkpoint);
   run.model->eval();
   torch::NoGradGuard no_grad;
@@ -648,7 +678,11 @@ void dump_test_logits(const std::string& checkpoint,
   dump.insert("images", batch.images);
   dump.insert("labels", batch.labels);
   dump.insert("logits", run.model(batch.images));
-  detail::replace_file(path, python_tensor_dict(dump));
+  if (replace) {
+    detail::replace_file(path, python_tensor_dict(dump));
+  } else {
+    detail::create_file(path, python_tensor_dict(dump));
+  }
 }
 
 }  // namespace diffstride

@@ -203,6 +203,24 @@ def test_a_float_wav_holding_a_non_finite_sample_is_a_bad_file(tmp_path, value):
     assert all(math.isfinite(v) for v in losses(skipping.stdout)), skipping.stdout
 
 
+def test_data_statistics_refuse_or_skip_a_file_holding_nan(tmp_path):
+    root = tmp_path / "audio"
+    make_short_folder(root)
+    samples = np.linspace(-0.5, 0.5, SHORT, dtype=np.float32)
+    samples[SHORT // 2] = float("nan")
+    write_float_wav(root / "train" / "no" / "c_nan.wav", samples, RATE)
+    command = [TOOL, "--threads", "2", "data", "--dataset", "audio_folder", "--data-dir", root,
+               "--sample-rate", RATE, "--clip-samples", CLIP]
+    stopped = run(command)
+    assert stopped.returncode == 2 and "c_nan.wav" in stopped.stdout, stopped.stdout
+    assert "non-finite" in stopped.stdout
+    skipped = run(command + ["--set", "data.skip_bad_files=true"])
+    assert skipped.returncode == 0, skipped.stdout
+    assert "1 file(s) skipped" in skipped.stdout
+    keys = re.search(r"data\.mean = \[(\S+)\], data\.std = \[(\S+)\]", skipped.stdout)
+    assert keys and math.isfinite(float(keys[1])) and math.isfinite(float(keys[2])), skipped.stdout
+
+
 def test_a_sound_longer_than_max_sound_frames_is_a_bad_file(tmp_path):
     root = tmp_path / "audio"
     make_short_folder(root)  # 800 and 900 frames: within 1000

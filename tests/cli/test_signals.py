@@ -92,9 +92,16 @@ def first_run_checkpointed(out):
     return runs.exists() and any((r / "checkpoint.pt").exists() for r in runs.iterdir())
 
 
+def run_processes(out):
+    """The pids of the processes running a run of the sweep in `out`."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], stdout=subprocess.PIPE,
+                             text=True).stdout
+    return [int(line.split()[0]) for line in listing.splitlines()
+            if str(out / "runs") in line]
+
+
 def no_run_process_left(out):
-    listing = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout
-    return str(out / "runs") not in listing
+    return not run_processes(out)
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
@@ -121,9 +128,17 @@ def test_second_signal_ends_the_sweep_at_once_and_its_run_still_checkpoints(tmp_
     sweep.wait_for(lambda: first_run_checkpointed(out))
     (run,) = [r for r in (out / "runs").iterdir()]
     before = (run / "checkpoint.pt").stat().st_mtime_ns
+    # The run is held still (SIGSTOP) so that it cannot end before the
+    # second signal; the first is given time to be handled (two signals
+    # sent at once may arrive as one).
+    (child,) = run_processes(out)
+    os.kill(child, signal.SIGSTOP)
     sweep.process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert sweep.process.poll() is None
     status, seconds = sweep.stop_with(signal.SIGINT)
     assert status == 128 + signal.SIGINT and seconds < 2, (status, seconds)
+    os.kill(child, signal.SIGCONT)
     # The run got the signal too (and SIGTERM when the sweep died): it
     # writes its checkpoint and ends by itself.
     deadline = time.time() + STOP_LIMIT

@@ -1,7 +1,8 @@
 """Several machines, played on one: two torchrun launchers as two nodes on
 loopback (c10d rendezvous), one rank each, train one run together; when one
 node dies the other's rank stops with an error naming the failure, and the
-run resumes on a single node.
+run resumes on a single node; when only a launcher dies, its rank and the
+other stop together at a checkpoint.
 
 Usage: python3 -m pytest tests/cli/test_two_nodes.py (DIFFSTRIDE names the
 tool, TORCHRUN the launcher; defaults build/diffstride and torchrun).
@@ -106,3 +107,38 @@ def test_a_dead_node_stops_the_other_and_the_run_resumes_on_one(tmp_path, data):
     step = 8 * epochs_done  # 256 examples in batches of 32 per epoch
     assert re.search(rf"stopped at step {step + 2};", output), output
     assert "device cpu, precision float32\n" in output  # one process, no group
+
+
+def ranks_of(run):
+    listing = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout
+    return [line for line in listing.splitlines()
+            if "train --out " + str(run) in line and "torchrun" not in line]
+
+
+def test_a_dead_launcher_stops_both_ranks_at_one_checkpoint(tmp_path, data):
+    port = free_port()
+    run = tmp_path / "run"
+    args = ["--out", str(run),
+            *tiny_train_args(data, "--set", "train.epochs=100",
+                             "--set", "train.collective_timeout_seconds=30")]
+    nodes = [start_node(n, port, tmp_path, args) for n in (0, 1)]
+    deadline = time.time() + 240
+    while not (run / "checkpoint.pt").exists():
+        assert time.time() < deadline and nodes[0].poll() is None, node_log(tmp_path, 0)
+        time.sleep(0.2)
+    nodes[1].kill()  # the launcher alone: its rank gets SIGTERM from the kernel
+    nodes[1].wait()
+    killed = time.time()
+    while "stopped at step" not in node_log(tmp_path, 0):
+        assert time.time() < killed + 30, node_log(tmp_path, 0)[-3000:]
+        time.sleep(0.2)
+    while ranks_of(run):
+        assert time.time() < killed + 30, ranks_of(run)
+        time.sleep(0.2)
+    step = int(re.search(r"stopped at step (\d+);", node_log(tmp_path, 0))[1])
+    kill_node(nodes[0])  # its launcher waits in torchrun's exit barrier
+    resumed = subprocess.run(
+        [TOOL, "--threads", "2", "train", "--resume", str(run), "--stop-after-steps", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout
+    assert f"stopped at step {step + 1};" in resumed.stdout.replace("\r", "\n")

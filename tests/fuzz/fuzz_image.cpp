@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -15,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   constexpr int64_t kMaxPixels = int64_t{1} << 20;
   const int64_t channels = data[0] % 2 == 0 ? 3 : 1;
-  const std::vector<uint8_t> bytes(data + 1, data + size);
+  const std::string bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
     const auto image = diffstride::detail::decode_image_bytes(
         "fuzz.img", bytes, channels, kMaxPixels);

@@ -98,6 +98,10 @@ struct FolderOptions {
   TORCH_ARG(int64_t, workers) = 4;
 };
 
+/// How the tool reports `count` files a reader skipped: "N file(s) skipped
+/// as bad files (...)".
+std::string skipped_files_message(int64_t count);
+
 /// The training crops FolderOptions accepts: random_resized, center.
 std::vector<std::string> train_crop_names();
 

@@ -76,7 +76,9 @@ struct TrainConfig {
 };
 
 /// The most threads train.threads, data.workers and the tool's --threads
-/// accept: 4 x the machine's cores (more only stall creating them).
+/// accept: kThreadsPerCore x the machine's cores (more only stall creating
+/// them).
+constexpr int64_t kThreadsPerCore = 4;
 int64_t max_threads();
 
 /// The largest data.image_size, data.clip_samples and data.sample_rate a

@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -49,10 +50,13 @@ class Collectives {
   Collectives();
   /// Joins the group `environment` describes, for tensors on `device`: Gloo
   /// for the CPU, NCCL for CUDA (Gloo when this build has no NCCL). Every
-  /// operation, and joining itself, fails after `timeout` without progress.
+  /// operation, and joining itself, fails after `timeout` without progress;
+  /// while waiting for the other ranks to join or to describe their run
+  /// (check_agreement), `interrupt` (Ctrl-C) ends the wait with an error.
   Collectives(const LauncherEnvironment& environment,
               const c10::Device& device,
-              std::chrono::milliseconds timeout);
+              std::chrono::milliseconds timeout,
+              const std::atomic<bool>* interrupt = nullptr);
   ~Collectives();
   Collectives(const Collectives&) = delete;
   Collectives& operator=(const Collectives&) = delete;
@@ -90,6 +94,8 @@ class Collectives {
   /// "rank R of W: ", how errors start.
   std::string where() const;
   int64_t rank_ = 0, world_size_ = 1;
+  std::chrono::milliseconds timeout_{0};
+  const std::atomic<bool>* interrupt_ = nullptr;
   std::unique_ptr<Group> group_;
 };
 

@@ -5,7 +5,6 @@
 // without TensorFlow or protobuf here.
 
 #include <cstdint>
-#include <fstream>
 #include <string>
 
 namespace diffstride {
@@ -23,8 +22,13 @@ class EventWriter {
   /// Creates `folder` if needed and a new file events.out.tfevents.<time>.
   /// <host>.<pid> in it, starting with the file-version event.
   explicit EventWriter(const std::string& folder);
+  /// Writes what is not flushed yet (errors are flush()'s to report).
+  ~EventWriter();
+  EventWriter(const EventWriter&) = delete;
+  EventWriter& operator=(const EventWriter&) = delete;
 
   void add_scalar(const std::string& tag, double value, int64_t step);
+  /// Writes the records added since the last flush.
   void flush();
 
   const std::string& path() const {
@@ -35,7 +39,8 @@ class EventWriter {
   void write_record(const std::string& event);
 
   std::string path_;
-  std::ofstream out_;
+  int fd_ = -1;          // of the file, created exclusively
+  std::string pending_;  // records not written yet
 };
 
 }  // namespace diffstride

@@ -13,6 +13,7 @@ import pickletools
 import re
 import shlex
 import shutil
+import time
 import zipfile
 
 import pytest
@@ -117,6 +118,27 @@ def test_a_state_dict_that_is_no_resnets_dict_of_tensors_is_a_value_error_naming
     torch.save(state, path)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         diffstride.models.from_run(tmp_path)
+
+
+@pytest.mark.parametrize("change", [
+    ("filters = [ 4, 8, 8 ]", "filters = [ 4, 100000000, 8 ]"),
+    ("filters = [ 4, 8, 8 ]", "filters = [ 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8 ]"),
+    ("layers_per_block = 1", "layers_per_block = 1000000000"),
+], ids=["huge_filters", "more_blocks", "more_layers"])
+def test_a_config_asking_for_another_network_is_refused_before_it_is_built(
+        image_run, tmp_path, change):
+    """config.toml is as untrusted as the weights: numbers that do not match
+    the weights are refused at once (building first would ask for
+    gigabytes, or hours of layers)."""
+    for name in ("config.toml", "model_state_dict.pt"):
+        shutil.copy(image_run.run / name, tmp_path / name)
+    config = (tmp_path / "config.toml").read_text()
+    assert change[0] in config, config
+    (tmp_path / "config.toml").write_text(config.replace(*change))
+    started = time.time()
+    with pytest.raises(ValueError, match="do not match the weights"):
+        diffstride.models.from_run(tmp_path)
+    assert time.time() - started < 5
 
 
 # The GLOBALs a pickle of plain tensors in plain containers may name, and the
