@@ -64,8 +64,8 @@ struct Run {
   // The position of column `name` in metrics.csv (columns.size() when
   // absent).
   size_t column_index(const std::string& name) const {
-    return static_cast<size_t>(
-        std::find(columns.begin(), columns.end(), name) - columns.begin());
+    return static_cast<size_t>(std::find(columns.begin(), columns.end(), name) -
+                               columns.begin());
   }
   bool has_column(const std::string& name) const {
     return column_index(name) < columns.size();
@@ -125,8 +125,8 @@ std::string shown(const toml::node& node) {
 // FIFO or a device there would block or never end).
 std::string run_file(const fs::path& path) {
   try {
-    return detail::read_regular_file(path.string(), int64_t{64} << 20,
-                                     "a run's file of 64 MiB");
+    return detail::read_regular_file(
+        path.string(), int64_t{64} << 20, "a run's file of 64 MiB");
   } catch (const std::runtime_error& error) {
     TORCH_CHECK(false, "report: ", error.what());
   }
@@ -263,10 +263,10 @@ fs::path report_folder(const std::vector<std::string>& paths,
   }
   fs::path out = distinct.begin()->parent_path();
   for (const auto& absolute : distinct) {
-    while (!out.empty() &&
-           std::mismatch(out.begin(), out.end(), absolute.begin(),
-                         absolute.end())
-                   .first != out.end()) {
+    while (
+        !out.empty() &&
+        std::mismatch(out.begin(), out.end(), absolute.begin(), absolute.end())
+                .first != out.end()) {
       out = out.parent_path();
     }
   }
@@ -288,8 +288,8 @@ struct Settings {
   std::string of(const Run& run) const {
     std::string text;
     for (const auto& key : varying) {
-      text += (text.empty() ? "" : " ") + key.substr(key.find('.') + 1) +
-              "=" + run.value(key);
+      text += (text.empty() ? "" : " ") + key.substr(key.find('.') + 1) + "=" +
+              run.value(key);
     }
     return text.empty() ? std::string("all runs") : text;
   }
@@ -378,8 +378,10 @@ std::string cell(const std::string& text) {
 // "mean ± sd (n)" of the finite values, percent; "-" when there are none.
 std::string mean_and_sd(const std::vector<double>& all) {
   std::vector<double> values;
-  std::copy_if(all.begin(), all.end(), std::back_inserter(values),
-               [](double v) { return std::isfinite(v); });
+  std::copy_if(
+      all.begin(), all.end(), std::back_inserter(values), [](double v) {
+        return std::isfinite(v);
+      });
   if (values.empty()) {
     return "- (" + std::to_string(all.size()) + ")";
   }
@@ -411,7 +413,8 @@ std::string accuracy_table(const std::vector<Run>& runs,
     }
     const auto pooling = run.value("model.pooling");
     const auto setting = settings.of(run);
-    if (std::find(poolings.begin(), poolings.end(), pooling) == poolings.end()) {
+    if (std::find(poolings.begin(), poolings.end(), pooling) ==
+        poolings.end()) {
       poolings.push_back(pooling);
     }
     if (std::find(columns.begin(), columns.end(), setting) == columns.end()) {
@@ -444,11 +447,11 @@ std::string accuracy_table(const std::vector<Run>& runs,
 std::string results_md(const std::vector<Run>& runs,
                        const Settings& settings,
                        int layers) {
-  const auto unfinished = static_cast<size_t>(
-      std::count_if(runs.begin(), runs.end(),
-                    [](const Run& run) { return !run.finished; }));
+  const auto unfinished = static_cast<size_t>(std::count_if(
+      runs.begin(), runs.end(), [](const Run& run) { return !run.finished; }));
   std::ostringstream md;
-  md << kReportMark << "\n# Results\n\nFinal test accuracy (%), mean ± "
+  md << kReportMark
+     << "\n# Results\n\nFinal test accuracy (%), mean ± "
         "sample standard deviation over seeds, and the number of runs, of "
      << runs.size() - unfinished << " finished run(s)";
   if (unfinished > 0) {
@@ -459,20 +462,20 @@ std::string results_md(const std::vector<Run>& runs,
      << "\n| run | pooling | setting | seed | epochs | test accuracy | "
         "multiply-adds | learned strides |\n| --- | --- | --- | --- | ---: | "
         "---: | ---: | --- |\n";
-  const auto shown_or_dash = [](double value, double scale,
-                                const std::string& unit) {
-    std::ostringstream out;
-    out << std::fixed << std::setprecision(2) << value * scale << unit;
-    return std::isfinite(value) ? out.str() : std::string("-");
-  };
+  const auto shown_or_dash =
+      [](double value, double scale, const std::string& unit) {
+        std::ostringstream out;
+        out << std::fixed << std::setprecision(2) << value * scale << unit;
+        return std::isfinite(value) ? out.str() : std::string("-");
+      };
   for (const auto& run : runs) {
     md << "| " << cell(run.folder.filename().string())
        << (run.finished ? "" : " (unfinished)") << " | "
        << cell(run.value("model.pooling")) << " | " << cell(settings.of(run))
        << " | " << cell(run.value("train.seed")) << " | " << run.rows.size()
-       << " | " << shown_or_dash(run.last("test_accuracy"), 100.0, "%")
-       << " | " << shown_or_dash(run.last("multiply_adds"), 1e-6, " M")
-       << " | " << cell(learned_strides(run)) << " |\n";
+       << " | " << shown_or_dash(run.last("test_accuracy"), 100.0, "%") << " | "
+       << shown_or_dash(run.last("multiply_adds"), 1e-6, " M") << " | "
+       << cell(learned_strides(run)) << " |\n";
   }
   md << "\n![test accuracy per epoch](accuracy.svg)\n\n"
         "![accuracy against multiply-adds](accuracy_vs_multiply_adds.svg)\n";
@@ -509,8 +512,8 @@ std::string data_label(const std::string& text) {
 class Plotter {
  public:
   Plotter() {
-    std::string name = (fs::temp_directory_path() / "diffstride_report_XXXXXX")
-                           .string();
+    std::string name =
+        (fs::temp_directory_path() / "diffstride_report_XXXXXX").string();
     TORCH_CHECK(::mkdtemp(name.data()) != nullptr,
                 "report: cannot make a scratch folder in ",
                 fs::temp_directory_path().string(),
@@ -528,7 +531,8 @@ class Plotter {
   void write(const std::string& name, const std::string& text) const {
     std::ofstream out(scratch_ / name);
     out << text;
-    TORCH_CHECK(out.flush(), "report: cannot write ", (scratch_ / name).string());
+    TORCH_CHECK(
+        out.flush(), "report: cannot write ", (scratch_ / name).string());
   }
 
   // Runs `body` (after the common settings) in the scratch folder and
@@ -544,8 +548,8 @@ class Plotter {
     std::string svg((std::istreambuf_iterator<char>(in)),
                     std::istreambuf_iterator<char>());
     const auto declaration_end = svg.rfind("?>", svg.find("<svg"));
-    const auto at = declaration_end == std::string::npos ? 0
-                                                         : declaration_end + 2;
+    const auto at =
+        declaration_end == std::string::npos ? 0 : declaration_end + 2;
     return svg.insert(at, "\n" + kReportMark);
   }
 
@@ -643,7 +647,8 @@ std::string epoch_tics(const std::vector<Run>& runs) {
   return most_epochs <= 20 ? "set xtics 1\n" : "";
 }
 
-std::string accuracy_plot(const Plotter& plotter, const std::vector<Run>& runs) {
+std::string accuracy_plot(const Plotter& plotter,
+                          const std::vector<Run>& runs) {
   std::ostringstream body;
   body << epoch_tics(runs)
        << "set xlabel 'epoch'\nset ylabel 'test accuracy (%)'\nset title "
@@ -651,7 +656,8 @@ std::string accuracy_plot(const Plotter& plotter, const std::vector<Run>& runs) 
   std::string series;
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& run = runs[i];
-    if (!has_point(run, run.column_index("epoch"),
+    if (!has_point(run,
+                   run.column_index("epoch"),
                    run.column_index("test_accuracy"))) {
       continue;
     }
@@ -716,9 +722,9 @@ std::string strides_plot(const Plotter& plotter,
     std::string series;
     for (size_t i = 0; i < runs.size(); ++i) {
       const auto& run = runs[i];
-      if (run.layers <= layer ||
-          !has_point(run, run.column_index("epoch"),
-                     run.column_index(prefix + "_h"))) {
+      if (run.layers <= layer || !has_point(run,
+                                            run.column_index("epoch"),
+                                            run.column_index(prefix + "_h"))) {
         continue;
       }
       const auto data = "'run" + std::to_string(i) + ".dat' using " +

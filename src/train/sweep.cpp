@@ -120,11 +120,11 @@ void lock_sweep_folder(const fs::path& folder, std::ostream* progress) {
     *progress << "[sweep] waiting for the runs of an earlier sweep in "
               << folder.string() << " to stop" << std::endl;
   }
-  TORCH_CHECK(::flock(fd, LOCK_EX) == 0,
-              "cannot lock ",
-              path.string(),
-              ": ",
-              std::strerror(errno));
+  if (::flock(fd, LOCK_EX) != 0) {
+    const int error = errno;
+    ::close(fd);
+    TORCH_CHECK(false, "cannot lock ", path.string(), ": ", std::strerror(error));
+  }
 }
 
 // `program` as execv wants it: a path, searched on PATH when it has no '/'.
@@ -255,7 +255,11 @@ std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes) {
   return runs;
 }
 
-int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
+// The sweep's arguments and every run's config, checked before any run
+// starts: a bad key or value is an error now, not hours in. Returns the
+// runs.
+std::vector<SweepRun> checked_runs(const SweepSpec& spec,
+                                   const SweepOptions& options) {
   TORCH_CHECK(!options.out.empty(), "sweep: expected an output folder (--out)");
   TORCH_CHECK(options.parallel >= 1 && options.parallel <= max_threads(),
               "--parallel: expected 1 to ",
@@ -287,8 +291,6 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
                 " is given twice: put all its values in one --axis");
   }
   const auto runs = sweep_runs(spec.axes);
-  // Every run's config, checked before any starts: a bad key or value is an
-  // error now, not hours in.
   for (const auto& run : runs) {
     auto overrides = spec.overrides;
     overrides.insert(overrides.end(), run.overrides.begin(), run.overrides.end());
@@ -302,6 +304,12 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
                   error.what_without_backtrace());
     }
   }
+  return runs;
+}
+
+// The sweep folder `options.out`, new, empty or this sweep's own (its
+// sweep.toml the same), locked for this process and its runs.
+void open_sweep_folder(const SweepSpec& spec, const SweepOptions& options) {
   const fs::path out = options.out;
   TORCH_CHECK(!fs::exists(out) ||
                   (fs::is_directory(out) &&
@@ -326,7 +334,13 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
                 "arguments or choose another --out");
   }
   lock_sweep_folder(out, options.progress);
-  detail::replace_file(out / kSpecFile, spec_text);
+}
+
+int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
+  const auto runs = checked_runs(spec, options);
+  open_sweep_folder(spec, options);
+  const fs::path out = options.out;
+  detail::replace_file(out / kSpecFile, spec_toml(spec));
   detail::replace_file(out / kSweepManifestFile, manifest_csv(spec, runs));
 
   const int sweep_log = detail::open_for_append(out / "sweep.log");

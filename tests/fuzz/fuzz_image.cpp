@@ -26,11 +26,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       __builtin_trap();
     }
     std::vector<float> out(static_cast<size_t>(channels * 8 * 8));
-    diffstride::detail::resample(
-        image,
-        {0, 0, static_cast<double>(image.height),
-         static_cast<double>(image.width)},
-        8, /*mirror=*/true, out.data());
+    diffstride::detail::resample(image,
+                                 {0,
+                                  0,
+                                  static_cast<double>(image.height),
+                                  static_cast<double>(image.width)},
+                                 8,
+                                 /*mirror=*/true,
+                                 out.data());
   } catch (const std::runtime_error&) {
   }
   return 0;

@@ -31,8 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const std::exception&) {
     // c10::Error or a filesystem error: the tool prints either as a message.
   }
-  if (fs::exists("/tmp/diffstride_fuzz_canary") ||
-      fs::exists(run / "canary")) {
+  if (fs::exists("/tmp/diffstride_fuzz_canary") || fs::exists(run / "canary")) {
     __builtin_trap();
   }
   return 0;
