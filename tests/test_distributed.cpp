@@ -61,8 +61,13 @@ torch::Tensor flat_parameters(const std::vector<torch::Tensor>& parameters) {
 // writing the parameters after every step to $DUMP/rank<R>_step<S>.pt. Rank
 // $DIE_RANK kills itself (SIGKILL) after step $DIE_AT_STEP.
 int train_role() {
-  // $CONFIG_RANK<R>, where set, gives this rank a config of its own.
+  // $CONFIG_RANK<R> and $WORLD_SIZE_RANK<R>, where set, give this rank a
+  // config and a number of processes of its own.
   const std::string rank = env_or("RANK", "0");
+  const auto world = env_or(("WORLD_SIZE_RANK" + rank).c_str(), "");
+  if (!world.empty()) {
+    ::setenv("WORLD_SIZE", world.c_str(), 1);
+  }
   const auto config = diffstride::load_train_config(
       env_or(("CONFIG_RANK" + rank).c_str(), env_or("CONFIG", "")), {});
   diffstride::TrainOptions options;
@@ -442,9 +447,10 @@ TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeoutAndTheRunResumes) {
   EXPECT_EQ(metrics_rows(root / "run"), metrics_rows(root / "whole"));
 }
 
-// Ranks started with different runs (model, batch, seed, data) stop at
-// start-up, each with the same error naming the first differing key, exit
-// status 2, before any collective: never Gloo's abort on mismatched sizes.
+// Ranks started with different runs (model, batch, seed, data, number of
+// processes) stop at start-up, each with the same error naming the first
+// differing key, exit status 2, before any collective: never Gloo's abort
+// on mismatched sizes.
 TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
   REQUIRE_GLOO();
   const auto root = scratch_folder("ddp_disagree");
@@ -453,6 +459,7 @@ TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
   struct Case {
     std::string name, key;
     std::function<void(diffstride::TrainConfig&)> change;
+    std::string world_size_of_rank1 = "";
   };
   const std::vector<Case> cases = {
       {"filters", "model.filters",
@@ -461,7 +468,8 @@ TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
       {"seed", "train.seed", [](auto& c) { c.train.seed = 9; }},
       {"dataset", "data.train", [&](auto& c) {
          c.data.data_dir = (root / "other_data").string();
-       }}};
+       }},
+      {"world", "processes", [](auto&) {}, "4"}};
   for (const auto& test : cases) {
     const auto same = write_two_rank_config(root, test.name);
     auto other = diffstride::load_train_config(same.string());
@@ -470,6 +478,9 @@ TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
     std::ofstream(other_path) << diffstride::to_toml(other);
     auto vars = train_vars(same, root / (test.name + "_dump"));
     vars["CONFIG_RANK1"] = other_path.string();
+    if (!test.world_size_of_rank1.empty()) {
+      vars["WORLD_SIZE_RANK1"] = test.world_size_of_rank1;
+    }
     auto ranks = start_ranks("train", 2, vars, root);
     wait_ranks(ranks, std::chrono::seconds(60));
     for (const auto& rank : ranks) {

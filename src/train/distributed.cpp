@@ -214,6 +214,7 @@ Collectives::~Collectives() = default;
 Collectives::Collectives(const LauncherEnvironment& environment,
                          const c10::Device& device,
                          std::chrono::milliseconds timeout,
+                         const std::string& description,
                          const std::atomic<bool>* interrupt)
     : rank_(environment.rank),
       world_size_(environment.world_size),
@@ -241,6 +242,9 @@ Collectives::Collectives(const LauncherEnvironment& environment,
   }
   group_ = std::make_unique<Group>();
   group_->store = store;
+  // Before the process group: ranks that disagree on their number would
+  // fail its rendezvous with Gloo's own message.
+  check_agreement(description);
   try {
     if (device.is_cuda()) {
 #if defined(DIFFSTRIDE_WITH_NCCL)
@@ -338,44 +342,67 @@ void Collectives::average(const std::vector<at::Tensor>& tensors) {
   }
 }
 
+std::string Collectives::read_description(int64_t rank,
+                                          TimePoint deadline) const {
+  TORCH_CHECK(wait_for_key(*group_->store,
+                           "agreement/rank_" + std::to_string(rank),
+                           deadline,
+                           interrupt_),
+              where(),
+              "rank ",
+              rank,
+              " did not describe its run within ",
+              timeout_.count() / 1000.0,
+              " s (did it die, or never start?)");
+  const auto bytes =
+      group_->store->get("agreement/rank_" + std::to_string(rank));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::string Collectives::first_disagreement(const std::string& description,
+                                            TimePoint deadline) const {
+  // Rank 0's first, then this rank's own comparison: a rank started with
+  // another number of processes would wait for ranks that do not exist.
+  const auto first = read_description(0, deadline);
+  std::vector<int64_t> ranks;
+  if (rank_ != 0) {
+    ranks.push_back(rank_);
+  }
+  for (int64_t r = 1; r < world_size_; ++r) {
+    if (r != rank_) {
+      ranks.push_back(r);
+    }
+  }
+  for (const int64_t r : ranks) {
+    const auto difference = first_difference(
+        first, r == rank_ ? description : read_description(r, deadline));
+    if (!difference.empty()) {
+      return "rank " + std::to_string(r) +
+             " was started with another run than rank 0: " + difference;
+    }
+  }
+  return "";
+}
+
 void Collectives::check_agreement(const std::string& description) {
   if (world_size_ == 1) {
     return;
   }
-  const auto key = [](int64_t rank) {
-    return "agreement/rank_" + std::to_string(rank);
-  };
-  // Rank 0's first: a rank started with another number of processes waits
-  // for ranks that do not exist, so it compares before it waits for them.
-  std::vector<int64_t> order = {0, rank_};
-  for (int64_t r = 1; r < world_size_; ++r) {
-    order.push_back(r);
-  }
-  std::vector<std::string> texts(static_cast<size_t>(world_size_));
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  std::string disagreement;
   try {
-    group_->store->set(key(rank_),
-                       std::vector<uint8_t>(description.begin(),
-                                            description.end()));
-    for (const int64_t r : order) {
-      TORCH_CHECK(wait_for_key(*group_->store, key(r), deadline, interrupt_),
-                  where(),
-                  "rank ",
-                  r,
-                  " did not describe its run within ",
-                  timeout_.count() / 1000.0,
-                  " s (did it die, or never start?)");
-      const auto bytes = group_->store->get(key(r));
-      texts[static_cast<size_t>(r)].assign(bytes.begin(), bytes.end());
-      const auto mismatch =
-          first_difference(texts[0], texts[static_cast<size_t>(r)]);
-      TORCH_CHECK(r == 0 || mismatch.empty(),
-                  "rank ",
-                  r,
-                  " was started with another run than rank 0: ",
-                  mismatch,
-                  ". Every rank must be started with the same config, data "
-                  "and number of processes");
+    auto& store = *group_->store;
+    store.set("agreement/rank_" + std::to_string(rank_),
+              std::vector<uint8_t>(description.begin(), description.end()));
+    disagreement = first_disagreement(description, deadline);
+    store.set("agreement/read_" + std::to_string(rank_), {1});
+    if (rank_ == 0 && !disagreement.empty()) {
+      // The store lives in this process: it stays until every rank has
+      // read what it compares, so that each stops with this same error.
+      for (int64_t r = 1; r < world_size_; ++r) {
+        wait_for_key(store, "agreement/read_" + std::to_string(r), deadline,
+                     interrupt_);
+      }
     }
   } catch (const c10::Error&) {
     throw;
@@ -386,6 +413,10 @@ void Collectives::check_agreement(const std::string& description) {
                 "came): ",
                 message_of(e));
   }
+  TORCH_CHECK(disagreement.empty(),
+              disagreement,
+              ". Every rank must be started with the same config, data and "
+              "number of processes");
 }
 
 void Collectives::broadcast_from_first(const std::vector<at::Tensor>& tensors) {

@@ -386,9 +386,8 @@ std::vector<EpochMetrics> train(const TrainConfig& config,
       device,
       std::chrono::milliseconds(static_cast<int64_t>(
           config.train.collective_timeout_seconds * 1000)),
+      agreement_text(config, train_data, test_data, launcher.world_size),
       options.interrupt);
-  collectives.check_agreement(
-      agreement_text(config, train_data, test_data, collectives.world_size()));
   std::ostream* progress = writer ? options.progress : nullptr;
   const std::string where =
       std::to_string(collectives.world_size()) + " x " + device.str();

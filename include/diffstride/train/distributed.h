@@ -51,11 +51,19 @@ class Collectives {
   /// Joins the group `environment` describes, for tensors on `device`: Gloo
   /// for the CPU, NCCL for CUDA (Gloo when this build has no NCCL). Every
   /// operation, and joining itself, fails after `timeout` without progress;
-  /// while waiting for the other ranks to join or to describe their run
-  /// (check_agreement), `interrupt` (Ctrl-C) ends the wait with an error.
+  /// while waiting for the other ranks to join, `interrupt` (Ctrl-C) ends
+  /// the wait with an error.
+  ///
+  /// Before the group forms, every rank publishes `description` of its run
+  /// (lines "key = value") in the rendezvous store and compares them all:
+  /// where one differs from rank 0's, every rank stops with the same error
+  /// naming the rank and the first differing key. Ranks that disagree on
+  /// sizes or on their number would otherwise fail in Gloo, or send
+  /// collectives of different sizes, which Gloo answers with an abort.
   Collectives(const LauncherEnvironment& environment,
               const c10::Device& device,
               std::chrono::milliseconds timeout,
+              const std::string& description = "",
               const std::atomic<bool>* interrupt = nullptr);
   ~Collectives();
   Collectives(const Collectives&) = delete;
@@ -69,13 +77,6 @@ class Collectives {
   }
   /// "gloo", "nccl", or "none" for one process.
   std::string backend() const;
-
-  /// Checks, before any collective, that every rank describes its run with
-  /// the same `description` (lines "key = value"): where one differs from
-  /// rank 0's, every rank stops with the same error naming the rank and the
-  /// first differing key. Ranks that disagree on sizes would otherwise
-  /// send collectives of different sizes, which Gloo answers with an abort.
-  void check_agreement(const std::string& description);
 
   /// Every rank's tensors take rank 0's values.
   void broadcast_from_first(const std::vector<at::Tensor>& tensors);
@@ -91,8 +92,17 @@ class Collectives {
 
  private:
   struct Group;
+  using TimePoint = std::chrono::steady_clock::time_point;
   /// "rank R of W: ", how errors start.
   std::string where() const;
+  /// What rank `rank` published for check_agreement, waited for until
+  /// `deadline`.
+  std::string read_description(int64_t rank, TimePoint deadline) const;
+  void check_agreement(const std::string& description);
+  /// The first rank whose description differs from rank 0's, and how; empty
+  /// when all agree.
+  std::string first_disagreement(const std::string& description,
+                                 TimePoint deadline) const;
   int64_t rank_ = 0, world_size_ = 1;
   std::chrono::milliseconds timeout_{0};
   const std::atomic<bool>* interrupt_ = nullptr;
