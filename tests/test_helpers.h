@@ -160,13 +160,26 @@ inline std::vector<uint8_t> idx_bytes(uint32_t magic,
   return bytes;
 }
 
+// The scratch folders this process made, removed when it exits normally.
+struct ScratchFolders {
+  std::vector<std::filesystem::path> made;
+  ~ScratchFolders() {
+    std::error_code ignored;
+    for (const auto& dir : made) {
+      std::filesystem::remove_all(dir, ignored);
+    }
+  }
+};
+
 // A fresh, empty folder under the system's temporary folder, for one test.
 inline std::filesystem::path scratch_folder(const std::string& name) {
+  static ScratchFolders folders;
   const auto dir =
       std::filesystem::temp_directory_path() /
       ("diffstride_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  folders.made.push_back(dir);
   return dir;
 }
 

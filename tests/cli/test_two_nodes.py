@@ -74,9 +74,9 @@ def test_two_nodes_train_one_run_together(tmp_path, data):
     assert "final test accuracy" not in node_log(tmp_path, 1)
 
 
-def test_a_dead_node_stops_the_other_and_the_run_resumes_on_one(tmp_path, data):
+def two_nodes_past_a_checkpoint(tmp_path, data, run):
+    """Two nodes training a long run into `run`, once it has a checkpoint."""
     port = free_port()
-    run = tmp_path / "run"
     args = ["--out", str(run),
             *tiny_train_args(data, "--set", "train.epochs=100",
                              "--set", "train.collective_timeout_seconds=30")]
@@ -85,6 +85,12 @@ def test_a_dead_node_stops_the_other_and_the_run_resumes_on_one(tmp_path, data):
     while not (run / "checkpoint.pt").exists():
         assert time.time() < deadline and nodes[0].poll() is None, node_log(tmp_path, 0)
         time.sleep(0.2)
+    return nodes
+
+
+def test_a_dead_node_stops_the_other_and_the_run_resumes_on_one(tmp_path, data):
+    run = tmp_path / "run"
+    nodes = two_nodes_past_a_checkpoint(tmp_path, data, run)
     kill_node(nodes[1])  # the whole machine: launcher and rank
     killed = time.time()
     message = "another rank has probably died or stopped answering"
@@ -116,16 +122,8 @@ def ranks_of(run):
 
 
 def test_a_dead_launcher_stops_both_ranks_at_one_checkpoint(tmp_path, data):
-    port = free_port()
     run = tmp_path / "run"
-    args = ["--out", str(run),
-            *tiny_train_args(data, "--set", "train.epochs=100",
-                             "--set", "train.collective_timeout_seconds=30")]
-    nodes = [start_node(n, port, tmp_path, args) for n in (0, 1)]
-    deadline = time.time() + 240
-    while not (run / "checkpoint.pt").exists():
-        assert time.time() < deadline and nodes[0].poll() is None, node_log(tmp_path, 0)
-        time.sleep(0.2)
+    nodes = two_nodes_past_a_checkpoint(tmp_path, data, run)
     nodes[1].kill()  # the launcher alone: its rank gets SIGTERM from the kernel
     nodes[1].wait()
     killed = time.time()

@@ -13,15 +13,21 @@
 
 namespace diffstride_fuzz {
 
-/// A folder of this process's own, created once.
+/// A folder of this process's own, created once and removed at exit.
+struct ScratchFolder {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() /
+      ("diffstride_fuzz_" + std::to_string(::getpid()));
+  ScratchFolder() { std::filesystem::create_directories(path); }
+  ~ScratchFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
 inline const std::filesystem::path& scratch_folder() {
-  static const auto folder = [] {
-    const auto path = std::filesystem::temp_directory_path() /
-                      ("diffstride_fuzz_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(path);
-    return path;
-  }();
-  return folder;
+  static const ScratchFolder folder;
+  return folder.path;
 }
 
 /// Writes the input to `name` in the scratch folder and returns its path.

@@ -12,8 +12,8 @@
 //
 // where T is t rearranged so that row (c, h) holds, plane after plane, the
 // W' values of (x_p G_c)[h, :]. Every product is then a register-blocked
-// micro-kernel (6 rows x 4 vectors of 64 bytes, the accumulators in
-// registers) streaming over the long dimension, with intermediates of one
+// micro-kernel (6 rows by a few vectors, the accumulators in registers;
+// the vectors are as wide as the instruction set's registers) streaming over the long dimension, with intermediates of one
 // chunk kept in the L2 cache; the data-sized tensors are read and written
 // once. The backward reuses the same two passes for dx (the same map with
 // transposed matrices) and adds the two contractions that give the small
@@ -31,8 +31,12 @@
 
 #include <ATen/Parallel.h>
 
+#include <c10/util/Exception.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace diffstride {
@@ -42,6 +46,7 @@ namespace {
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
+// The best instruction set this CPU has.
 Isa detect_isa() {
 #if defined(DIFFSTRIDE_HAVE_ISA_VARIANTS)
   __builtin_cpu_init();
@@ -57,12 +62,38 @@ Isa detect_isa() {
   return Isa::kBaseline;
 }
 
-const Isa kIsa = detect_isa();
+// The detected set, or a lower one named by DIFFSTRIDE_CPU_ISA (baseline,
+// avx2): the tests run every variant the CPU can (docs/layers.md).
+Isa choose_isa() {
+  const Isa best = detect_isa();
+  const char* asked = std::getenv("DIFFSTRIDE_CPU_ISA");
+  if (asked == nullptr || *asked == '\0') {
+    return best;
+  }
+  const std::string name(asked);
+  const Isa wanted = name == "baseline" ? Isa::kBaseline
+                     : name == "avx2"   ? Isa::kAvx2
+                     : name == "avx512" ? Isa::kAvx512
+                                        : best;
+  TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
+              "DIFFSTRIDE_CPU_ISA: expected baseline, avx2 or avx512, got '",
+              name, "'");
+  TORCH_CHECK(wanted <= best, "DIFFSTRIDE_CPU_ISA=", name,
+              ": this CPU (or this build) lacks that instruction set");
+  return wanted;
+}
+
+// Chosen at the first call, so that a bad DIFFSTRIDE_CPU_ISA is an error of
+// that call rather than of loading the library.
+Isa chosen_isa() {
+  static const Isa chosen = choose_isa();
+  return chosen;
+}
 
 // The entry point for this CPU's instruction set.
 template <typename Entry>
 Entry pick(Entry baseline, Entry avx2, Entry avx512) {
-  switch (kIsa) {
+  switch (chosen_isa()) {
     case Isa::kAvx512:
       return avx512;
     case Isa::kAvx2:

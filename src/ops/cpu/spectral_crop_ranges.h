@@ -16,9 +16,9 @@ namespace cpu {
 template <typename T>
 constexpr int64_t kLanes = 64 / sizeof(T);
 
-// Rows of the register block; with 4 vectors per row, 24 accumulators.
+// Rows that the row-blocked buffers are padded to: a multiple of every
+// instruction set's register block (spectral_crop_ranges_impl.h).
 constexpr int kBlockRows = 6;
-constexpr int kBlockVectors = 4;
 
 // The helpers below are `static`: each translation unit keeps its own copy,
 // compiled for its instruction set, instead of sharing one by name.
@@ -118,9 +118,10 @@ struct BackwardArgs {
   const T* a_stack;
   T* dx;
   // Gradients of the small matrices, this worker's share, padded (layout in
-  // BackwardWorkspace): da (da_rows x da_cols x kLanes partial sums while
-  // the range runs; at its end, the first da_rows x da_cols elements hold
-  // the sums), dg (2 dg_rows x dg_cols). Null when not wanted.
+  // BackwardWorkspace): da (room for da_rows x da_cols x kLanes partial
+  // sums, one vector of the instruction set's width per element while the
+  // range runs; at its end, the first da_rows x da_cols elements hold the
+  // sums), dg (2 dg_rows x dg_cols). Null when not wanted.
   T* da;
   T* dg;
   SpectralCropShape s;

@@ -13,15 +13,42 @@ namespace diffstride {
 namespace cpu {
 namespace {
 
-// 64-byte vectors: one AVX-512 register, two AVX2 or four SSE registers (the
-// compiler splits them for the target). Unaligned: loads and stores go to
-// arbitrary element offsets.
+// The vectors and register blocks of this instruction set, the size of its
+// registers: GCC lowers a vector wider than the target's registers through
+// the stack, so a 64-byte vector under AVX2 costs loads and stores on every
+// operation. The accumulators (MR x NV vectors) and the vectors of B loaded
+// per update (NV) must fit in the register file, or the compiler spills
+// them: AVX-512 has 32 registers, 6 x 4 + 4 = 28; AVX2 and SSE have 16,
+// 6 x 2 + 2 = 14. The transposed product (gemm_nt) keeps a square block of
+// NB x NB accumulators and loads 2 NB vectors per step.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kRegisterRows = 6;
+constexpr int kRegisterVectors = 4;
+constexpr int kTransposedBlock = 4;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kRegisterRows = 6;
+constexpr int kRegisterVectors = 2;
+constexpr int kTransposedBlock = 2;
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kRegisterRows = 6;
+constexpr int kRegisterVectors = 2;
+constexpr int kTransposedBlock = 2;
+#endif
+static_assert(kBlockRows % kRegisterRows == 0,
+              "register blocks tile the padded rows");
+
+// Unaligned: loads and stores go to arbitrary element offsets.
 template <typename T>
 struct Simd {
-  static constexpr int kLanes = 64 / sizeof(T);
-  typedef T Vec __attribute__((vector_size(64), aligned(sizeof(T))));
+  static constexpr int kLanes = kVectorBytes / sizeof(T);
+  typedef T Vec
+      __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
 };
-static_assert(Simd<float>::kLanes == kLanes<float>, "one vector length");
+static_assert(kLanes<float> % Simd<float>::kLanes == 0,
+              "buffers padded to 64 bytes hold whole vectors");
 
 // MR x NV vectors of accumulators, meant to live in registers: every product
 // below is a sum of rank-1 updates into one of these blocks.
@@ -110,8 +137,8 @@ void with_count(int64_t n, const F& f) {
   }
 }
 
-// C (M x NV lanes) = A (M x K) B (K x NV lanes): blocks of kBlockRows rows,
-// then the remaining rows.
+// C (M x NV lanes) = A (M x K) B (K x NV lanes): blocks of kRegisterRows
+// rows, then the remaining rows.
 template <typename T, int NV>
 void gemm_panel(int64_t M,
                 int64_t K,
@@ -122,19 +149,19 @@ void gemm_panel(int64_t M,
                 T* __restrict C,
                 int64_t ldc) {
   int64_t i = 0;
-  for (; i + kBlockRows <= M; i += kBlockRows) {
-    gemm_block<T, kBlockRows, NV>(
+  for (; i + kRegisterRows <= M; i += kRegisterRows) {
+    gemm_block<T, kRegisterRows, NV>(
         K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
   }
-  with_count<kBlockRows - 1>(M - i, [&](auto rows) {
+  with_count<kRegisterRows - 1>(M - i, [&](auto rows) {
     gemm_block<T, decltype(rows)::value, NV>(
         K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
   });
 }
 
 // C (M x N) = A (M x K) B (K x N) for N a multiple of the vector length:
-// panels of kBlockVectors vectors, each swept over all rows while its slice
-// of B stays in the L1 cache.
+// panels of kRegisterVectors vectors, each swept over all rows while its
+// slice of B stays in the L1 cache.
 template <typename T>
 void gemm(int64_t M,
           int64_t N,
@@ -147,10 +174,10 @@ void gemm(int64_t M,
           int64_t ldc) {
   constexpr int L = Simd<T>::kLanes;
   int64_t j = 0;
-  for (; j + kBlockVectors * L <= N; j += kBlockVectors * L) {
-    gemm_panel<T, kBlockVectors>(M, K, A, lda, B + j, ldb, C + j, ldc);
+  for (; j + kRegisterVectors * L <= N; j += kRegisterVectors * L) {
+    gemm_panel<T, kRegisterVectors>(M, K, A, lda, B + j, ldb, C + j, ldc);
   }
-  with_count<kBlockVectors - 1>((N - j) / L, [&](auto vectors) {
+  with_count<kRegisterVectors - 1>((N - j) / L, [&](auto vectors) {
     gemm_panel<T, decltype(vectors)::value>(
         M, K, A, lda, B + j, ldb, C + j, ldc);
   });
@@ -158,7 +185,7 @@ void gemm(int64_t M,
 
 // C (M x N) += A (M x len) B (N x len)^T, the contraction running along the
 // rows of both, which are zero-padded to a multiple of the vector length; M
-// and N are multiples of 4. C holds one vector of partial sums per element
+// and N are multiples of 4 (kTransposedBlock divides 4). C holds one vector of partial sums per element
 // (M x N x lanes, row-major), added across lanes once all chunks are done.
 template <typename T>
 void gemm_nt(int64_t M,
@@ -171,35 +198,36 @@ void gemm_nt(int64_t M,
              T* __restrict C) {
   using Vec = typename Simd<T>::Vec;
   constexpr int L = Simd<T>::kLanes;
-  for (int64_t i = 0; i < M; i += 4) {
-    for (int64_t j = 0; j < N; j += 4) {
-      Vec acc[4][4];
+  constexpr int NB = kTransposedBlock;
+  for (int64_t i = 0; i < M; i += NB) {
+    for (int64_t j = 0; j < N; j += NB) {
+      Vec acc[NB][NB];
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < NB; ++r) {
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; ++c) {
+        for (int c = 0; c < NB; ++c) {
           acc[r][c] = Vec{};
         }
       }
       for (int64_t k = 0; k < len; k += L) {
-        Vec a[4], b[4];
+        Vec a[NB], b[NB];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) {
+        for (int r = 0; r < NB; ++r) {
           a[r] = *reinterpret_cast<const Vec*>(A + (i + r) * lda + k);
           b[r] = *reinterpret_cast<const Vec*>(B + (j + r) * ldb + k);
         }
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) {
+        for (int r = 0; r < NB; ++r) {
 #pragma GCC unroll 4
-          for (int c = 0; c < 4; ++c) {
+          for (int c = 0; c < NB; ++c) {
             acc[r][c] += a[r] * b[c];
           }
         }
       }
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < NB; ++r) {
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; ++c) {
+        for (int c = 0; c < NB; ++c) {
           *reinterpret_cast<Vec*>(C + ((i + r) * N + j + c) * L) += acc[r][c];
         }
       }
@@ -350,9 +378,9 @@ void forward_range(const ForwardArgs<T>& args, int64_t begin, int64_t end) {
 }
 
 // dG_c[w, w'] += sum over planes p and rows h' of u[(c, h'), (p, w)]
-// dy_pad[(p, h'), w'], into dg laid out as `ws` says: blocks of kBlockRows
-// rows (w, or w' when transposed) by up to kBlockVectors vectors of the other
-// index, which runs along the vectors.
+// dy_pad[(p, h'), w'], into dg laid out as `ws` says: blocks of
+// kRegisterRows rows (w, or w' when transposed) by up to kRegisterVectors
+// vectors of the other index, which runs along the vectors.
 template <typename T>
 void accumulate_column_gradient(const T* u,
                                 const T* dy_pad,
@@ -372,12 +400,12 @@ void accumulate_column_gradient(const T* u,
     const int64_t b_row = ws.dg_transposed ? ld : ldw;
     const int64_t b_plane = ws.dg_transposed ? W : Hp * ldw;
     const int64_t rows = ws.dg_transposed ? s.out_width : W;
-    for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kRegisterRows) {
       T* out = dg + (c * ws.dg_rows + r0) * ws.dg_cols;
-      for (int64_t v = 0; v < ws.dg_cols; v += kBlockVectors * L) {
-        with_count<kBlockVectors>(
-            min_of(kBlockVectors, (ws.dg_cols - v) / L), [&](auto vectors) {
-              outer_product_block<T, kBlockRows, decltype(vectors)::value>(
+      for (int64_t v = 0; v < ws.dg_cols; v += kRegisterVectors * L) {
+        with_count<kRegisterVectors>(
+            min_of(kRegisterVectors, (ws.dg_cols - v) / L), [&](auto vectors) {
+              outer_product_block<T, kRegisterRows, decltype(vectors)::value>(
                   count,
                   Hp,
                   a + r0,
@@ -396,26 +424,16 @@ void accumulate_column_gradient(const T* u,
 
 // `count` vectors of partial sums, each replaced by its sum: out[e] = sum of
 // the lanes of vector e (in place; e <= e * lanes, so every vector is read
-// before its slot is written). Halves are added as 32-byte, then 16-byte
-// vectors, and the last two or four numbers one by one.
+// before its slot is written).
 template <typename T>
 void sum_lanes_in_place(T* partial, int64_t count) {
-  typedef T Vec32 __attribute__((vector_size(32), aligned(sizeof(T))));
-  typedef T Vec16 __attribute__((vector_size(16), aligned(sizeof(T))));
   constexpr int L = Simd<T>::kLanes;
-  constexpr int kLast = 16 / sizeof(T);
   for (int64_t e = 0; e < count; ++e) {
     const T* lanes = partial + e * L;
-    const Vec32 halves = *reinterpret_cast<const Vec32*>(lanes) +
-                         *reinterpret_cast<const Vec32*>(lanes + L / 2);
-    Vec16 low, high;
-    __builtin_memcpy(&low, &halves, 16);
-    __builtin_memcpy(&high, reinterpret_cast<const char*>(&halves) + 16, 16);
-    const Vec16 quarters = low + high;
-    T sum = quarters[0];
-#pragma GCC unroll 4
-    for (int k = 1; k < kLast; ++k) {
-      sum += quarters[k];
+    T sum = lanes[0];
+#pragma GCC unroll 16
+    for (int k = 1; k < L; ++k) {
+      sum += lanes[k];
     }
     partial[e] = sum;
   }
