@@ -36,7 +36,7 @@ const char* kMetricsFile = "metrics.csv";
 void save_archive(const fs::path& path,
                   const torch::nn::Module& model,
                   const torch::optim::Optimizer* optimizer,
-                  const RunPosition* p) {
+                  const ResumePoint* point) {
   // A checkpoint is a state to go back to: never one that cannot train.
   for (const auto& parameter : model.named_parameters()) {
     TORCH_CHECK(parameter.value().isfinite().all().item<bool>(),
@@ -52,10 +52,12 @@ void save_archive(const fs::path& path,
   if (optimizer != nullptr) {
     optimizer->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
+    const RunPosition* p = &point->position;
+    const EpochTally& t = point->tally;
     archive.write("position",
                   torch::tensor({p->epoch, p->batch, p->step}, torch::kLong));
     archive.write("sums",
-                  torch::tensor({p->loss_sum, p->correct, p->seen, p->seconds},
+                  torch::tensor({t.loss_sum, t.correct, t.seen, t.seconds},
                                 torch::kDouble));
     archive.write("loss_scale",
                   torch::tensor({p->loss_scale,
@@ -314,26 +316,26 @@ fs::path RunFolder::config_path() const {
 
 void RunFolder::save_checkpoint(const torch::nn::Module& model,
                                 const torch::optim::Optimizer& optimizer,
-                                const RunPosition& position) const {
-  save_archive(path_ / kCheckpointFile, model, &optimizer, &position);
+                                const ResumePoint& point) const {
+  save_archive(path_ / kCheckpointFile, model, &optimizer, &point);
 }
 
-RunPosition RunFolder::load_checkpoint(
+ResumePoint RunFolder::load_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
   const auto p = read_checkpoint(model, optimizer);
   // Without a checkpoint (interrupted before its first one) the run starts
   // from its beginning, keeping no metrics row of an epoch it redoes.
   if (fs::exists(metrics_path())) {
-    trim_metrics(metrics_path(), p.epoch);
+    trim_metrics(metrics_path(), p.position.epoch);
   }
   return p;
 }
 
-RunPosition RunFolder::read_checkpoint(
+ResumePoint RunFolder::read_checkpoint(
     torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
   if (!fs::exists(path_ / kCheckpointFile) &&
       !fs::is_symlink(path_ / kCheckpointFile)) {
-    return RunPosition();
+    return ResumePoint();
   }
   auto archive = load_archive(path_ / kCheckpointFile, model, "checkpoint");
   torch::serialize::InputArchive optimizer_archive;
@@ -342,19 +344,21 @@ RunPosition RunFolder::read_checkpoint(
   torch::Tensor position, sums, loss_scale;
   archive.read("position", position);
   archive.read("sums", sums);
-  RunPosition p;
+  ResumePoint point;
+  RunPosition& p = point.position;
   p.epoch = position[0].item<int64_t>();
   p.batch = position[1].item<int64_t>();
   p.step = position[2].item<int64_t>();
-  p.loss_sum = sums[0].item<double>();
-  p.correct = sums[1].item<double>();
-  p.seen = sums[2].item<double>();
-  p.seconds = sums[3].item<double>();
+  EpochTally& t = point.tally;
+  t.loss_sum = sums[0].item<double>();
+  t.correct = sums[1].item<double>();
+  t.seen = sums[2].item<double>();
+  t.seconds = sums[3].item<double>();
   if (archive.try_read("loss_scale", loss_scale)) {
     p.loss_scale = loss_scale[0].item<double>();
     p.loss_scale_good_steps = static_cast<int64_t>(loss_scale[1].item<double>());
   }
-  return p;
+  return point;
 }
 
 void RunFolder::save_model(const torch::nn::Module& model) const {

@@ -54,16 +54,15 @@ int64_t multiply_adds_now(ResNet& model, const Dataset& data) {
   ForwardTrace trace;
   {
     torch::NoGradGuard no_grad;
-    model->forward_traced(
-        torch::zeros(
-            [&] {
-              auto shape = data.example_shape();
-              shape.insert(shape.begin(), 1);
-              return shape;
-            }(),
-            model->parameters().front().options()),
-        &trace,
-        nullptr);
+    model->forward_traced(torch::zeros(
+                              [&] {
+                                auto shape = data.example_shape();
+                                shape.insert(shape.begin(), 1);
+                                return shape;
+                              }(),
+                              model->parameters().front().options()),
+                          &trace,
+                          nullptr);
   }
   model->train(training);
   return trace.multiply_adds;
@@ -93,16 +92,17 @@ std::vector<NamedValue> named_values(const EpochMetrics& m) {
 void print_progress(std::ostream& out,
                     const TrainConfig& config,
                     const std::string& where,
-                    const RunPosition& p,
+                    const ResumePoint& point,
                     int64_t total_steps,
                     double steps_per_second) {
+  const RunPosition& p = point.position;
   out << "\r[" << where << "] epoch " << p.epoch + 1 << "/"
       << config.train.epochs << "  step " << p.step << "/" << total_steps
       << "  loss " << std::fixed << std::setprecision(4)
-      << p.loss_sum / p.seen << "  " << std::setprecision(1) << steps_per_second * config.data.batch_size
-      << " ex/s  ETA " << std::setprecision(0)
-      << (total_steps - p.step) / steps_per_second << " s   "
-      << std::defaultfloat << std::flush;
+      << point.tally.loss_sum / point.tally.seen << "  " << std::setprecision(1)
+      << steps_per_second * config.data.batch_size << " ex/s  ETA "
+      << std::setprecision(0) << (total_steps - p.step) / steps_per_second
+      << " s   " << std::defaultfloat << std::flush;
 }
 
 // Batch norm statistics are kept per process while training (as Keras'
@@ -316,7 +316,8 @@ Evaluation evaluate(ResNet& model,
   const auto device = model->parameters().front().device();
   // loss sum, correct, examples, interrupted: summed over this rank's
   // shards, then over the ranks.
-  auto sums = torch::zeros({4}, torch::TensorOptions(device).dtype(at::kDouble));
+  auto sums =
+      torch::zeros({4}, torch::TensorOptions(device).dtype(at::kDouble));
   while (auto batch = batches.next()) {
     if (interrupt != nullptr && interrupt->load()) {
       sums[3] = 1;
@@ -346,257 +347,420 @@ Evaluation evaluate(ResNet& model,
   return result;
 }
 
-std::vector<EpochMetrics> train(const TrainConfig& config,
-                                const TrainOptions& options) {
-  const auto launcher = launcher_environment();
-  const bool writer = launcher.rank == 0;
-  // Rank 0 alone writes the run folder; the others only read a checkpoint.
-  const auto folder = !writer          ? RunFolder::open(config.train.out)
-                     : options.resume ? RunFolder::resume(config.train.out)
-                                      : RunFolder::create(config.train.out, config);
-  if (config.train.threads > 0) {
-    torch::set_num_threads(static_cast<int>(config.train.threads));
-  }
-  const auto train_data = load_config_dataset(config.data, "train");
-  const auto test_data = load_config_dataset(config.data, "test");
-  check_batches(config.data, train_data, test_data, launcher.world_size);
-  const auto normalization = config_normalization(config.data);
+namespace {
 
-  torch::manual_seed(config.train.seed);
-  auto model = build_model(
-      config, train_data.example_shape()[0], train_data.num_classes);
-  auto device = training_device(config.train.device);
+// The CUDA device of this process: one GPU per process on each machine, as
+// torchrun expects, when the config names no index and there are several.
+torch::Device run_device(const TrainConfig& config,
+                         const LauncherEnvironment& launcher) {
+  const auto device = training_device(config.train.device);
   if (device.is_cuda() && !device.has_index() && launcher.world_size > 1) {
-    // One GPU per process on each machine, as torchrun expects.
-    device = torch::Device(torch::kCUDA,
-                           static_cast<c10::DeviceIndex>(launcher.local_rank));
-    device = training_device(device.str());
+    return training_device(
+        torch::Device(torch::kCUDA,
+                      static_cast<c10::DeviceIndex>(launcher.local_rank))
+            .str());
   }
+  return device;
+}
+
+c10::ScalarType checked_precision(const TrainConfig& config,
+                                  const torch::Device& device) {
   const auto precision = parse_precision(config.train.precision);
   check_precision_supported(precision, device);
-  const auto memory_format = config.train.channels_last
-                                 ? at::MemoryFormat::ChannelsLast
-                                 : at::MemoryFormat::Contiguous;
+  return precision;
+}
+
+// The config's model, its initial weights drawn from train.seed, on
+// `device` in the config's memory format.
+ResNet model_on(const TrainConfig& config,
+                const Dataset& data,
+                const torch::Device& device) {
+  torch::manual_seed(config.train.seed);
+  auto model = build_model(config, data.example_shape()[0], data.num_classes);
   model->to(device);
   if (config.train.channels_last) {
     to_channels_last(model);
   }
-  Collectives collectives(
-      launcher,
-      device,
-      std::chrono::milliseconds(static_cast<int64_t>(
-          config.train.collective_timeout_seconds * 1000)),
-      agreement_text(config, train_data, test_data, launcher.world_size),
-      options.interrupt);
-  std::ostream* progress = writer ? options.progress : nullptr;
-  const std::string where =
-      std::to_string(collectives.world_size()) + " x " + device.str();
-  if (progress != nullptr) {
-    *progress << "device " << device << ", precision "
-              << config.train.precision
-              << (config.train.channels_last ? ", channels last" : "");
-    if (collectives.world_size() > 1) {
-      *progress << "; " << collectives.world_size() << " processes ("
-                << collectives.backend() << "), global batch "
-                << config.data.batch_size << " = "
-                << collectives.world_size() << " x "
-                << config.data.batch_size / collectives.world_size();
-    }
-    *progress << "\n";
+  return model;
+}
+
+// The test split, checked against the training split (check_batches).
+Dataset checked_test_split(const TrainConfig& config,
+                           const Dataset& train_data,
+                           int64_t world_size) {
+  auto test_data = load_config_dataset(config.data, "test");
+  check_batches(config.data, train_data, test_data, world_size);
+  return test_data;
+}
+
+BatchOptions training_batches(const TrainConfig& config,
+                              const Collectives& collectives) {
+  return BatchOptions()
+      .batch_size(config.data.batch_size)
+      .seed(config.train.seed)
+      .augment(config.data.augment)
+      .mixup_alpha(config.data.mixup_alpha)
+      .label_smoothing(config.loss.label_smoothing)
+      .shard(collectives.rank())
+      .shards(collectives.world_size());
+}
+
+// One run of the recipe (docs/training.md). The constructor sets it up:
+// run folder, data, model, process group, optimiser, and the checkpoint to
+// resume from. run() is the loop: per step learning rate, step, tally, log,
+// stop?; per epoch evaluate, log, checkpoint.
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, const TrainOptions& options);
+  std::vector<EpochMetrics> run();
+
+ private:
+  // A step's figures summed over the ranks, and whether any was interrupted.
+  struct StepTotals {
+    double loss_sum = 0, correct = 0, examples = 0;
+    bool interrupted = false;
+  };
+
+  RunFolder open_folder() const;
+  ResumePoint load_resume_point();
+  void print_setup() const;
+  void start_epoch();
+  StepTotals step(const Batch& batch);
+  void tally(const StepTotals& totals);
+  void log_step(const StepTotals& totals);
+  bool stop_requested(const StepTotals& totals) const;
+  std::optional<EpochMetrics> evaluate_epoch();
+  void log_epoch(const EpochMetrics& metrics);
+  void checkpoint(const ResumePoint& point);
+  void next_epoch();
+  void say_stopped(const std::string& when);
+
+  int64_t steps_this_call() const {
+    return point_.position.step - first_step_;
   }
-  torch::optim::SGD optimizer(
-      model->parameters(),
-      torch::optim::SGDOptions(config.optimizer.values[0])
-          .momentum(config.optimizer.momentum));
-  LossScaler scaler(precision == at::kHalf);
-  RunPosition position;
-  if (options.resume) {
-    // Every rank reads the same checkpoint (the folder is shared); rank 0
-    // also drops the metrics rows past it.
-    position = writer ? folder.load_checkpoint(*model, optimizer)
-                      : folder.read_checkpoint(*model, optimizer);
-    scaler.restore(position.loss_scale, position.loss_scale_good_steps);
-  }
-  broadcast_model(collectives, model);
-  GradientAverager averager(collectives, model->parameters());
-  StepOptions step_options;
-  step_options.precision = precision;
-  step_options.scaler = scaler.enabled() ? &scaler : nullptr;
-  step_options.averager = &averager;
-  BatchMaker maker(train_data,
-                   normalization,
-                   BatchOptions()
-                       .batch_size(config.data.batch_size)
-                       .seed(config.train.seed)
-                       .augment(config.data.augment)
-                       .mixup_alpha(config.data.mixup_alpha)
-                       .label_smoothing(config.loss.label_smoothing)
-                       .shard(collectives.rank())
-                       .shards(collectives.world_size()));
-  const int64_t per_epoch = maker.batches_per_epoch();
-  TORCH_CHECK(per_epoch > 0,
+
+  const TrainConfig& config_;
+  const TrainOptions& options_;
+  const LauncherEnvironment launcher_;
+  // Rank 0 alone writes the run folder; the others only read a checkpoint.
+  const bool writer_;
+  const RunFolder folder_;
+  const Dataset train_data_, test_data_;
+  const Normalization normalization_;
+  const torch::Device device_;
+  const c10::ScalarType precision_;
+  const at::MemoryFormat memory_format_;
+  ResNet model_;
+  Collectives collectives_;
+  std::ostream* const progress_;
+  torch::optim::SGD optimizer_;
+  LossScaler scaler_;
+  ResumePoint point_;
+  GradientAverager averager_;
+  StepOptions step_options_;
+  BatchMaker maker_;
+  const int64_t per_epoch_;
+  const int64_t first_step_;
+  std::optional<MetricsLog> log_;
+  // Per step, summed over the ranks: loss x examples, correct, examples,
+  // and whether any rank was interrupted.
+  at::Tensor step_sums_;
+  double learning_rate_ = 0;
+  Clock::time_point run_start_ = Clock::now(), epoch_start_;
+  double seconds_before_epoch_ = 0;
+  std::vector<EpochMetrics> completed_;
+};
+
+Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
+    : config_(config),
+      options_(options),
+      launcher_(launcher_environment()),
+      writer_(launcher_.rank == 0),
+      folder_(open_folder()),
+      train_data_(load_config_dataset(config.data, "train")),
+      test_data_(checked_test_split(config, train_data_, launcher_.world_size)),
+      normalization_(config_normalization(config.data)),
+      device_(run_device(config, launcher_)),
+      precision_(checked_precision(config, device_)),
+      memory_format_(config.train.channels_last ? at::MemoryFormat::ChannelsLast
+                                                : at::MemoryFormat::Contiguous),
+      model_(model_on(config, train_data_, device_)),
+      collectives_(
+          launcher_,
+          device_,
+          std::chrono::milliseconds(static_cast<int64_t>(
+              config.train.collective_timeout_seconds * 1000)),
+          agreement_text(config, train_data_, test_data_, launcher_.world_size),
+          options.interrupt),
+      progress_(writer_ ? options.progress : nullptr),
+      optimizer_(model_->parameters(),
+                 torch::optim::SGDOptions(config.optimizer.values[0])
+                     .momentum(config.optimizer.momentum)),
+      scaler_(precision_ == at::kHalf),
+      point_(load_resume_point()),
+      averager_(collectives_, model_->parameters()),
+      maker_(
+          train_data_, normalization_, training_batches(config, collectives_)),
+      per_epoch_(maker_.batches_per_epoch()),
+      first_step_(point_.position.step),
+      step_sums_(
+          torch::zeros({4}, torch::TensorOptions(device_).dtype(at::kDouble))) {
+  TORCH_CHECK(per_epoch_ > 0,
               "data.batch_size ",
               config.data.batch_size,
               " is larger than an epoch of ",
-              train_data.size(),
+              train_data_.size(),
               " examples");
-  const int64_t total_steps = per_epoch * config.train.epochs;
-  std::optional<MetricsLog> log;
-  if (writer) {
-    log.emplace(folder.path().string());
+  broadcast_model(collectives_, model_);
+  step_options_.precision = precision_;
+  step_options_.scaler = scaler_.enabled() ? &scaler_ : nullptr;
+  step_options_.averager = &averager_;
+  if (writer_) {
+    log_.emplace(folder_.path().string());
   }
-  // Call with the batch norm statistics averaged over the ranks.
-  const auto save_checkpoint = [&](const RunPosition& p) {
-    if (writer) {
-      RunPosition saved = p;
-      saved.loss_scale = scaler.scale();
-      saved.loss_scale_good_steps = scaler.good_steps();
-      folder.save_checkpoint(*model, optimizer, saved);
-    }
-  };
-  std::vector<EpochMetrics> completed;
-  const auto run_start = Clock::now();
-  const int64_t first_step = position.step;
-  double lr = 0;
-  // Per step, summed over the ranks: loss x examples, correct, examples,
-  // and whether any rank was interrupted.
-  auto step_sums = torch::zeros(
-      {4}, torch::TensorOptions(device).dtype(at::kDouble));
+  print_setup();
+}
 
-  for (; position.epoch < config.train.epochs; ++position.epoch) {
-    const auto epoch_start = Clock::now();
-    const double seconds_before = position.seconds;
-    BatchPrefetcher batches(maker, position.epoch, position.batch);
+RunFolder Trainer::open_folder() const {
+  const auto& out = config_.train.out;
+  return !writer_          ? RunFolder::open(out)
+         : options_.resume ? RunFolder::resume(out)
+                           : RunFolder::create(out, config_);
+}
+
+// Every rank reads the same checkpoint (the folder is shared); rank 0 also
+// drops the metrics rows past it.
+ResumePoint Trainer::load_resume_point() {
+  if (!options_.resume) {
+    return ResumePoint();
+  }
+  const auto point = writer_ ? folder_.load_checkpoint(*model_, optimizer_)
+                             : folder_.read_checkpoint(*model_, optimizer_);
+  scaler_.restore(point.position.loss_scale,
+                  point.position.loss_scale_good_steps);
+  return point;
+}
+
+void Trainer::print_setup() const {
+  if (progress_ == nullptr) {
+    return;
+  }
+  *progress_ << "device " << device_ << ", precision "
+             << config_.train.precision
+             << (config_.train.channels_last ? ", channels last" : "");
+  const int64_t ranks = collectives_.world_size();
+  if (ranks > 1) {
+    *progress_ << "; " << ranks << " processes (" << collectives_.backend()
+               << "), global batch " << config_.data.batch_size << " = "
+               << ranks << " x " << config_.data.batch_size / ranks;
+  }
+  *progress_ << "\n";
+}
+
+std::vector<EpochMetrics> Trainer::run() {
+  for (; point_.position.epoch < config_.train.epochs; next_epoch()) {
+    start_epoch();
+    BatchPrefetcher batches(
+        maker_, point_.position.epoch, point_.position.batch);
     while (auto batch = batches.next()) {
-      lr = learning_rate_at(config.optimizer, position.step);
-      const auto step = train_step(model,
-                                   optimizer,
-                                   batch_on(*batch, device, memory_format),
-                                   config.loss,
-                                   lr,
-                                   step_options);
-      const bool interrupted_here =
-          options.interrupt != nullptr && options.interrupt->load();
-      const auto n = static_cast<double>(batch->labels.size(0));
-      step_sums[0] = step.data_loss.to(at::kDouble) * n;
-      step_sums[1] = step.correct.to(at::kDouble);
-      step_sums[2] = n;
-      step_sums[3] = interrupted_here ? 1.0 : 0.0;
-      collectives.sum(step_sums);
-      const auto sums = step_sums.cpu();
-      const double loss_sum = sums[0].item<double>();
-      const double examples = sums[2].item<double>();
-      const double data_loss = loss_sum / examples;
-      // A non-finite loss poisons every parameter at the next step: stop
-      // before anything is written, so the last checkpoint stays as it was.
-      // (A float16 step that overflowed was skipped instead: the loss scale
-      // handles that.)
-      TORCH_CHECK(std::isfinite(data_loss),
-                  "step ",
-                  position.step + 1,
-                  " (epoch ",
-                  position.epoch + 1,
-                  ", batch ",
-                  position.batch + 1,
-                  "): the training loss is ",
-                  data_loss,
-                  "; the run stops here and its last checkpoint, if any, is "
-                  "unchanged. Lower the learning rate or check the data, "
-                  "then resume or start a new run");
-      position.loss_sum += loss_sum;
-      position.correct += sums[1].item<double>();
-      position.seen += examples;
-      ++position.step;
-      ++position.batch;
-      if (options.after_step) {
-        options.after_step(model, position.step);
-      }
-      const int64_t steps_this_call = position.step - first_step;
-      position.seconds = seconds_before + seconds_since(epoch_start);
-      if (progress != nullptr &&
-          (position.batch % 10 == 0 || position.batch == per_epoch)) {
-        print_progress(*progress,
-                       config,
-                       where,
-                       position,
-                       total_steps,
-                       steps_this_call / seconds_since(run_start));
-      }
-      if (log && steps_this_call % config.train.log_every_steps == 0) {
-        log->add_scalar("train/step_loss", data_loss, position.step);
-      }
-      const bool interrupted = sums[3].item<double>() > 0;
-      if (interrupted || (options.stop_after_steps >= 0 &&
-                          steps_this_call >= options.stop_after_steps)) {
-        average_buffers(collectives, model);
-        save_checkpoint(position);
-        if (log) {
-          log->flush();
-        }
-        if (progress != nullptr) {
-          *progress << "\nstopped at step " << position.step
-                    << "; checkpoint written: continue with --resume "
-                    << folder.path().string() << "\n";
-        }
-        return completed;
+      learning_rate_ =
+          learning_rate_at(config_.optimizer, point_.position.step);
+      const StepTotals totals = step(*batch);
+      tally(totals);
+      log_step(totals);
+      if (stop_requested(totals)) {
+        average_buffers(collectives_, model_);
+        checkpoint(point_);
+        say_stopped("at step " + std::to_string(point_.position.step));
+        return completed_;
       }
     }
-    // End of epoch: evaluate, record, checkpoint.
-    average_buffers(collectives, model);
-    EpochMetrics m;
-    m.epoch = position.epoch + 1;
-    m.step = position.step;
-    m.learning_rate = lr;
-    m.train_loss = position.loss_sum / std::max(1.0, position.seen);
-    m.train_accuracy = position.correct / std::max(1.0, position.seen);
-    const auto test = evaluate(
-        model, test_data, normalization, 256, &collectives, options.interrupt);
-    if (test.interrupted) {
+    average_buffers(collectives_, model_);
+    const auto metrics = evaluate_epoch();
+    if (!metrics) {
       // The epoch's training is done: a resumed run evaluates it again.
-      save_checkpoint(position);
-      if (progress != nullptr) {
-        *progress << "\nstopped while evaluating epoch " << position.epoch + 1
-                  << "; checkpoint written: continue with --resume "
-                  << folder.path().string() << "\n";
-      }
-      return completed;
+      checkpoint(point_);
+      say_stopped("while evaluating epoch " +
+                  std::to_string(point_.position.epoch + 1));
+      return completed_;
     }
-    m.test_loss = test.loss;
-    m.test_accuracy = test.accuracy;
-    m.examples_per_second = position.seen / std::max(1e-9, position.seconds);
-    m.multiply_adds = multiply_adds_now(model, train_data);
-    m.strides = model->current_strides();
-    if (progress != nullptr) {
-      *progress << std::fixed << std::setprecision(4) << "\nepoch "
-                << m.epoch << ": train loss " << m.train_loss
-                << ", accuracy " << m.train_accuracy << "; test loss "
-                << m.test_loss << ", accuracy " << m.test_accuracy
-                << std::defaultfloat << "\n";
-      for (const auto* data : {&train_data, &test_data}) {
-        if (data->reader && data->reader->skipped_files() > 0) {
-          *progress << "  " << (data == &train_data ? "training" : "test")
-                    << " split: "
-                    << skipped_files_message(data->reader->skipped_files())
-                    << "\n";
-        }
-      }
-    }
-    if (log) {
-      log->add_epoch(m.epoch, m.step, named_values(m));
-      log->flush();
-    }
-    completed.push_back(m);
-    RunPosition next;
-    next.epoch = position.epoch + 1;
-    next.step = position.step;
-    save_checkpoint(next);
-    position.batch = 0;
-    position.loss_sum = position.correct = position.seen = position.seconds = 0;
+    log_epoch(*metrics);
+    checkpoint(ResumePoint{
+        RunPosition{point_.position.epoch + 1, 0, point_.position.step},
+        EpochTally()});
   }
-  if (writer) {
-    folder.save_model(*model);
+  if (writer_) {
+    folder_.save_model(*model_);
   }
-  return completed;
+  return completed_;
+}
+
+void Trainer::start_epoch() {
+  epoch_start_ = Clock::now();
+  seconds_before_epoch_ = point_.tally.seconds;
+}
+
+Trainer::StepTotals Trainer::step(const Batch& batch) {
+  const auto result = train_step(model_,
+                                 optimizer_,
+                                 batch_on(batch, device_, memory_format_),
+                                 config_.loss,
+                                 learning_rate_,
+                                 step_options_);
+  const bool interrupted =
+      options_.interrupt != nullptr && options_.interrupt->load();
+  const auto n = static_cast<double>(batch.labels.size(0));
+  step_sums_[0] = result.data_loss.to(at::kDouble) * n;
+  step_sums_[1] = result.correct.to(at::kDouble);
+  step_sums_[2] = n;
+  step_sums_[3] = interrupted ? 1.0 : 0.0;
+  collectives_.sum(step_sums_);
+  const auto sums = step_sums_.cpu();
+  StepTotals totals;
+  totals.loss_sum = sums[0].item<double>();
+  totals.correct = sums[1].item<double>();
+  totals.examples = sums[2].item<double>();
+  totals.interrupted = sums[3].item<double>() > 0;
+  // A non-finite loss poisons every parameter at the next step: stop before
+  // anything is written, so the last checkpoint stays as it was. (A float16
+  // step that overflowed was skipped instead: the loss scale handles that.)
+  const double data_loss = totals.loss_sum / totals.examples;
+  const RunPosition& p = point_.position;
+  TORCH_CHECK(std::isfinite(data_loss),
+              "step ",
+              p.step + 1,
+              " (epoch ",
+              p.epoch + 1,
+              ", batch ",
+              p.batch + 1,
+              "): the training loss is ",
+              data_loss,
+              "; the run stops here and its last checkpoint, if any, is "
+              "unchanged. Lower the learning rate or check the data, then "
+              "resume or start a new run");
+  return totals;
+}
+
+void Trainer::tally(const StepTotals& totals) {
+  EpochTally& t = point_.tally;
+  t.loss_sum += totals.loss_sum;
+  t.correct += totals.correct;
+  t.seen += totals.examples;
+  ++point_.position.step;
+  ++point_.position.batch;
+  if (options_.after_step) {
+    options_.after_step(model_, point_.position.step);
+  }
+  t.seconds = seconds_before_epoch_ + seconds_since(epoch_start_);
+}
+
+void Trainer::log_step(const StepTotals& totals) {
+  const int64_t batch = point_.position.batch;
+  if (progress_ != nullptr && (batch % 10 == 0 || batch == per_epoch_)) {
+    print_progress(
+        *progress_,
+        config_,
+        std::to_string(collectives_.world_size()) + " x " + device_.str(),
+        point_,
+        per_epoch_ * config_.train.epochs,
+        steps_this_call() / seconds_since(run_start_));
+  }
+  if (log_ && steps_this_call() % config_.train.log_every_steps == 0) {
+    log_->add_scalar("train/step_loss",
+                     totals.loss_sum / totals.examples,
+                     point_.position.step);
+  }
+}
+
+bool Trainer::stop_requested(const StepTotals& totals) const {
+  return totals.interrupted || (options_.stop_after_steps >= 0 &&
+                                steps_this_call() >= options_.stop_after_steps);
+}
+
+// The epoch's metrics, or none when an interrupt stopped the evaluation.
+std::optional<EpochMetrics> Trainer::evaluate_epoch() {
+  const EpochTally& t = point_.tally;
+  const auto test = evaluate(model_,
+                             test_data_,
+                             normalization_,
+                             256,
+                             &collectives_,
+                             options_.interrupt);
+  if (test.interrupted) {
+    return std::nullopt;
+  }
+  EpochMetrics m;
+  m.epoch = point_.position.epoch + 1;
+  m.step = point_.position.step;
+  m.learning_rate = learning_rate_;
+  m.train_loss = t.loss_sum / std::max(1.0, t.seen);
+  m.train_accuracy = t.correct / std::max(1.0, t.seen);
+  m.test_loss = test.loss;
+  m.test_accuracy = test.accuracy;
+  m.examples_per_second = t.seen / std::max(1e-9, t.seconds);
+  m.multiply_adds = multiply_adds_now(model_, train_data_);
+  m.strides = model_->current_strides();
+  return m;
+}
+
+void Trainer::log_epoch(const EpochMetrics& m) {
+  if (progress_ != nullptr) {
+    *progress_ << std::fixed << std::setprecision(4) << "\nepoch " << m.epoch
+               << ": train loss " << m.train_loss << ", accuracy "
+               << m.train_accuracy << "; test loss " << m.test_loss
+               << ", accuracy " << m.test_accuracy << std::defaultfloat << "\n";
+    for (const auto* data : {&train_data_, &test_data_}) {
+      if (data->reader && data->reader->skipped_files() > 0) {
+        *progress_ << "  " << (data == &train_data_ ? "training" : "test")
+                   << " split: "
+                   << skipped_files_message(data->reader->skipped_files())
+                   << "\n";
+      }
+    }
+  }
+  if (log_) {
+    log_->add_epoch(m.epoch, m.step, named_values(m));
+    log_->flush();
+  }
+  completed_.push_back(m);
+}
+
+// Call with the batch norm statistics averaged over the ranks.
+void Trainer::checkpoint(const ResumePoint& point) {
+  if (writer_) {
+    ResumePoint saved = point;
+    saved.position.loss_scale = scaler_.scale();
+    saved.position.loss_scale_good_steps = scaler_.good_steps();
+    folder_.save_checkpoint(*model_, optimizer_, saved);
+  }
+}
+
+void Trainer::next_epoch() {
+  ++point_.position.epoch;
+  point_.position.batch = 0;
+  point_.tally = EpochTally();
+}
+
+void Trainer::say_stopped(const std::string& when) {
+  if (log_) {
+    log_->flush();
+  }
+  if (progress_ != nullptr) {
+    *progress_ << "\nstopped " << when
+               << "; checkpoint written: continue with --resume "
+               << folder_.path().string() << "\n";
+  }
+}
+
+}  // namespace
+
+std::vector<EpochMetrics> train(const TrainConfig& config,
+                                const TrainOptions& options) {
+  if (config.train.threads > 0) {
+    torch::set_num_threads(static_cast<int>(config.train.threads));
+  }
+  Trainer trainer(config, options);
+  return trainer.run();
 }
 
 namespace {
@@ -645,19 +809,20 @@ void check_dump_path(const std::string& checkpoint,
               path,
               ": exists and is not a regular file: nothing was written");
   std::error_code error;
-  TORCH_CHECK(!RunFolder::is_run_file(path) &&
-                  !fs::equivalent(path, checkpoint, error),
-              path,
-              ": the checkpoint read or a file of a run folder (",
-              fs::path(path).filename().string(),
-              "); the dump goes elsewhere");
+  TORCH_CHECK(
+      !RunFolder::is_run_file(path) && !fs::equivalent(path, checkpoint, error),
+      path,
+      ": the checkpoint read or a file of a run folder (",
+      fs::path(path).filename().string(),
+      "); the dump goes elsewhere");
 }
 
 }  // namespace
 
 Evaluation evaluate_checkpoint(const std::string& path) {
   auto run = load_for_test(path);
-  return evaluate(run.model, run.test, config_normalization(run.config.data), 256);
+  return evaluate(
+      run.model, run.test, config_normalization(run.config.data), 256);
 }
 
 void dump_test_logits(const std::string& checkpoint,

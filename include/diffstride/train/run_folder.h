@@ -27,15 +27,26 @@ class Optimizer;
 namespace diffstride {
 
 /// Where a run is in its data: the next batch of `epoch` (both counted from
-/// 0), the optimiser steps so far, and the sums of the epoch's training
-/// loss, correct predictions, examples and seconds so far.
+/// 0) and the optimiser steps so far.
 struct RunPosition {
   int64_t epoch = 0, batch = 0, step = 0;
-  double loss_sum = 0, correct = 0, seen = 0, seconds = 0;
   /// The float16 loss scale and its count of good steps (LossScaler; 0:
   /// none saved, the scaler's initial scale).
   double loss_scale = 0;
   int64_t loss_scale_good_steps = 0;
+};
+
+/// The sums of the current epoch's training so far, over every rank: loss
+/// times examples, correct predictions, examples, and seconds spent.
+struct EpochTally {
+  double loss_sum = 0, correct = 0, seen = 0, seconds = 0;
+};
+
+/// What a checkpoint holds besides the weights and the optimiser: a resumed
+/// run continues its epoch's sums where they were.
+struct ResumePoint {
+  RunPosition position;
+  EpochTally tally;
 };
 
 /// How far the run in a folder got: none there, started (its config is
@@ -75,22 +86,22 @@ class RunFolder {
   std::filesystem::path metrics_path() const;
   std::filesystem::path config_path() const;
 
-  /// Replaces checkpoint.pt with the model, the optimiser and `position`.
+  /// Replaces checkpoint.pt with the model, the optimiser and `point`.
   void save_checkpoint(const torch::nn::Module& model,
                        const torch::optim::Optimizer& optimizer,
-                       const RunPosition& position) const;
+                       const ResumePoint& point) const;
 
-  /// Loads checkpoint.pt into `model` and `optimizer`; returns its position.
+  /// Loads checkpoint.pt into `model` and `optimizer`; returns its point.
   /// Without a checkpoint (a run interrupted before its first one) returns
   /// the start of the run and leaves `model` and `optimizer` as they are.
   /// Keeps the rows of metrics.csv up to the checkpoint's epoch only: a run
   /// killed between an epoch's row and its checkpoint writes that row again.
-  RunPosition load_checkpoint(torch::nn::Module& model,
+  ResumePoint load_checkpoint(torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer) const;
 
   /// As load_checkpoint, but writes nothing (the ranks other than 0 of a
   /// run on several processes).
-  RunPosition read_checkpoint(torch::nn::Module& model,
+  ResumePoint read_checkpoint(torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer) const;
 
   /// Writes model.pt, the final weights, and model_state_dict.pt, the same
