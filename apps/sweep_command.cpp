@@ -4,8 +4,8 @@
 #include "signals.h"
 #include "train_command.h"
 
-#include <diffstride/train/report.h>
-#include <diffstride/train/sweep.h>
+#include <diffstride/experiments/report.h>
+#include <diffstride/experiments/sweep.h>
 
 #include <filesystem>
 #include <iostream>
@@ -94,7 +94,7 @@ int run_sweep(const SweepArgs& args, int threads, const char* argv0) {
   // A second Ctrl-C ends the sweep at once; its runs still get SIGTERM
   // (they die with it) and checkpoint.
   options.interrupt = stop_on_signals(/*second_signal_exits=*/true);
-  const auto failed = diffstride::run_sweep(spec, options);
+  const auto failed = diffstride::execute_sweep(spec, options);
   return failed > 0 ? 1 : 0;
 }
 

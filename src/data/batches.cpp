@@ -123,58 +123,121 @@ std::vector<int64_t> BatchMaker::epoch_order(int64_t epoch) const {
   return order;
 }
 
+namespace {
+
+// Where an example lands in its batch: the image padded by 2 pixels and
+// cropped at (dy, dx), flipped left-right or not (docs/training.md).
+struct Placement {
+  int64_t dy = 2, dx = 2;
+  bool flip = false;
+};
+
+// Adds `weight` x the normalised, placed example `image` (C x H x W values
+// spanning 0 to `full_scale`) to `out` (C x H x W).
+template <typename Value>
+void add_example(const Value* image,
+                 c10::IntArrayRef shape,
+                 const Normalization& normalization,
+                 double full_scale,
+                 double weight,
+                 const Placement& at,
+                 float* out) {
+  const int64_t C = shape[0], H = shape[1], W = shape[2];
+  for (int64_t c = 0; c < C; ++c) {
+    const double scale = 1.0 / (full_scale * normalization.std[c]);
+    const double shift = -normalization.mean[c] / normalization.std[c];
+    float* plane = out + c * H * W;
+    for (int64_t y = 0; y < H; ++y) {
+      // The padded image, cropped at (dy, dx): source row y + dy - 2.
+      const int64_t sy = y + at.dy - 2;
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t sx = (at.flip ? W - 1 - x : x) + at.dx - 2;
+        const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+        const double raw =
+            inside ? static_cast<double>(image[(c * H + sy) * W + sx]) : 0.0;
+        plane[y * W + x] += static_cast<float>(weight * (raw * scale + shift));
+      }
+    }
+  }
+}
+
+// Examples read from their files now: `values` (one C x H x W block per
+// read) and the index each read example has in the dataset's labels.
+struct ReadExamples {
+  std::vector<float> values;
+  std::vector<int64_t> index;
+};
+
+// Reads `reads` examples, sources first_source, first_source + 1, ... of
+// the epoch's order, each with its crop drawn from its own stream, spread
+// over the reader's threads.
+ReadExamples read_examples(const Dataset& dataset,
+                           const std::vector<int64_t>& order,
+                           uint64_t seed,
+                           int64_t epoch,
+                           int64_t first_source,
+                           int64_t reads) {
+  const int64_t size = c10::multiply_integers(dataset.example_shape());
+  ReadExamples read;
+  read.values.resize(static_cast<size_t>(reads * size));
+  read.index.resize(static_cast<size_t>(reads));
+  for_each_in_parallel(reads, dataset.reader->workers(), [&](int64_t r) {
+    const int64_t source = first_source + r;
+    read.index[static_cast<size_t>(r)] =
+        dataset.reader->read(order[static_cast<size_t>(source)],
+                             stream_seed(seed ^ kReadStreams, epoch, source),
+                             read.values.data() + r * size);
+  });
+  return read;
+}
+
+// Label smoothing: (1 - eps) of each target's mass stays, eps is spread
+// evenly over the classes.
+void smooth_labels(at::Tensor& targets, double eps) {
+  if (eps > 0) {
+    targets.mul_(1.0 - eps).add_(eps / static_cast<double>(targets.size(1)));
+  }
+}
+
+}  // namespace
+
 Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
                              int64_t epoch,
                              int64_t index) const {
-  const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
-  const int64_t available = static_cast<int64_t>(order.size()) / per_example;
-  const int64_t first = index * options_.batch_size();
   TORCH_CHECK(index >= 0 && index < batches_per_epoch(),
               "BatchMaker: batch ",
               index,
               " is past the end of the epoch (",
               batches_per_epoch(),
               " batches)");
+  const int64_t per_example = options_.mixup_alpha() > 0 ? 2 : 1;
+  const int64_t available = static_cast<int64_t>(order.size()) / per_example;
+  const int64_t first = index * options_.batch_size();
   const int64_t whole = std::min(options_.batch_size(), available - first);
   const int64_t shard_begin = whole * options_.shard() / options_.shards();
   const int64_t count =
       whole * (options_.shard() + 1) / options_.shards() - shard_begin;
   const auto shape = dataset_.example_shape();
-  const int64_t C = shape[0], H = shape[1], W = shape[2],
-                K = dataset_.num_classes;
+  const int64_t size = c10::multiply_integers(shape);
+  const int64_t K = dataset_.num_classes;
   Batch batch;
-  batch.images = at::zeros({count, C, H, W}, at::kFloat);
+  batch.images = at::zeros({count, shape[0], shape[1], shape[2]}, at::kFloat);
   batch.targets = at::zeros({count, K}, at::kFloat);
   batch.labels = at::empty({count}, at::kLong);
   const int64_t* labels = dataset_.labels.data_ptr<int64_t>();
-  // Where example source j of batch example e is: in memory, or read from
-  // its file now (with its crop drawn from its own stream), every read of
-  // the batch spread over the reader's threads.
-  const uint8_t* pixels =
-      dataset_.reader ? nullptr : dataset_.images.data_ptr<uint8_t>();
-  std::vector<float> read_values;
-  std::vector<int64_t> read_index;
-  // Stored pixels span 0-255; a reader says what its values span.
+  // Example source j of batch example e: in memory, or read from its file
+  // now. Stored pixels span 0-255; a reader says what its values span.
+  const ReadExamples read =
+      dataset_.reader ? read_examples(dataset_,
+                                      order,
+                                      options_.seed(),
+                                      epoch,
+                                      (first + shard_begin) * per_example,
+                                      count * per_example)
+                      : ReadExamples();
   const double full_scale =
       dataset_.reader ? dataset_.reader->full_scale() : 255.0;
-  if (dataset_.reader) {
-    const int64_t reads = count * per_example;
-    read_values.resize(static_cast<size_t>(reads * C * H * W));
-    read_index.resize(static_cast<size_t>(reads));
-    for_each_in_parallel(reads, dataset_.reader->workers(), [&](int64_t r) {
-      const int64_t position = first + shard_begin + r / per_example;
-      const int64_t j = r % per_example;
-      read_index[static_cast<size_t>(r)] = dataset_.reader->read(
-          order[static_cast<size_t>(position * per_example + j)],
-          stream_seed(options_.seed() ^ kReadStreams,
-                      epoch,
-                      position * per_example + j),
-          read_values.data() + r * C * H * W);
-    });
-  }
-  float* out = batch.images.data_ptr<float>();
   float* targets = batch.targets.data_ptr<float>();
-  int64_t* batch_labels = batch.labels.data_ptr<int64_t>();
   for (int64_t e = 0; e < count; ++e) {
     const int64_t position = first + shard_begin + e;
     SplitMix64 rng{stream_seed(options_.seed(), epoch, position)};
@@ -182,55 +245,40 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
         per_example == 2 ? beta_draw(rng, options_.mixup_alpha()) : 1.0;
     int64_t sources[2] = {0, 0};
     for (int64_t j = 0; j < per_example; ++j) {
-      sources[j] = order[static_cast<size_t>(position * per_example + j)];
       const double weight = j == 0 ? lambda : 1.0 - lambda;
       const int64_t r = e * per_example + j;
-      if (dataset_.reader) {
-        sources[j] = read_index[static_cast<size_t>(r)];
-      }
-      int64_t dy = 2, dx = 2;
-      bool flip = false;
+      Placement at;
       if (options_.augment()) {
-        dy = static_cast<int64_t>(rng.below(5));
-        dx = static_cast<int64_t>(rng.below(5));
-        flip = rng.below(2) == 1;
+        at.dy = static_cast<int64_t>(rng.below(5));
+        at.dx = static_cast<int64_t>(rng.below(5));
+        at.flip = rng.below(2) == 1;
       }
-      // Adds the weighted, normalised example (uint8 pixels in memory or a
-      // reader's floats) to batch example e.
-      const auto add = [=, &normalization = normalization_](
-                           const auto* image) {
-        for (int64_t c = 0; c < C; ++c) {
-          const double scale = 1.0 / (full_scale * normalization.std[c]);
-          const double shift = -normalization.mean[c] / normalization.std[c];
-          float* plane = out + (e * C + c) * H * W;
-          for (int64_t y = 0; y < H; ++y) {
-            // The padded image, cropped at (dy, dx): source row y + dy - 2.
-            const int64_t sy = y + dy - 2;
-            for (int64_t x = 0; x < W; ++x) {
-              const int64_t sx = (flip ? W - 1 - x : x) + dx - 2;
-              const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-              const double raw =
-                  inside ? static_cast<double>(image[(c * H + sy) * W + sx])
-                         : 0.0;
-              plane[y * W + x] +=
-                  static_cast<float>(weight * (raw * scale + shift));
-            }
-          }
-        }
-      };
+      float* out = batch.images.data_ptr<float>() + e * size;
       if (dataset_.reader) {
-        add(read_values.data() + r * C * H * W);
+        sources[j] = read.index[static_cast<size_t>(r)];
+        add_example(read.values.data() + r * size,
+                    shape,
+                    normalization_,
+                    full_scale,
+                    weight,
+                    at,
+                    out);
       } else {
-        add(pixels + sources[j] * C * H * W);
+        sources[j] = order[static_cast<size_t>(position * per_example + j)];
+        add_example(dataset_.images.data_ptr<uint8_t>() + sources[j] * size,
+                    shape,
+                    normalization_,
+                    full_scale,
+                    weight,
+                    at,
+                    out);
       }
       targets[e * K + labels[sources[j]]] += static_cast<float>(weight);
     }
-    batch_labels[e] = labels[sources[lambda >= 0.5 ? 0 : 1]];
+    batch.labels.data_ptr<int64_t>()[e] =
+        labels[sources[lambda >= 0.5 ? 0 : 1]];
   }
-  const double eps = options_.label_smoothing();
-  if (eps > 0) {
-    batch.targets.mul_(1.0 - eps).add_(eps / static_cast<double>(K));
-  }
+  smooth_labels(batch.targets, options_.label_smoothing());
   return batch;
 }
 

@@ -1,8 +1,8 @@
 #include <diffstride/nn/diff_stride.h>
 
+#include "nn/cropping.h"
 #include "nn/diffstride_matrices.h"
 #include "nn/pooling_input.h"
-#include "nn/spectral_crop.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/StringUtil.h>
@@ -178,8 +178,7 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
     }
     crops.axes.push_back(std::move(ramp));
   }
-  const int64_t kept_last =
-      static_cast<int64_t>(crops.axes.back().bins.size());
+  const int64_t kept_last = static_cast<int64_t>(crops.axes.back().bins.size());
   TORCH_CHECK(kept_last >= 2,
               layer,
               ": an input of last size ",
@@ -211,23 +210,21 @@ at::Tensor diffstride(const at::Tensor& input,
                                       layer);
   // Steps 4-6: mask, crop, inverse transform with last size 2 (K' - 1).
   if (rank == 2) {
-    return detail::separable_crop(
-        input, [&](const at::TensorOptions& on) {
-          return detail::diffstride_separable_matrices(
-              strides,
-              crops.axes[0],
-              crops.axes[1],
-              smoothness_factor,
-              crops.last_output_size,
-              on);
-        });
+    const auto [row_matrix, column_matrix] =
+        detail::diffstride_separable_matrices(strides,
+                                              crops.axes[0],
+                                              crops.axes[1],
+                                              smoothness_factor,
+                                              crops.last_output_size,
+                                              detail::compute_options(input));
+    return detail::crop_with_matrices(input, row_matrix, column_matrix);
   }
   std::vector<detail::AxisCrop> masked;
   for (const auto& axis : crops.axes) {
     masked.push_back(
         {axis.bins, detail::ramp_mask(strides, axis, smoothness_factor)});
   }
-  return detail::spectral_crop(input, masked, crops.last_output_size);
+  return detail::crop_with_ffts(input, masked, crops.last_output_size);
 }
 
 std::tuple<at::Tensor, at::Tensor> diffstride_matrices(

@@ -1,6 +1,6 @@
 #include "nn/diffstride_matrices.h"
 
-#include "nn/spectral_crop.h"
+#include "nn/crop_matrices.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

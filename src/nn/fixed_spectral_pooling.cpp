@@ -1,7 +1,7 @@
 #include <diffstride/nn/fixed_spectral_pooling.h>
 
+#include "nn/cropping.h"
 #include "nn/pooling_input.h"
-#include "nn/spectral_crop.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/StringUtil.h>
@@ -80,7 +80,17 @@ at::Tensor fixed_spectral_pooling(
       }
     }
   }
-  return detail::spectral_crop(input, crops, last_output_size);
+  if (rank == 2) {
+    const auto [row_matrix, column_matrix] =
+        detail::separable_matrices(crops[0],
+                                   crops[1],
+                                   input.size(2),
+                                   input.size(3),
+                                   last_output_size,
+                                   detail::compute_options(input));
+    return detail::crop_with_matrices(input, row_matrix, column_matrix);
+  }
+  return detail::crop_with_ffts(input, crops, last_output_size);
 }
 
 }  // namespace functional

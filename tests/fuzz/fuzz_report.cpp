@@ -3,7 +3,7 @@
 // report, never a crash, and never a command run from the run's text. A
 // file gnuplot would create if any label, value or name reached it as a
 // command (`!touch`, system()) must never appear.
-#include <diffstride/train/report.h>
+#include <diffstride/experiments/report.h>
 
 #include "fuzz_input_file.h"
 

@@ -63,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_autograd(
       (grad_output.requires_grad() || input.requires_grad() ||
        row_matrix.requires_grad() || column_matrix.requires_grad());
   if (graph) {
-    return generic::spectral_crop_backward(
+    return generic::spectral_crop_backward_generic(
         grad_output, input, row_matrix, column_matrix, output_mask);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;

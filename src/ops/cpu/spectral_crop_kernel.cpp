@@ -75,6 +75,43 @@ at::Tensor spectral_crop_cpu(const at::Tensor& input,
   return y;
 }
 
+// The small matrices hold a real and an imaginary half side by side:
+// rows x [2][cols]. stack_halves puts the halves one under the other,
+// [2][rows] x cols; interleave_halves undoes that; transpose_halves gives
+// cols x [2][rows], each half transposed.
+template <typename T>
+void stack_halves(const T* m, int64_t rows, int64_t cols, T* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t part = 0; part < 2; ++part) {
+      for (int64_t n = 0; n < cols; ++n) {
+        out[(part * rows + j) * cols + n] = m[(j * 2 + part) * cols + n];
+      }
+    }
+  }
+}
+
+template <typename T>
+void interleave_halves(const T* stacked, int64_t rows, int64_t cols, T* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t part = 0; part < 2; ++part) {
+      for (int64_t n = 0; n < cols; ++n) {
+        out[(j * 2 + part) * cols + n] = stacked[(part * rows + j) * cols + n];
+      }
+    }
+  }
+}
+
+template <typename T>
+void transpose_halves(const T* m, int64_t rows, int64_t cols, T* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t part = 0; part < 2; ++part) {
+      for (int64_t n = 0; n < cols; ++n) {
+        out[(n * 2 + part) * rows + j] = m[(j * 2 + part) * cols + n];
+      }
+    }
+  }
+}
+
 // The loops want, besides row_matrix = [A_r | A_i] and column_matrix =
 // [G_r | G_i], three rearrangements of them (tiny copies):
 //   a_cat_t (H x 2H') = [A_r^T | A_i^T], a_stack (2H' x H) = [A_r ; A_i],
@@ -112,27 +149,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
     stacked = at::empty({a_count + g_count}, x.options());
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_spectral_crop_backward", [&] {
-    const scalar_t* a = rows.data_ptr<scalar_t>();     // Hp x [2][H]
-    const scalar_t* g = columns.data_ptr<scalar_t>();  // W x [2][Wp]
     scalar_t* a_stack = layouts.data_ptr<scalar_t>();  // [2][Hp] x H
     scalar_t* a_cat_t = a_stack + a_count;             // H x [2][Hp]
     scalar_t* g_cat_t = a_cat_t + a_count;             // Wp x [2][W]
-    for (int64_t j = 0; j < Hp; ++j) {
-      for (int64_t part = 0; part < 2; ++part) {
-        for (int64_t n = 0; n < H; ++n) {
-          const scalar_t v = a[(j * 2 + part) * H + n];
-          a_stack[(part * Hp + j) * H + n] = v;
-          a_cat_t[n * 2 * Hp + part * Hp + j] = v;
-        }
-      }
-    }
-    for (int64_t n = 0; n < W; ++n) {
-      for (int64_t part = 0; part < 2; ++part) {
-        for (int64_t v = 0; v < Wp; ++v) {
-          g_cat_t[v * 2 * W + part * W + n] = g[(n * 2 + part) * Wp + v];
-        }
-      }
-    }
+    stack_halves(rows.data_ptr<scalar_t>(), Hp, H, a_stack);
+    transpose_halves(rows.data_ptr<scalar_t>(), Hp, H, a_cat_t);
+    transpose_halves(columns.data_ptr<scalar_t>(), W, Wp, g_cat_t);
     scalar_t* da_stack = matrices ? stacked.data_ptr<scalar_t>() : nullptr;
     scalar_t* dg_stack = matrices ? da_stack + a_count : nullptr;
     cpu::spectral_crop_backward<scalar_t>(x.data_ptr<scalar_t>(),
@@ -148,25 +170,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
     // [dG_r ; dG_i] -> W x [2][Wp].
     if (output_mask[1]) {
       d_rows = at::empty({Hp, 2 * H}, x.options());
-      scalar_t* out = d_rows.data_ptr<scalar_t>();
-      for (int64_t j = 0; j < Hp; ++j) {
-        for (int64_t part = 0; part < 2; ++part) {
-          for (int64_t n = 0; n < H; ++n) {
-            out[(j * 2 + part) * H + n] = da_stack[(part * Hp + j) * H + n];
-          }
-        }
-      }
+      interleave_halves(da_stack, Hp, H, d_rows.data_ptr<scalar_t>());
     }
     if (output_mask[2]) {
       d_columns = at::empty({W, 2 * Wp}, x.options());
-      scalar_t* out = d_columns.data_ptr<scalar_t>();
-      for (int64_t n = 0; n < W; ++n) {
-        for (int64_t part = 0; part < 2; ++part) {
-          for (int64_t v = 0; v < Wp; ++v) {
-            out[(n * 2 + part) * Wp + v] = dg_stack[(part * W + n) * Wp + v];
-          }
-        }
-      }
+      interleave_halves(dg_stack, W, Wp, d_columns.data_ptr<scalar_t>());
     }
   });
   return {dx, d_rows, d_columns};

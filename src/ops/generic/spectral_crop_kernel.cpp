@@ -30,9 +30,9 @@ at::Tensor exchange_axes(const at::Tensor& t, int64_t a, int64_t b) {
 
 }  // namespace
 
-at::Tensor spectral_crop(const at::Tensor& input,
-                         const at::Tensor& row_matrix,
-                         const at::Tensor& column_matrix) {
+at::Tensor spectral_crop_generic(const at::Tensor& input,
+                                 const at::Tensor& row_matrix,
+                                 const at::Tensor& column_matrix) {
   check_spectral_crop_arguments(
       input, row_matrix, column_matrix, "_spectral_crop");
   const int64_t height = input.size(2);
@@ -43,7 +43,7 @@ at::Tensor spectral_crop(const at::Tensor& input,
       .contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
     const at::Tensor& grad_output,
     const at::Tensor& input,
     const at::Tensor& row_matrix,
@@ -80,8 +80,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
 }
 
 void register_spectral_crop_kernels(torch::Library& library) {
-  library.impl("_spectral_crop", TORCH_FN(spectral_crop));
-  library.impl("_spectral_crop_backward", TORCH_FN(spectral_crop_backward));
+  library.impl("_spectral_crop", TORCH_FN(spectral_crop_generic));
+  library.impl("_spectral_crop_backward",
+               TORCH_FN(spectral_crop_backward_generic));
 }
 
 }  // namespace generic

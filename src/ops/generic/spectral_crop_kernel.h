@@ -25,10 +25,10 @@ namespace generic {
 void register_spectral_crop_kernels(torch::Library& library);
 
 /// The kernels themselves (arguments as in ops/spectral_crop.h).
-at::Tensor spectral_crop(const at::Tensor& input,
-                         const at::Tensor& row_matrix,
-                         const at::Tensor& column_matrix);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
+at::Tensor spectral_crop_generic(const at::Tensor& input,
+                                 const at::Tensor& row_matrix,
+                                 const at::Tensor& column_matrix);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
     const at::Tensor& grad_output,
     const at::Tensor& input,
     const at::Tensor& row_matrix,

@@ -1,4 +1,4 @@
-#include <diffstride/train/sweep.h>
+#include <diffstride/experiments/sweep.h>
 
 #include <diffstride/train/config.h>
 #include <diffstride/train/run_folder.h>
@@ -123,7 +123,8 @@ void lock_sweep_folder(const fs::path& folder, std::ostream* progress) {
   if (::flock(fd, LOCK_EX) != 0) {
     const int error = errno;
     ::close(fd);
-    TORCH_CHECK(false, "cannot lock ", path.string(), ": ", std::strerror(error));
+    TORCH_CHECK(
+        false, "cannot lock ", path.string(), ": ", std::strerror(error));
   }
 }
 
@@ -183,7 +184,8 @@ pid_t start_process(const std::vector<std::string>& argv,
     ::_exit(127);
   }
   ::close(out);
-  TORCH_CHECK(pid > 0, "cannot start a run: fork failed: ", std::strerror(errno));
+  TORCH_CHECK(
+      pid > 0, "cannot start a run: fork failed: ", std::strerror(errno));
   return pid;
 }
 
@@ -198,16 +200,17 @@ std::string minutes(double seconds) {
 
 SweepAxis parse_sweep_axis(const std::string& text) {
   const auto equals = text.find('=');
-  TORCH_CHECK(equals != std::string::npos && equals > 0 &&
-                  equals + 1 < text.size(),
-              "--axis: expected section.key=value1,value2,... (or values "
-              "separated by ':' when they hold commas), got '",
-              text,
-              "'");
+  TORCH_CHECK(
+      equals != std::string::npos && equals > 0 && equals + 1 < text.size(),
+      "--axis: expected section.key=value1,value2,... (or values "
+      "separated by ':' when they hold commas), got '",
+      text,
+      "'");
   SweepAxis axis;
   axis.key = text.substr(0, equals);
   const auto values = text.substr(equals + 1);
-  axis.values = split(values, values.find(':') != std::string::npos ? ':' : ',');
+  axis.values =
+      split(values, values.find(':') != std::string::npos ? ':' : ',');
   for (const auto& v : axis.values) {
     TORCH_CHECK(!v.empty(), "--axis ", text, ": an empty value");
   }
@@ -293,15 +296,13 @@ std::vector<SweepRun> checked_runs(const SweepSpec& spec,
   const auto runs = sweep_runs(spec.axes);
   for (const auto& run : runs) {
     auto overrides = spec.overrides;
-    overrides.insert(overrides.end(), run.overrides.begin(), run.overrides.end());
+    overrides.insert(
+        overrides.end(), run.overrides.begin(), run.overrides.end());
     try {
       load_train_config(spec.config, overrides);
     } catch (const c10::Error& error) {
-      TORCH_CHECK(false,
-                  "sweep run ",
-                  run.name,
-                  ": ",
-                  error.what_without_backtrace());
+      TORCH_CHECK(
+          false, "sweep run ", run.name, ": ", error.what_without_backtrace());
     }
   }
   return runs;
@@ -336,99 +337,99 @@ void open_sweep_folder(const SweepSpec& spec, const SweepOptions& options) {
   lock_sweep_folder(out, options.progress);
 }
 
-int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
-  const auto runs = checked_runs(spec, options);
-  open_sweep_folder(spec, options);
-  const fs::path out = options.out;
-  detail::replace_file(out / kSpecFile, spec_toml(spec));
-  detail::replace_file(out / kSweepManifestFile, manifest_csv(spec, runs));
+namespace {
 
-  const int sweep_log = detail::open_for_append(out / "sweep.log");
-  struct CloseOnExit {
-    int fd;
-    ~CloseOnExit() {
-      ::close(fd);
-    }
-  } close_log{sweep_log};
-  const auto say = [&](const std::string& line) {
-    const auto text = line + "\n";
-    [[maybe_unused]] const auto written =
-        ::write(sweep_log, text.data(), text.size());
-    if (options.progress != nullptr) {
-      *options.progress << "[sweep] " << line << std::endl;
-    }
-  };
-  const auto folder_of = [&](const SweepRun& run) {
-    return (out / kRunsFolder / run.name).string();
-  };
-  std::vector<size_t> pending;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if (RunFolder::state_of(folder_of(runs[i])) == RunState::kFinished) {
-      say(runs[i].name + ": finished earlier, skipped");
-    } else {
-      pending.push_back(i);
-    }
+// The runs of one sweep as child processes, `options.parallel` at once: a
+// run that finished earlier is skipped, one that started is resumed. The
+// sweep's progress goes to sweep.log and `options.progress`.
+class SweepRunner {
+ public:
+  SweepRunner(const SweepSpec& spec,
+              const SweepOptions& options,
+              std::vector<SweepRun> runs);
+  ~SweepRunner() {
+    ::close(log_);
   }
-  const int64_t threads =
-      std::max<int64_t>(1, options.threads / options.parallel);
-  say(std::to_string(runs.size()) + " runs, " +
-      std::to_string(runs.size() - pending.size()) + " finished, " +
-      std::to_string(pending.size()) + " to run, " +
-      std::to_string(options.parallel) + " at once with " +
-      std::to_string(threads) + " thread(s) each");
+  SweepRunner(const SweepRunner&) = delete;
+  SweepRunner& operator=(const SweepRunner&) = delete;
 
+  // Runs them all, or until interrupted; returns the number that failed.
+  int64_t run();
+
+ private:
   struct Running {
     size_t index;
     std::chrono::steady_clock::time_point start;
   };
-  std::map<pid_t, Running> running;
-  size_t next = 0, done = 0;
-  int64_t failed = 0;
-  double seconds_sum = 0;
-  bool forwarded = false;
-  const auto interrupted = [&] {
-    return options.interrupt != nullptr && options.interrupt->load();
-  };
-  // Interrupted, no run starts; the loop ends when the running ones stop.
-  while ((!interrupted() && next < pending.size()) || !running.empty()) {
-    while (!interrupted() && next < pending.size() &&
-           static_cast<int64_t>(running.size()) < options.parallel) {
-      const auto& run = runs[pending[next++]];
-      const auto folder = folder_of(run);
-      const bool resume =
-          RunFolder::state_of(folder) == RunState::kStarted;
-      std::vector<std::string> argv = options.launch;
-      argv.insert(argv.end(),
-                  {options.executable, "--threads", std::to_string(threads),
-                   "train"});
-      if (resume) {
-        argv.insert(argv.end(), {"--resume", folder});
-      } else {
-        if (!spec.config.empty()) {
-          argv.insert(argv.end(), {"--config", spec.config});
-        }
-        for (const auto* list : {&spec.overrides, &run.overrides}) {
-          for (const auto& o : *list) {
-            argv.insert(argv.end(), {"--set", o});
-          }
-        }
-        argv.insert(argv.end(), {"--out", folder});
-      }
-      if (!options.device.empty()) {
-        argv.insert(argv.end(), {"--device", options.device});
-      }
-      const auto log = out / kLogsFolder / (run.name + ".log");
-      const pid_t pid = start_process(argv, log, options.launch.empty());
-      running[pid] = {pending[next - 1], std::chrono::steady_clock::now()};
-      say(run.name + ": " + (resume ? "resumed" : "started") + " (log: " +
-          log.string() + ")");
+
+  void say(const std::string& line) const;
+  std::string folder_of(const SweepRun& run) const {
+    return (out_ / kRunsFolder / run.name).string();
+  }
+  bool interrupted() const {
+    return options_.interrupt != nullptr && options_.interrupt->load();
+  }
+  void start(size_t index);
+  std::vector<std::string> run_arguments(const SweepRun& run,
+                                         bool resume) const;
+  void stop_all_once();
+  void reap(pid_t pid, int status);
+
+  const SweepSpec& spec_;
+  const SweepOptions& options_;
+  const fs::path out_;
+  const std::vector<SweepRun> runs_;
+  const int log_;
+  std::vector<size_t> pending_;
+  int64_t threads_per_run_;
+  std::map<pid_t, Running> running_;
+  size_t next_ = 0, done_ = 0;
+  int64_t failed_ = 0;
+  double seconds_sum_ = 0;
+  bool stop_forwarded_ = false;
+};
+
+SweepRunner::SweepRunner(const SweepSpec& spec,
+                         const SweepOptions& options,
+                         std::vector<SweepRun> runs)
+    : spec_(spec),
+      options_(options),
+      out_(options.out),
+      runs_(std::move(runs)),
+      log_(detail::open_for_append(out_ / "sweep.log")),
+      threads_per_run_(
+          std::max<int64_t>(1, options.threads / options.parallel)) {
+  for (size_t i = 0; i < runs_.size(); ++i) {
+    if (RunFolder::state_of(folder_of(runs_[i])) == RunState::kFinished) {
+      say(runs_[i].name + ": finished earlier, skipped");
+    } else {
+      pending_.push_back(i);
     }
-    if (interrupted() && !forwarded) {
-      // Every run checkpoints and stops, as on Ctrl-C.
-      for (const auto& [pid, r] : running) {
-        ::kill(pid, SIGINT);
-      }
-      forwarded = true;
+  }
+  say(std::to_string(runs_.size()) + " runs, " +
+      std::to_string(runs_.size() - pending_.size()) + " finished, " +
+      std::to_string(pending_.size()) + " to run, " +
+      std::to_string(options.parallel) + " at once with " +
+      std::to_string(threads_per_run_) + " thread(s) each");
+}
+
+void SweepRunner::say(const std::string& line) const {
+  const auto text = line + "\n";
+  [[maybe_unused]] const auto written = ::write(log_, text.data(), text.size());
+  if (options_.progress != nullptr) {
+    *options_.progress << "[sweep] " << line << std::endl;
+  }
+}
+
+int64_t SweepRunner::run() {
+  // Interrupted, no run starts; the loop ends when the running ones stop.
+  while ((!interrupted() && next_ < pending_.size()) || !running_.empty()) {
+    while (!interrupted() && next_ < pending_.size() &&
+           static_cast<int64_t>(running_.size()) < options_.parallel) {
+      start(pending_[next_++]);
+    }
+    if (interrupted()) {
+      stop_all_once();
     }
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, WNOHANG);
@@ -436,50 +437,116 @@ int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
-    const auto found = running.find(pid);
-    if (found == running.end()) {
-      continue;
-    }
-    const auto& run = runs[found->second.index];
-    const double seconds = std::chrono::duration<double>(
-                               std::chrono::steady_clock::now() -
-                               found->second.start)
-                               .count();
-    running.erase(found);
-    const auto folder = folder_of(run);
-    const bool finished = RunFolder::state_of(folder) == RunState::kFinished;
-    if (finished) {
-      ++done;
-      seconds_sum += seconds;
-      const size_t left = pending.size() - done;
-      const double eta = seconds_sum / static_cast<double>(done) *
-                         static_cast<double>(left) /
-                         static_cast<double>(options.parallel);
-      say(run.name + ": finished in " + minutes(seconds) + "; " +
-          std::to_string(done) + " of " + std::to_string(pending.size()) +
-          " done, " + std::to_string(left) + " to go, ETA " + minutes(eta));
-    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      say(run.name + ": stopped (resume by running the sweep again)");
-    } else {
-      ++failed;
-      std::ostringstream why;
-      if (WIFEXITED(status)) {
-        why << "exit status " << WEXITSTATUS(status);
-      } else {
-        why << "signal " << WTERMSIG(status);
-      }
-      say(run.name + ": FAILED (" + why.str() + "; see logs/" + run.name +
-          ".log)");
-    }
+    reap(pid, status);
   }
   if (interrupted()) {
-    say("interrupted: " + std::to_string(pending.size() - done) +
+    say("interrupted: " + std::to_string(pending_.size() - done_) +
         " run(s) left; run the same command again to continue");
   } else {
-    say("done: " + std::to_string(done) + " run(s) finished here, " +
-        std::to_string(failed) + " failed");
+    say("done: " + std::to_string(done_) + " run(s) finished here, " +
+        std::to_string(failed_) + " failed");
   }
-  return failed;
+  return failed_;
+}
+
+void SweepRunner::start(size_t index) {
+  const auto& run = runs_[index];
+  const bool resume = RunFolder::state_of(folder_of(run)) == RunState::kStarted;
+  const auto log = out_ / kLogsFolder / (run.name + ".log");
+  const pid_t pid =
+      start_process(run_arguments(run, resume), log, options_.launch.empty());
+  running_[pid] = {index, std::chrono::steady_clock::now()};
+  say(run.name + ": " + (resume ? "resumed" : "started") +
+      " (log: " + log.string() + ")");
+}
+
+// The command line of one run: the launcher, if any, then the tool.
+std::vector<std::string> SweepRunner::run_arguments(const SweepRun& run,
+                                                    bool resume) const {
+  std::vector<std::string> argv = options_.launch;
+  argv.insert(argv.end(),
+              {options_.executable,
+               "--threads",
+               std::to_string(threads_per_run_),
+               "train"});
+  if (resume) {
+    argv.insert(argv.end(), {"--resume", folder_of(run)});
+  } else {
+    if (!spec_.config.empty()) {
+      argv.insert(argv.end(), {"--config", spec_.config});
+    }
+    for (const auto* list : {&spec_.overrides, &run.overrides}) {
+      for (const auto& o : *list) {
+        argv.insert(argv.end(), {"--set", o});
+      }
+    }
+    argv.insert(argv.end(), {"--out", folder_of(run)});
+  }
+  if (!options_.device.empty()) {
+    argv.insert(argv.end(), {"--device", options_.device});
+  }
+  return argv;
+}
+
+// Every run checkpoints and stops, as on Ctrl-C.
+void SweepRunner::stop_all_once() {
+  if (stop_forwarded_) {
+    return;
+  }
+  for (const auto& [pid, r] : running_) {
+    ::kill(pid, SIGINT);
+  }
+  stop_forwarded_ = true;
+}
+
+// A child that ended: finished, stopped (exit 0 before its final model) or
+// failed.
+void SweepRunner::reap(pid_t pid, int status) {
+  const auto found = running_.find(pid);
+  if (found == running_.end()) {
+    return;
+  }
+  const auto& run = runs_[found->second.index];
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                    found->second.start)
+          .count();
+  running_.erase(found);
+  if (RunFolder::state_of(folder_of(run)) == RunState::kFinished) {
+    ++done_;
+    seconds_sum_ += seconds;
+    const size_t left = pending_.size() - done_;
+    const double eta = seconds_sum_ / static_cast<double>(done_) *
+                       static_cast<double>(left) /
+                       static_cast<double>(options_.parallel);
+    say(run.name + ": finished in " + minutes(seconds) + "; " +
+        std::to_string(done_) + " of " + std::to_string(pending_.size()) +
+        " done, " + std::to_string(left) + " to go, ETA " + minutes(eta));
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    say(run.name + ": stopped (resume by running the sweep again)");
+  } else {
+    ++failed_;
+    std::ostringstream why;
+    if (WIFEXITED(status)) {
+      why << "exit status " << WEXITSTATUS(status);
+    } else {
+      why << "signal " << WTERMSIG(status);
+    }
+    say(run.name + ": FAILED (" + why.str() + "; see logs/" + run.name +
+        ".log)");
+  }
+}
+
+}  // namespace
+
+int64_t execute_sweep(const SweepSpec& spec, const SweepOptions& options) {
+  auto runs = checked_runs(spec, options);
+  open_sweep_folder(spec, options);
+  const fs::path out = options.out;
+  detail::replace_file(out / kSpecFile, spec_toml(spec));
+  detail::replace_file(out / kSweepManifestFile, manifest_csv(spec, runs));
+  SweepRunner runner(spec, options, std::move(runs));
+  return runner.run();
 }
 
 }  // namespace diffstride

@@ -68,6 +68,6 @@ struct SweepOptions {
 /// final model is resumed from its checkpoint), logs/NAME.log holding each
 /// run's output. A folder holding another sweep is an error. Returns the
 /// number of runs that failed (0: all finished, or stopped by `interrupt`).
-int64_t run_sweep(const SweepSpec& spec, const SweepOptions& options);
+int64_t execute_sweep(const SweepSpec& spec, const SweepOptions& options);
 
 }  // namespace diffstride

@@ -1,15 +1,13 @@
-#include "nn/spectral_crop.h"
-
-#include "ops/spectral_crop.h"
+#include "nn/crop_matrices.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <memory>
-#include <cstdint>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -146,8 +144,7 @@ void fill_column_matrix(double* out,
       if (weights && weights[p] == 0.0) {
         continue;
       }
-      const bool single =
-          p == 0 || (out_width % 2 == 0 && p == out_width / 2);
+      const bool single = p == 0 || (out_width % 2 == 0 && p == out_width / 2);
       const double w =
           (single ? 1.0 : 2.0) * (weights ? weights[p] : 1.0) * scale;
       const double c = w * in_table.cos[p * width + n];
@@ -186,15 +183,13 @@ void fill_with_cached_flat_part(double* out,
     any_rest = any_rest || (!one && w != 0.0);
     shape.push_back(one ? 1 : 0);
   }
-  const auto part =
-      thread_cached<std::vector<int64_t>, std::vector<double>>(
-          std::move(shape), [&] {
-            auto built = std::make_shared<std::vector<double>>(
-                static_cast<size_t>(count), 0.0);
-            fill(built->data(), flat.data());
-            return std::shared_ptr<const std::vector<double>>(
-                std::move(built));
-          });
+  const auto part = thread_cached<std::vector<int64_t>, std::vector<double>>(
+      std::move(shape), [&] {
+        auto built = std::make_shared<std::vector<double>>(
+            static_cast<size_t>(count), 0.0);
+        fill(built->data(), flat.data());
+        return std::shared_ptr<const std::vector<double>>(std::move(built));
+      });
   std::copy(part->begin(), part->end(), out);
   if (any_rest) {
     fill(out, rest.data());
@@ -204,101 +199,6 @@ void fill_with_cached_flat_part(double* out,
       out[i] *= scale;
     }
   }
-}
-
-// float16 and bfloat16 data is computed in float32 (products accumulate in
-// float32; the result is rounded to the input's dtype once, at the end), and
-// the output keeps the input's memory format.
-template <typename Compute>
-at::Tensor in_compute_precision(const at::Tensor& input,
-                                const Compute& compute) {
-  const auto type = input.scalar_type();
-  const bool reduced = ops::is_reduced_precision(type);
-  const auto output = compute(reduced ? input.to(at::kFloat) : input);
-  return (reduced ? output.to(type) : output)
-      .contiguous(input.suggest_memory_format());
-}
-
-// The layers' inverse transform reads only the real part of the last axis'
-// DC and Nyquist bins once the other axes are transformed back
-// (docs/layers.md, "How it is computed"), which is what a C2R transform of a
-// Hermitian spectrum does. A cropped and masked spectrum is not Hermitian on
-// those edge planes, and C2R transforms differ on such input (cuFFT may read
-// the parts it should ignore). Replacing each edge plane E by its Hermitian
-// part (E + conj(E at -k)) / 2 leaves the layers' map unchanged and makes
-// every backend compute it.
-at::Tensor hermitian_edges(const at::Tensor& spectrum,
-                           c10::ArrayRef<int64_t> two_sided_dims,
-                           int64_t last_dim,
-                           int64_t last_output_size) {
-  const auto hermitian_part = [&](const at::Tensor& edge) {
-    auto mirrored = edge.conj();
-    if (!two_sided_dims.empty()) {
-      // Index j -> (n - j) mod n on every two-sided axis: flip, then roll by 1.
-      mirrored = mirrored.flip(two_sided_dims)
-                     .roll(std::vector<int64_t>(two_sided_dims.size(), 1),
-                           two_sided_dims);
-    }
-    return (edge + mirrored) * 0.5;
-  };
-  const int64_t kept = spectrum.size(last_dim);
-  std::vector<at::Tensor> pieces = {
-      hermitian_part(spectrum.narrow(last_dim, 0, 1))};
-  if (last_output_size % 2 == 0) {
-    pieces.push_back(spectrum.narrow(last_dim, 1, kept - 2));
-    pieces.push_back(hermitian_part(spectrum.narrow(last_dim, kept - 1, 1)));
-  } else {
-    pieces.push_back(spectrum.narrow(last_dim, 1, kept - 1));
-  }
-  return at::cat(pieces, last_dim);
-}
-
-// The FFT formulation itself, for one or three axes: there the separable
-// matrices would be dense L x L' blocks (16000 x 4000 for one second of
-// audio at stride 4), far costlier than the transforms. The crop comes
-// before the mask, so only kept bins are multiplied; the masks' outer product
-// is formed on the host and copied once.
-at::Tensor fft_spectral_crop(const at::Tensor& data,
-                             c10::ArrayRef<AxisCrop> crops,
-                             int64_t last_output_size) {
-  const int64_t rank = static_cast<int64_t>(crops.size());
-  const int64_t first = data.dim() - rank;
-  std::vector<int64_t> dims;
-  for (int64_t i = 0; i < rank; ++i) {
-    dims.push_back(first + i);
-  }
-  auto spectrum = at::fft_rfftn(data, at::OptionalIntArrayRef(), dims);
-  std::vector<int64_t> output_sizes;
-  at::Tensor mask;
-  for (int64_t i = 0; i < rank; ++i) {
-    const auto& crop = crops[i];
-    const int64_t kept = static_cast<int64_t>(crop.bins.size());
-    const int64_t dim = dims[i];
-    if (i + 1 < rank) {
-      if (kept != spectrum.size(dim)) {
-        spectrum = spectrum.index_select(
-            dim, at::tensor(crop.bins, at::kLong).to(data.device()));
-      }
-      output_sizes.push_back(kept);
-    } else {
-      spectrum = spectrum.narrow(dim, 0, kept);
-      output_sizes.push_back(last_output_size);
-    }
-    if (crop.mask.defined()) {
-      std::vector<int64_t> shape(rank, 1);
-      shape[i] = kept;
-      const auto axis_mask = crop.mask.view(shape);
-      mask = mask.defined() ? mask * axis_mask : axis_mask;
-    }
-  }
-  if (mask.defined()) {
-    spectrum = spectrum * mask.to(data.options());
-  }
-  spectrum = hermitian_edges(spectrum,
-                             c10::IntArrayRef(dims).slice(0, rank - 1),
-                             dims.back(),
-                             last_output_size);
-  return at::fft_irfftn(spectrum, output_sizes, dims);
 }
 
 }  // namespace
@@ -323,16 +223,15 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
   packed.resize(static_cast<size_t>(row_count + column_count));
   std::vector<int64_t> row_shape = {0, height};
   row_shape.insert(row_shape.end(), kept_rows.begin(), kept_rows.end());
-  fill_with_cached_flat_part(
-      packed.data(),
-      row_count,
-      row_weights,
-      row_scale,
-      out_height,
-      std::move(row_shape),
-      [&](double* out, const double* weights) {
-        fill_row_matrix(out, kept_rows, weights, height);
-      });
+  fill_with_cached_flat_part(packed.data(),
+                             row_count,
+                             row_weights,
+                             row_scale,
+                             out_height,
+                             std::move(row_shape),
+                             [&](double* out, const double* weights) {
+                               fill_row_matrix(out, kept_rows, weights, height);
+                             });
   fill_with_cached_flat_part(
       packed.data() + row_count,
       column_count,
@@ -349,9 +248,8 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
     auto column =
         at::empty({width, 2 * output_width}, at::TensorOptions(dtype));
     AT_DISPATCH_FLOATING_TYPES(dtype, "separable_matrices", [&] {
-      std::copy(packed.data(),
-                packed.data() + row_count,
-                row.data_ptr<scalar_t>());
+      std::copy(
+          packed.data(), packed.data() + row_count, row.data_ptr<scalar_t>());
       std::copy(packed.data() + row_count,
                 packed.data() + row_count + column_count,
                 column.data_ptr<scalar_t>());
@@ -385,9 +283,9 @@ std::tuple<at::Tensor, at::Tensor> separable_matrices(
     int64_t output_width,
     const at::TensorOptions& options) {
   const auto weights = [](const AxisCrop& crop) {
-    TORCH_INTERNAL_ASSERT(!crop.mask.defined() ||
-                          (!crop.mask.requires_grad() &&
-                           crop.mask.scalar_type() == at::kDouble));
+    TORCH_INTERNAL_ASSERT(
+        !crop.mask.defined() ||
+        (!crop.mask.requires_grad() && crop.mask.scalar_type() == at::kDouble));
     return crop.mask.defined() ? crop.mask.contiguous() : at::Tensor();
   };
   const auto row_weights = weights(rows), column_weights = weights(columns);
@@ -400,46 +298,6 @@ std::tuple<at::Tensor, at::Tensor> separable_matrices(
       width,
       output_width,
       options);
-}
-
-at::Tensor spectral_crop(const at::Tensor& input,
-                         c10::ArrayRef<AxisCrop> crops,
-                         int64_t last_output_size) {
-  const int64_t rank = static_cast<int64_t>(crops.size());
-  TORCH_INTERNAL_ASSERT(rank >= 1 && rank <= 3 && input.dim() == rank + 2);
-  for (int64_t i = 0; i < rank; ++i) {
-    const auto& crop = crops[i];
-    TORCH_INTERNAL_ASSERT(!crop.bins.empty());
-    TORCH_INTERNAL_ASSERT(
-        !crop.mask.defined() ||
-        (crop.mask.is_cpu() &&
-         crop.mask.numel() == static_cast<int64_t>(crop.bins.size())));
-  }
-  const int64_t kept_last = static_cast<int64_t>(crops.back().bins.size());
-  TORCH_INTERNAL_ASSERT(kept_last == last_output_size / 2 + 1 &&
-                        kept_last <= input.size(-1) / 2 + 1);
-  if (rank == 2) {
-    return separable_crop(input, [&](const at::TensorOptions& options) {
-      return separable_matrices(crops[0],
-                                crops[1],
-                                input.size(2),
-                                input.size(3),
-                                last_output_size,
-                                options);
-    });
-  }
-  return in_compute_precision(input, [&](const at::Tensor& data) {
-    return fft_spectral_crop(data, crops, last_output_size);
-  });
-}
-
-at::Tensor separable_crop(const at::Tensor& input,
-                          const MatricesOn& matrices_on) {
-  TORCH_INTERNAL_ASSERT(input.dim() == 4);
-  return in_compute_precision(input, [&](const at::Tensor& data) {
-    const auto [row, column] = matrices_on(data.options());
-    return ops::spectral_crop(data, row, column);
-  });
 }
 
 }  // namespace detail

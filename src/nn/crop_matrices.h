@@ -1,14 +1,14 @@
 #pragma once
 
-// Masks and crop of the spectral pooling layers applied to data: through the
-// small matrices of the spectral crop op (ops/spectral_crop.h) over two
-// spatial axes, through FFTs over one or three. Internal to the library.
+// The small matrices of a crop over two spatial axes, [A_r | A_i] and
+// [G_r | G_i], in which the spectral crop op (ops/spectral_crop.h) takes the
+// mask and crop of the spectral pooling layers (docs/layers.md, "How it is
+// computed"). Internal to the library.
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
 #include <cstdint>
-#include <functional>
 #include <tuple>
 #include <vector>
 
@@ -56,28 +56,6 @@ std::tuple<at::Tensor, at::Tensor> separable_matrices(
     int64_t width,
     int64_t output_width,
     const at::TensorOptions& options);
-
-/// The separable crop of an N x C x H x W input with the matrices
-/// `matrices_on` gives in the dtype and on the device it is asked for (the
-/// computation's: float32 for float16 and bfloat16 input, which is rounded
-/// back once at the end).
-using MatricesOn = std::function<std::tuple<at::Tensor, at::Tensor>(
-    const at::TensorOptions&)>;
-at::Tensor separable_crop(const at::Tensor& input,
-                          const MatricesOn& matrices_on);
-
-/// Computes, over the last `crops.size()` (1, 2 or 3) axes of `input`,
-///   y = irfftn(crop(rfftn(x) * mask))
-/// with the mask the outer product of the axes' masks and the crop keeping
-/// `crops[i].bins` on axis i. irfftn produces `bins.size()` samples on every
-/// axis but the last, and `last_output_size` there (K' = last_output_size/2
-/// + 1 bins). Two axes: the separable matrices and the spectral crop op (the
-/// fast path at image sizes, docs/layers.md); one or three: ATen's FFTs.
-/// float16 and bfloat16 data is computed in float32 (products accumulate in
-/// float32) and rounded to the input's dtype once, at the end.
-at::Tensor spectral_crop(const at::Tensor& input,
-                         c10::ArrayRef<AxisCrop> crops,
-                         int64_t last_output_size);
 
 }  // namespace detail
 }  // namespace diffstride
