@@ -2,6 +2,7 @@
 
 #include "nn/cropping.h"
 #include "nn/diffstride_matrices.h"
+#include "nn/module_checks.h"
 #include "nn/pooling_input.h"
 
 #include <ATen/ATen.h>
@@ -251,6 +252,126 @@ std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
 
 }  // namespace functional
 
+namespace detail {
+
+std::vector<double> diffstride_initial_strides(int64_t spatial_rank,
+                                               c10::ArrayRef<double> init,
+                                               double smoothness_factor,
+                                               double lower,
+                                               c10::optional<double> upper,
+                                               bool shared_stride) {
+  const auto layer = layer_name("DiffStride", spatial_rank);
+  TORCH_CHECK(
+      init.size() == 1 || static_cast<int64_t>(init.size()) == spatial_rank,
+      layer,
+      ": expected 1 or ",
+      spatial_rank,
+      " strides, got ",
+      init.size());
+  std::vector<double> values(init.begin(), init.end());
+  values.resize(static_cast<size_t>(spatial_rank), init[0]);
+  for (const double stride : values) {
+    check_stride_value(stride, layer, "strides init");
+  }
+  check_smoothness_factor(smoothness_factor, layer);
+  TORCH_CHECK(std::isfinite(lower) && lower >= 1.0,
+              layer,
+              ": lower_limit_stride must be finite and >= 1, got ",
+              lower);
+  TORCH_CHECK(!upper || (!std::isnan(*upper) && *upper >= lower),
+              layer,
+              ": upper_limit_stride must be >= lower_limit_stride (",
+              lower,
+              "), got ",
+              upper.value_or(0));
+  for (const double stride : values) {
+    TORCH_CHECK(stride >= lower && (!upper || stride <= *upper),
+                layer,
+                ": strides init ",
+                stride,
+                " lies outside [lower_limit_stride, upper_limit_stride]");
+  }
+  if (shared_stride) {
+    TORCH_CHECK(std::all_of(values.begin(),
+                            values.end(),
+                            [&](double s) { return s == values[0]; }),
+                layer,
+                ": shared_stride needs equal initial strides, got (",
+                c10::Join(", ", values),
+                ")");
+    values.resize(1);
+  }
+  return values;
+}
+
+void constrain_strides(const at::Tensor& strides,
+                       int64_t spatial_rank,
+                       c10::ArrayRef<int64_t> last_input_size,
+                       double smoothness_factor,
+                       double lower_limit_stride,
+                       c10::optional<double> upper_limit_stride) {
+  TORCH_CHECK(strides.numel() == 1 || strides.numel() == spatial_rank,
+              "constrain_strides: expected 1 or ",
+              spatial_rank,
+              " strides, got ",
+              strides.numel());
+  std::vector<double> lower(spatial_rank, lower_limit_stride);
+  for (const auto axis : c10::irange(last_input_size.size())) {
+    lower[axis] = std::max(
+        lower[axis], stride_floor(last_input_size[axis], smoothness_factor));
+  }
+  const double upper =
+      upper_limit_stride.value_or(std::numeric_limits<double>::infinity());
+  torch::NoGradGuard no_grad;
+  auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+  auto* data = values.data_ptr<double>();
+  bool changed = false;
+  const auto constrain = [&](double& value, double floor) {
+    const double constrained = std::min(std::max(value, floor), upper);
+    changed |= constrained != value;
+    value = constrained;
+  };
+  if (strides.numel() == 1) {
+    constrain(data[0], *std::max_element(lower.begin(), lower.end()));
+  } else {
+    for (const auto axis : c10::irange(spatial_rank)) {
+      constrain(data[axis], lower[axis]);
+    }
+  }
+  // Write only when a value moved: an in-place write bumps the parameter's
+  // version, which autograd checks when the module runs twice in one graph.
+  if (changed) {
+    strides.detach().copy_(values);
+  }
+}
+
+void check_layer_input(const at::Tensor& input,
+                       const std::string& layer,
+                       int64_t spatial_rank,
+                       double smoothness_factor) {
+  check_pooling_input(input, layer, spatial_rank);
+  if (smoothness_factor > 0) {
+    check_sizes_exceed_smoothness(
+        input.sizes().slice(2), smoothness_factor, layer);
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+// The options' upper limit as the op schemas' optional (c10::optional is
+// std::optional in LibTorch 2, its own type in 1.13).
+template <size_t D>
+c10::optional<double> upper_limit(const DiffStrideNdOptions<D>& options) {
+  if (options.upper_limit_stride()) {
+    return *options.upper_limit_stride();
+  }
+  return c10::nullopt;
+}
+
+}  // namespace
+
 template <size_t D>
 DiffStrideNdImpl<D>::DiffStrideNdImpl(const DiffStrideNdOptions<D>& options_)
     : options(options_) {
@@ -259,47 +380,18 @@ DiffStrideNdImpl<D>::DiffStrideNdImpl(const DiffStrideNdOptions<D>& options_)
 
 template <size_t D>
 void DiffStrideNdImpl<D>::reset() {
-  const auto layer = detail::layer_name("DiffStride", D);
-  const auto& init = options.strides();
-  for (const double stride : *init) {
-    check_stride_value(stride, layer, "strides init");
-  }
-  check_smoothness_factor(options.smoothness_factor(), layer);
-  const double lower = options.lower_limit_stride();
-  TORCH_CHECK(std::isfinite(lower) && lower >= 1.0,
-              layer,
-              ": lower_limit_stride must be finite and >= 1, got ",
-              lower);
-  if (options.upper_limit_stride()) {
-    const double upper = *options.upper_limit_stride();
-    TORCH_CHECK(!std::isnan(upper) && upper >= lower,
-                layer,
-                ": upper_limit_stride must be >= lower_limit_stride (",
-                lower,
-                "), got ",
-                upper);
-  }
-  for (const double stride : *init) {
-    TORCH_CHECK(stride >= lower && (!options.upper_limit_stride() ||
-                                    stride <= *options.upper_limit_stride()),
-                layer,
-                ": strides init ",
-                stride,
-                " lies outside [lower_limit_stride, upper_limit_stride]");
-  }
-  std::vector<float> values(init->begin(), init->end());
-  if (options.shared_stride()) {
-    TORCH_CHECK(std::all_of(init->begin(),
-                            init->end(),
-                            [&](double s) { return s == (*init)[0]; }),
-                layer,
-                ": shared_stride needs equal initial strides, got (",
-                c10::Join(", ", *init),
-                ")");
-    values.resize(1);
-  }
+  const auto values =
+      detail::diffstride_initial_strides(D,
+                                         *options.strides(),
+                                         options.smoothness_factor(),
+                                         options.lower_limit_stride(),
+                                         upper_limit(options),
+                                         options.shared_stride());
   strides = this->register_parameter(
-      "strides", torch::tensor(values, torch::kFloat32), options.trainable());
+      "strides",
+      torch::tensor(std::vector<float>(values.begin(), values.end()),
+                    torch::kFloat32),
+      options.trainable());
   last_input_size_.reset();
 }
 
@@ -323,10 +415,10 @@ void DiffStrideNdImpl<D>::pretty_print(std::ostream& stream) const {
 
 template <size_t D>
 at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
-  const auto layer = detail::layer_name("DiffStride", D);
-  detail::check_pooling_input(input, layer, D);
-  check_sizes_exceed_smoothness(
-      input.sizes().slice(2), options.smoothness_factor(), layer);
+  detail::check_layer_input(input,
+                            detail::layer_name("DiffStride", D),
+                            D,
+                            options.smoothness_factor());
   {
     std::lock_guard<std::mutex> lock(*constrain_mutex_);
     std::array<int64_t, D> size;
@@ -350,38 +442,14 @@ void DiffStrideNdImpl<D>::constrain_strides() {
 
 template <size_t D>
 void DiffStrideNdImpl<D>::constrain_strides_locked() {
-  std::array<double, D> lower;
-  lower.fill(options.lower_limit_stride());
-  if (last_input_size_) {
-    for (const auto axis : c10::irange(D)) {
-      lower[axis] = std::max(
-          lower[axis],
-          stride_floor((*last_input_size_)[axis], options.smoothness_factor()));
-    }
-  }
-  const double upper = options.upper_limit_stride().value_or(
-      std::numeric_limits<double>::infinity());
-  torch::NoGradGuard no_grad;
-  auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-  auto* data = values.template data_ptr<double>();
-  bool changed = false;
-  const auto constrain = [&](double& value, double floor) {
-    const double constrained = std::min(std::max(value, floor), upper);
-    changed |= constrained != value;
-    value = constrained;
-  };
-  if (strides.numel() == 1) {
-    constrain(data[0], *std::max_element(lower.begin(), lower.end()));
-  } else {
-    for (const auto axis : c10::irange(D)) {
-      constrain(data[axis], lower[axis]);
-    }
-  }
-  // Write only when a value moved: an in-place write bumps the parameter's
-  // version, which autograd checks when the module runs twice in one graph.
-  if (changed) {
-    strides.detach().copy_(values);
-  }
+  detail::constrain_strides(strides,
+                            D,
+                            last_input_size_
+                                ? c10::IntArrayRef(*last_input_size_)
+                                : c10::IntArrayRef(),
+                            options.smoothness_factor(),
+                            options.lower_limit_stride(),
+                            upper_limit(options));
 }
 
 template <size_t D>

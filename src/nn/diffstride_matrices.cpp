@@ -29,8 +29,8 @@ std::vector<double> ramp_weights(const RampAxis& axis,
   }
   std::vector<double> weights(axis.positions.size());
   for (size_t q = 0; q < weights.size(); ++q) {
-    const double x = (smoothness_factor + a - axis.positions[q]) /
-                     smoothness_factor;
+    const double x =
+        (smoothness_factor + a - axis.positions[q]) / smoothness_factor;
     if (order == 0) {
       weights[q] = std::min(std::max(x, 0.0), 1.0);
     } else {
@@ -82,22 +82,20 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
                                int64_t order) {
     ctx->save_for_backward({strides});
     keep(ctx, Saved{axis, smoothness_factor, order});
-    return {at::tensor(ramp_weights(axis, smoothness_factor, order),
-                       at::kDouble)};
+    return {
+        at::tensor(ramp_weights(axis, smoothness_factor, order), at::kDouble)};
   }
 
-  static variable_list backward(AutogradContext* ctx,
-                                variable_list gradients) {
+  static variable_list backward(AutogradContext* ctx, variable_list gradients) {
     const auto strides = ctx->get_saved_variables()[0];
     const auto& saved = kept<Saved>(ctx);
     const auto& axis = saved.axis;
     const auto next = RampMaskFunction::apply(
         strides, axis, saved.smoothness_factor, saved.order + 1)[0];
     auto gradient = at::zeros({strides.numel()}, at::kDouble);
-    gradient = gradient.index_add(
-        0,
-        at::tensor({axis.stride_index}, at::kLong),
-        (gradients[0] * next).sum().reshape({1}));
+    gradient = gradient.index_add(0,
+                                  at::tensor({axis.stride_index}, at::kLong),
+                                  (gradients[0] * next).sum().reshape({1}));
     return {gradient.to(strides.device(), strides.scalar_type()),
             at::Tensor(),
             at::Tensor(),
@@ -131,8 +129,7 @@ std::tuple<at::Tensor, at::Tensor> derivative_matrices(
   auto row_weights = ramp_weights(rows, smoothness_factor, order);
   auto column_weights = ramp_weights(columns, smoothness_factor, order);
   const double row_scale = order >= 1 ? to_indicators(row_weights) : 1.0;
-  const double column_scale =
-      order >= 1 ? to_indicators(column_weights) : 1.0;
+  const double column_scale = order >= 1 ? to_indicators(column_weights) : 1.0;
   return weighted_separable_matrices(rows.bins,
                                      row_weights.data(),
                                      static_cast<int64_t>(rows.size),
@@ -169,13 +166,13 @@ struct SeparableMatricesFunction
                                int64_t order,
                                c10::ScalarType dtype,
                                c10::Device device) {
-    const auto [on_row, on_column] = derivative_matrices(
-        rows,
-        columns,
-        smoothness_factor,
-        output_width,
-        order,
-        at::TensorOptions().dtype(dtype).device(device));
+    const auto [on_row, on_column] =
+        derivative_matrices(rows,
+                            columns,
+                            smoothness_factor,
+                            output_width,
+                            order,
+                            at::TensorOptions().dtype(dtype).device(device));
     ctx->save_for_backward({strides});
     keep(ctx,
          Saved{rows,
@@ -188,8 +185,7 @@ struct SeparableMatricesFunction
     return {on_row, on_column};
   }
 
-  static variable_list backward(AutogradContext* ctx,
-                                variable_list gradients) {
+  static variable_list backward(AutogradContext* ctx, variable_list gradients) {
     const auto strides = ctx->get_saved_variables()[0];
     const auto& saved = kept<Saved>(ctx);
     const auto& rows = saved.rows;
@@ -204,7 +200,13 @@ struct SeparableMatricesFunction
       // contract the next derivative's float64 matrices with the gradients
       // here, without building them in the data's dtype.
       return {host_stride_gradient(saved, strides, gradients),
-              none, none, none, none, none, none, none};
+              none,
+              none,
+              none,
+              none,
+              none,
+              none,
+              none};
     }
     const auto next = SeparableMatricesFunction::apply(strides,
                                                        rows,
@@ -217,7 +219,8 @@ struct SeparableMatricesFunction
     // d L / d s_axis = <dL/dM, dM/ds_axis>, on the matrices' device; a shared
     // stride (one element) collects both.
     std::vector<at::Tensor> per_stride(static_cast<size_t>(strides.numel()));
-    const auto add = [&](int64_t index, const at::Tensor& gradient,
+    const auto add = [&](int64_t index,
+                         const at::Tensor& gradient,
                          const at::Tensor& derivative) {
       if (!gradient.defined()) {
         return;

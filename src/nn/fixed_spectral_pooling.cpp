@@ -1,6 +1,7 @@
 #include <diffstride/nn/fixed_spectral_pooling.h>
 
 #include "nn/cropping.h"
+#include "nn/module_checks.h"
 #include "nn/pooling_input.h"
 
 #include <ATen/ATen.h>
@@ -14,20 +15,6 @@
 
 namespace diffstride {
 
-namespace {
-
-template <typename Strides>
-void check_strides(const Strides& strides, const std::string& layer) {
-  for (const double stride : strides) {
-    TORCH_CHECK(std::isfinite(stride) && stride >= 1.0,
-                layer,
-                ": strides must be finite and >= 1, got ",
-                stride);
-  }
-}
-
-}  // namespace
-
 namespace functional {
 
 at::Tensor fixed_spectral_pooling(
@@ -35,17 +22,8 @@ at::Tensor fixed_spectral_pooling(
   const int64_t rank =
       detail::pooling_spatial_rank(input, "FixedSpectralPooling");
   const auto layer = detail::layer_name("FixedSpectralPooling", rank);
-  const auto& strides = options.strides();
-  TORCH_CHECK(
-      strides.size() == 1 || static_cast<int64_t>(strides.size()) == rank,
-      layer,
-      rank == 1 ? ": expected 1 stride"
-                : ": expected 1 or " + std::to_string(rank) + " strides",
-      " for an ",
-      detail::input_layout(rank),
-      " input, got ",
-      strides.size());
-  check_strides(strides, layer);
+  const auto strides =
+      detail::fixed_spectral_pooling_strides(rank, options.strides());
   const auto spatial = input.sizes().slice(2);
   TORCH_CHECK(std::all_of(spatial.begin(),
                           spatial.end(),
@@ -60,7 +38,7 @@ at::Tensor fixed_spectral_pooling(
   std::vector<detail::AxisCrop> crops(rank);
   int64_t last_output_size = 0;
   for (const auto axis : c10::irange(rank)) {
-    const double stride = strides[strides.size() == 1 ? 0 : axis];
+    const double stride = strides[axis];
     const int64_t size = spatial[axis];
     auto& bins = crops[axis].bins;
     int64_t kept =
@@ -95,6 +73,34 @@ at::Tensor fixed_spectral_pooling(
 
 }  // namespace functional
 
+namespace detail {
+
+std::vector<double> fixed_spectral_pooling_strides(
+    int64_t spatial_rank, c10::ArrayRef<double> strides) {
+  const auto layer = layer_name("FixedSpectralPooling", spatial_rank);
+  TORCH_CHECK(strides.size() == 1 ||
+                  static_cast<int64_t>(strides.size()) == spatial_rank,
+              layer,
+              spatial_rank == 1 ? ": expected 1 stride"
+                                : ": expected 1 or " +
+                                      std::to_string(spatial_rank) + " strides",
+              " for an ",
+              input_layout(spatial_rank),
+              " input, got ",
+              strides.size());
+  std::vector<double> values(strides.begin(), strides.end());
+  values.resize(static_cast<size_t>(spatial_rank), strides[0]);
+  for (const double stride : values) {
+    TORCH_CHECK(std::isfinite(stride) && stride >= 1.0,
+                layer,
+                ": strides must be finite and >= 1, got ",
+                stride);
+  }
+  return values;
+}
+
+}  // namespace detail
+
 template <size_t D>
 FixedSpectralPoolingNdImpl<D>::FixedSpectralPoolingNdImpl(
     const FixedSpectralPoolingNdOptions<D>& options_)
@@ -104,8 +110,7 @@ FixedSpectralPoolingNdImpl<D>::FixedSpectralPoolingNdImpl(
 
 template <size_t D>
 void FixedSpectralPoolingNdImpl<D>::reset() {
-  check_strides(*options.strides(),
-                detail::layer_name("FixedSpectralPooling", D));
+  detail::fixed_spectral_pooling_strides(D, *options.strides());
 }
 
 template <size_t D>
@@ -116,7 +121,7 @@ void FixedSpectralPoolingNdImpl<D>::pretty_print(std::ostream& stream) const {
 
 template <size_t D>
 at::Tensor FixedSpectralPoolingNdImpl<D>::forward(const at::Tensor& input) {
-  detail::check_pooling_input(
+  detail::check_layer_input(
       input, detail::layer_name("FixedSpectralPooling", D), D);
   return functional::fixed_spectral_pooling(input, options);
 }

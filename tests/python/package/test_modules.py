@@ -3,6 +3,7 @@ FFT formulation written here, gradcheck and gradgradcheck, the stride clamp
 and constraint, training steps, TorchScript, state_dict round trips, and
 `import diffstride` from any folder."""
 import math
+import pathlib
 import subprocess
 import sys
 
@@ -64,6 +65,54 @@ def test_bad_options_and_inputs_name_the_layer():
         diffstride.DiffStride1d()(torch.randn(1, 1, 8, 8))
     with pytest.raises(ValueError, match="DiffStride: every spatial size of the input must exceed"):
         diffstride.DiffStride()(torch.randn(1, 1, 4, 16))
+
+
+SOURCES = pathlib.Path(__file__).resolve().parents[3]
+
+
+def test_module_checks_are_the_cpp_modules_with_their_messages():
+    """Every check of the modules' options and inputs raises ValueError with
+    the C++ module's message: its fixed text is written in the C++ sources
+    (src/nn/) and nowhere in the Python package."""
+    cases = [
+        (lambda: diffstride.DiffStride(strides=(2.0, 3.0), shared_stride=True),
+         "DiffStride", "shared_stride needs equal initial strides"),
+        (lambda: diffstride.DiffStride3d(strides=(2.0, 3.0)), "DiffStride3d", " strides, got "),
+        (lambda: diffstride.DiffStride(strides=0.5), "DiffStride", " must be finite and >= 1, got "),
+        (lambda: diffstride.DiffStride1d(smoothness_factor=-1.0), "DiffStride1d",
+         "smoothness_factor must be a finite number > 0"),
+        (lambda: diffstride.DiffStride(lower_limit_stride=0.5), "DiffStride",
+         "lower_limit_stride must be finite and >= 1"),
+        (lambda: diffstride.DiffStride(strides=1.0, upper_limit_stride=0.5), "DiffStride",
+         "upper_limit_stride must be >= lower_limit_stride"),
+        (lambda: diffstride.DiffStride(strides=4.0, upper_limit_stride=3.0), "DiffStride",
+         " lies outside [lower_limit_stride, upper_limit_stride]"),
+        (lambda: diffstride.DiffStride1d()(torch.randn(1, 1, 8, 8)), "DiffStride1d",
+         "-D tensor of shape "),
+        (lambda: diffstride.DiffStride()(torch.randn(1, 1, 4, 16)), "DiffStride",
+         "every spatial size of the input must exceed the smoothness "),
+        (lambda: diffstride.DiffStride()(torch.ones(1, 1, 8, 8, dtype=torch.int32)), "DiffStride",
+         "expected a float16, bfloat16, float32 or float64 input, got "),
+        (lambda: diffstride.FixedSpectralPooling3d(strides=0.0), "FixedSpectralPooling3d",
+         "strides must be finite and >= 1, got "),
+        (lambda: diffstride.FixedSpectralPooling(strides=(2.0, 2.0, 2.0)), "FixedSpectralPooling",
+         " for an "),
+        (lambda: diffstride.FixedSpectralPooling1d()(torch.randn(1, 8)), "FixedSpectralPooling1d",
+         "-D tensor of shape "),
+        (lambda: diffstride.SpatialPooling(strides=(2, 0)), "SpatialPooling",
+         "strides must be integers >= 1, got "),
+        (lambda: diffstride.SpatialPooling(strides=(1, 2, 3)), "SpatialPooling",
+         "expected 1 or 2 strides, got "),
+    ]
+    cpp = "".join(path.read_text() for path in (SOURCES / "src" / "nn").glob("*.*"))
+    python = "".join(path.read_text() for path in (SOURCES / "python" / "diffstride").glob("*.py"))
+    for make, layer, fragment in cases:
+        with pytest.raises(ValueError) as raised:
+            make()
+        message = str(raised.value)
+        assert message.startswith(layer + ": ") and fragment in message, message
+        assert fragment in cpp, fragment
+        assert fragment not in python, fragment
 
 
 def test_a_few_training_steps_lower_the_loss_and_move_the_strides():

@@ -1,0 +1,59 @@
+#pragma once
+
+// The pooling modules' checks of their options and inputs, and DiffStride's
+// stride constraint, as functions: the C++ modules call them, and the Python
+// package's modules call them through the ops of ops/register_ops.cpp, so
+// that both check the same things with the same messages (docs/layers.md).
+// Internal to the library.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffstride {
+namespace detail {
+
+/// The initial values of a DiffStride layer's `strides` parameter over
+/// `spatial_rank` axes, from `init` (one value for every axis, or one per
+/// axis), after checking the options: one value with shared_stride.
+std::vector<double> diffstride_initial_strides(
+    int64_t spatial_rank,
+    c10::ArrayRef<double> init,
+    double smoothness_factor,
+    double lower_limit_stride,
+    c10::optional<double> upper_limit_stride,
+    bool shared_stride);
+
+/// DiffStride's constraint: clamps `strides` (one value, or one per axis of
+/// `spatial_rank`) in place to [max(lower, size / (size - R)), upper], with
+/// the spatial size of the last input (empty: none yet, floor `lower`).
+/// Writes only when a value moves.
+void constrain_strides(const at::Tensor& strides,
+                       int64_t spatial_rank,
+                       c10::ArrayRef<int64_t> last_input_size,
+                       double smoothness_factor,
+                       double lower_limit_stride,
+                       c10::optional<double> upper_limit_stride);
+
+/// The input of `layer` over `spatial_rank` axes: its dtype and rank, and
+/// with smoothness_factor > 0 (DiffStride) spatial sizes that exceed it.
+void check_layer_input(const at::Tensor& input,
+                       const std::string& layer,
+                       int64_t spatial_rank,
+                       double smoothness_factor = 0.0);
+
+/// FixedSpectralPooling's strides over `spatial_rank` axes, from one value
+/// for every axis or one per axis, each finite and >= 1.
+std::vector<double> fixed_spectral_pooling_strides(
+    int64_t spatial_rank, c10::ArrayRef<double> strides);
+
+/// SpatialPooling's (height, width) strides, from one integer for both or
+/// two, each >= 1.
+std::vector<int64_t> spatial_pooling_strides(c10::ArrayRef<int64_t> strides);
+
+}  // namespace detail
+}  // namespace diffstride
