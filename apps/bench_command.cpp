@@ -162,10 +162,22 @@ int run_bench(const BenchArgs& args, int threads) {
     return 1;
   }
   for (const auto& pooling : diffstride::pooling_names()) {
-    if (run_child({self, "--threads", std::to_string(threads), "bench",
-                   "--child", "--model", args.model, "--pooling", pooling,
-                   "--input", args.input, "--batch", std::to_string(args.batch),
-                   "--steps", std::to_string(args.steps), "--warmup",
+    if (run_child({self,
+                   "--threads",
+                   std::to_string(threads),
+                   "bench",
+                   "--child",
+                   "--model",
+                   args.model,
+                   "--pooling",
+                   pooling,
+                   "--input",
+                   args.input,
+                   "--batch",
+                   std::to_string(args.batch),
+                   "--steps",
+                   std::to_string(args.steps),
+                   "--warmup",
                    std::to_string(args.warmup)}) != 0) {
       std::cerr << "error: the benchmark of pooling '" << pooling
                 << "' failed\n";

@@ -41,8 +41,10 @@ CLI::Validator thread_count() {
         const bool number = CLI::detail::lexical_cast(value, n);
         return number && n >= 1 && n <= diffstride::max_threads()
                    ? std::string()
-                   : "expected 1 to " + std::to_string(diffstride::max_threads()) +
-                         " threads (" + std::to_string(diffstride::kThreadsPerCore) +
+                   : "expected 1 to " +
+                         std::to_string(diffstride::max_threads()) +
+                         " threads (" +
+                         std::to_string(diffstride::kThreadsPerCore) +
                          " x this machine's " +
                          std::to_string(diffstride::max_threads() /
                                         diffstride::kThreadsPerCore) +
@@ -80,12 +82,12 @@ std::array<int64_t, 3> parse_input_size(const std::string& text,
     values *= static_cast<double>(n);
   }
   if (valid && values > static_cast<double>(kMaxInputValues)) {
-    throw CLI::ValidationError(option,
-                               "'" + text + "' is " +
-                                   std::to_string(static_cast<int64_t>(
-                                       std::min(values, 9e18))) +
-                                   " values an example; expected at most " +
-                                   std::to_string(kMaxInputValues));
+    throw CLI::ValidationError(
+        option,
+        "'" + text + "' is " +
+            std::to_string(static_cast<int64_t>(std::min(values, 9e18))) +
+            " values an example; expected at most " +
+            std::to_string(kMaxInputValues));
   }
   if (!valid) {
     throw CLI::ValidationError(option,

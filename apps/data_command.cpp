@@ -25,7 +25,8 @@ diffstride::TrainConfig::Data data_config(const DataArgs& args) {
   for (const auto& o : args.overrides) {
     if (o.rfind("data.", 0) != 0) {
       throw CLI::ValidationError(
-          "--set", "expected a data.KEY=VALUE key of the config, got '" + o + "'");
+          "--set",
+          "expected a data.KEY=VALUE key of the config, got '" + o + "'");
     }
     overrides.push_back(o);
   }
@@ -40,8 +41,7 @@ diffstride::TrainConfig::Data data_config(const DataArgs& args) {
 // values (scaled to [0, 1] for pixels) and of their squares, a block of
 // examples at a time, with progress on stderr.
 std::pair<torch::Tensor, torch::Tensor> channel_sums(
-    const diffstride::Dataset& data,
-    const std::string& split) {
+    const diffstride::Dataset& data, const std::string& split) {
   const auto shape = data.example_shape();
   auto sums = torch::zeros({shape[0]}, torch::kDouble);
   auto squares = torch::zeros({shape[0]}, torch::kDouble);
@@ -66,9 +66,8 @@ std::pair<torch::Tensor, torch::Tensor> channel_sums(
       const double rate = static_cast<double>(end) / std::max(seconds, 1e-9);
       std::cerr << "\r  " << split << ": " << end << "/" << data.size()
                 << " examples, " << std::fixed << std::setprecision(0) << rate
-                << "/s, ETA "
-                << static_cast<double>(data.size() - end) / rate << " s   "
-                << std::defaultfloat << std::flush;
+                << "/s, ETA " << static_cast<double>(data.size() - end) / rate
+                << " s   " << std::defaultfloat << std::flush;
     } else {
       block = data.images.slice(0, begin, end);
     }
@@ -114,8 +113,7 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& args) {
                       args.channels,
                       "folders: 3 or 1 for images, 1 or 2 for sound (default: "
                       "3 for images, 1 for sound)");
-  command
-      ->add_option("--sample-rate", args.sample_rate, "audio folders: Hz")
+  command->add_option("--sample-rate", args.sample_rate, "audio folders: Hz")
       ->capture_default_str();
   command
       ->add_option("--clip-samples",
@@ -139,9 +137,11 @@ int run_data(const DataArgs& args) {
                     : config.data_dir)
             << std::endl;
   for (const std::string split : {"train", "test"}) {
-    const auto data = diffstride::load_dataset(
-        config.dataset, split, config.data_dir,
-        diffstride::folder_options(config));
+    const auto data =
+        diffstride::load_dataset(config.dataset,
+                                 split,
+                                 config.data_dir,
+                                 diffstride::folder_options(config));
     const auto counts = torch::bincount(data.labels, {}, data.num_classes);
     const auto shape = data.example_shape();
     const auto [sums, squares] = channel_sums(data, split);

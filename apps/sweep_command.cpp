@@ -19,7 +19,8 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& args) {
       "train every combination of config values, each run in its own folder "
       "under --out (runs/NAME, logs/NAME.log, manifest.csv); run it again to "
       "continue after an interruption");
-  command->add_option("--config", args.config, "base TOML config (see configs/)")
+  command
+      ->add_option("--config", args.config, "base TOML config (see configs/)")
       ->check(not_empty());
   command->add_option("--set",
                       args.overrides,

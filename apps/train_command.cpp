@@ -41,10 +41,10 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& args) {
       args.device,
       "auto, cpu, cuda or cuda:N (overrides train.device; auto: CUDA when "
       "available)");
-  command->add_option(
-      "--resume",
-      args.resume,
-      "continue the run in this folder from its last checkpoint")
+  command
+      ->add_option("--resume",
+                   args.resume,
+                   "continue the run in this folder from its last checkpoint")
       ->check(not_empty());
   command
       ->add_option("--stop-after-steps",
@@ -67,11 +67,12 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
           "--checkpoint", args.checkpoint, "checkpoint.pt or model.pt of a run")
       ->required()
       ->check(not_empty());
-  command->add_option("--dump-logits",
-                      args.dump_logits,
-                      "also write the first 64 test examples (normalised), "
-                      "labels and logits to this file, for Python's "
-                      "torch.load; a new path unless --force")
+  command
+      ->add_option("--dump-logits",
+                   args.dump_logits,
+                   "also write the first 64 test examples (normalised), "
+                   "labels and logits to this file, for Python's "
+                   "torch.load; a new path unless --force")
       ->check(not_empty());
   command->add_flag("--force",
                     args.force,

@@ -17,10 +17,10 @@
 #include <torch/torch.h>
 
 #ifdef DIFFSTRIDE_HAVE_FOLDERS
-#include <cstdio>
-#include <filesystem>
 #include <jpeglib.h>
 #include <unistd.h>
+#include <cstdio>
+#include <filesystem>
 #endif
 
 namespace {
@@ -120,7 +120,9 @@ const std::string& jpeg_folder() {
         std::filesystem::create_directories(folder);
         for (int i = 0; i < 256; ++i) {
           write_jpeg((folder / (std::to_string(i) + ".jpg")).string(),
-                     256, 192, i + 256 * k);
+                     256,
+                     192,
+                     i + 256 * k);
         }
       }
     }
@@ -147,10 +149,10 @@ void BM_ImageFolderBatch(benchmark::State& state) {
     index = (index + 1) % maker.batches_per_epoch();
   }
   state.SetItemsProcessed(state.iterations() * 64);  // images
-  state.counters["images_per_s_per_thread"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * 64) /
-          static_cast<double>(state.range(0)),
-      benchmark::Counter::kIsRate);
+  state.counters["images_per_s_per_thread"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * 64) /
+                             static_cast<double>(state.range(0)),
+                         benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ImageFolderBatch)
     ->ArgName("threads")

@@ -12,8 +12,10 @@ packages=(
   # the Gloo headers LibTorch's c10d ProcessGroupGloo.hpp includes
   # (multi-process training on the CPU)
   libgloo-dev
-  # tests and benchmarks; clang with libFuzzer for the fuzz targets
+  # tests and benchmarks; clang with libFuzzer for the fuzz targets;
+  # clang-format for the format check
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+  clang-format
   # command-line tools
   libcli11-dev
   # data: gzip-compressed IDX files, and the Fashion-MNIST dataset itself;

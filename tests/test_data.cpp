@@ -528,8 +528,9 @@ TEST(Batches, ReadExamplesStreamAtMostPrefetchDepthBatchesAhead) {
   data.reader = reader;
   data.labels = torch::arange(kExamples) % 7;
   data.num_classes = 7;
-  diffstride::BatchMaker maker(
-      data, {{0.0}, {1.0 / 255.0}}, diffstride::BatchOptions().batch_size(kBatch));
+  diffstride::BatchMaker maker(data,
+                               {{0.0}, {1.0 / 255.0}},
+                               diffstride::BatchOptions().batch_size(kBatch));
   const auto order = maker.epoch_order(0);
   diffstride::BatchPrefetcher batches(maker, 0, 0, kDepth);
   for (int64_t b = 0; b < 5; ++b) {

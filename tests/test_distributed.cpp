@@ -76,10 +76,10 @@ int train_role() {
   const int64_t die_at = std::stoll(env_or("DIE_AT_STEP", "-1"));
   const bool dies = env_or("DIE_RANK", "-1") == rank;
   options.after_step = [&](diffstride::ResNet& model, int64_t step) {
-    torch::save(flat_parameters(model->parameters()),
-                (dump / ("rank" + rank + "_step" + std::to_string(step) +
-                         ".pt"))
-                    .string());
+    torch::save(
+        flat_parameters(model->parameters()),
+        (dump / ("rank" + rank + "_step" + std::to_string(step) + ".pt"))
+            .string());
     if (dies && step == die_at) {
       ::kill(::getpid(), SIGKILL);
     }
@@ -131,7 +131,8 @@ TORCH_MODULE(SmallNet);
 torch::Tensor small_net_step(const diffstride::Batch& batch,
                              diffstride::Collectives& collectives) {
   SmallNet net;
-  diffstride::GradientAverager averager(collectives, net->parameters(),
+  diffstride::GradientAverager averager(collectives,
+                                        net->parameters(),
                                         /*bucket_bytes=*/256);
   torch::optim::SGD sgd(net->parameters(),
                         torch::optim::SGDOptions(0.5).momentum(0.9));
@@ -147,13 +148,13 @@ torch::Tensor small_net_step(const diffstride::Batch& batch,
 // One step of SmallNet on this rank's half of the global batch, written to
 // $DUMP/step_rank<R>.pt.
 int gradient_role() {
-  const auto data = diffstride::load_dataset("fashion_mnist", "train",
-                                             env_or("DATA", ""));
+  const auto data =
+      diffstride::load_dataset("fashion_mnist", "train", env_or("DATA", ""));
   const auto env = diffstride::launcher_environment();
   diffstride::Collectives collectives(
       env, torch::Device(torch::kCPU), std::chrono::seconds(60));
-  const auto after = small_net_step(
-      first_batch(data, env.rank, env.world_size), collectives);
+  const auto after =
+      small_net_step(first_batch(data, env.rank, env.world_size), collectives);
   torch::save(after,
               (fs::path(env_or("DUMP", "")) /
                ("step_rank" + std::to_string(env.rank) + ".pt"))
@@ -217,14 +218,15 @@ std::vector<Rank> start_ranks(const std::string& role,
     rank.log = folder / ("rank" + std::to_string(r) + "_" + role + ".log");
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, rank.log.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(
+        &actions, 1, rank.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::string program = "/proc/self/exe";
     char* argv[] = {program.data(), nullptr};
-    EXPECT_EQ(posix_spawn(&rank.pid, "/proc/self/exe", &actions, nullptr,
-                          argv, envp.data()),
-              0);
+    EXPECT_EQ(
+        posix_spawn(
+            &rank.pid, "/proc/self/exe", &actions, nullptr, argv, envp.data()),
+        0);
     posix_spawn_file_actions_destroy(&actions);
   }
   return ranks;
@@ -315,16 +317,15 @@ TEST(Distributed, TwoGlooRanksHoldIdenticalParametersAfterEveryStepAndLearn) {
   const auto root = scratch_folder("ddp_identical");
   diffstride_test::write_tiny_idx(root / "data", 32, 16);
   const auto config = write_two_rank_config(root, "run");
-  auto ranks =
-      start_ranks("train", 2, train_vars(config, root / "dump"), root);
+  auto ranks = start_ranks("train", 2, train_vars(config, root / "dump"), root);
   wait_ranks(ranks, std::chrono::seconds(120));
   ASSERT_TRUE(exited_cleanly(ranks[0])) << read_text(ranks[0].log);
   ASSERT_TRUE(exited_cleanly(ranks[1])) << read_text(ranks[1].log);
   // 32 examples / global batch 16 = 2 steps per epoch, 3 epochs.
-  const auto initial = flat_parameters(
-      diffstride::build_model(diffstride::load_train_config(config.string()),
-                              1, 10)
-          ->parameters());
+  const auto initial =
+      flat_parameters(diffstride::build_model(
+                          diffstride::load_train_config(config.string()), 1, 10)
+                          ->parameters());
   for (int step = 1; step <= 6; ++step) {
     const auto suffix = "_step" + std::to_string(step) + ".pt";
     const auto zero = load_tensor(root / "dump" / ("rank0" + suffix));
@@ -362,23 +363,25 @@ TEST(Distributed, FirstStepOfTwoRanksEqualsOneProcessOnTheGlobalBatch) {
   REQUIRE_GLOO();
   const auto root = scratch_folder("ddp_one_process");
   diffstride_test::write_tiny_idx(root / "data", 32, 16);
-  auto ranks = start_ranks(
-      "gradient", 2,
-      {{"DATA", (root / "data").string()}, {"DUMP", root.string()}}, root);
+  auto ranks =
+      start_ranks("gradient",
+                  2,
+                  {{"DATA", (root / "data").string()}, {"DUMP", root.string()}},
+                  root);
   wait_ranks(ranks, std::chrono::seconds(120));
   ASSERT_TRUE(exited_cleanly(ranks[0])) << read_text(ranks[0].log);
   ASSERT_TRUE(exited_cleanly(ranks[1])) << read_text(ranks[1].log);
   // The reference: one process, the whole global batch, no averaging.
-  const auto data =
-      diffstride::load_dataset("fashion_mnist", "train", (root / "data").string());
+  const auto data = diffstride::load_dataset(
+      "fashion_mnist", "train", (root / "data").string());
   diffstride::Collectives one_process;
   const auto global = first_batch(data, 0, 1);
   // The shards are the global batch's rows.
   const auto half0 = first_batch(data, 0, 2), half1 = first_batch(data, 1, 2);
-  EXPECT_TRUE(torch::equal(torch::cat({half0.images, half1.images}),
-                           global.images));
-  EXPECT_TRUE(torch::equal(torch::cat({half0.targets, half1.targets}),
-                           global.targets));
+  EXPECT_TRUE(
+      torch::equal(torch::cat({half0.images, half1.images}), global.images));
+  EXPECT_TRUE(
+      torch::equal(torch::cat({half0.targets, half1.targets}), global.targets));
   const auto expected = small_net_step(global, one_process);
   const auto rank0 = load_tensor(root / "step_rank0.pt");
   const auto rank1 = load_tensor(root / "step_rank1.pt");
@@ -417,8 +420,8 @@ TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeoutAndTheRunResumes) {
   EXPECT_FALSE(exited_cleanly(ranks[0]));
   const double waited =
       std::chrono::duration<double>(ranks[0].ended - ranks[1].ended).count();
-  EXPECT_LT(waited, kTimeout + 5) << "rank 0 stopped " << waited
-                                  << " s after rank 1 died";
+  EXPECT_LT(waited, kTimeout + 5)
+      << "rank 0 stopped " << waited << " s after rank 1 died";
   const auto log = read_text(ranks[0].log);
   EXPECT_NE(log.find("rank 0 of 2: "), std::string::npos) << log;
   EXPECT_NE(log.find("another rank has probably died or stopped answering"),
@@ -462,13 +465,16 @@ TEST(Distributed, RanksThatDisagreeStopNamingTheKey) {
     std::string world_size_of_rank1 = "";
   };
   const std::vector<Case> cases = {
-      {"filters", "model.filters",
-       [](auto& c) { c.model.filters = {4, 16}; }},
+      {"filters",
+       "model.filters",
+       [](auto& c) {
+         c.model.filters = {4, 16};
+       }},
       {"batch", "data.batch_size", [](auto& c) { c.data.batch_size = 32; }},
       {"seed", "train.seed", [](auto& c) { c.train.seed = 9; }},
-      {"dataset", "data.train", [&](auto& c) {
-         c.data.data_dir = (root / "other_data").string();
-       }},
+      {"dataset",
+       "data.train",
+       [&](auto& c) { c.data.data_dir = (root / "other_data").string(); }},
       {"world", "processes", [](auto&) {}, "4"}};
   for (const auto& test : cases) {
     const auto same = write_two_rank_config(root, test.name);
@@ -539,13 +545,19 @@ TEST(Distributed, LauncherVariablesAreChecked) {
     diffstride::launcher_environment();
   };
   diffstride_test::expect_error_containing(
-      [&] { with({{"WORLD_SIZE", "2"}, {"RANK", "2"}}); },
+      [&] {
+        with({{"WORLD_SIZE", "2"}, {"RANK", "2"}});
+      },
       "RANK=2: expected a rank in [0, WORLD_SIZE = 2)");
   diffstride_test::expect_error_containing(
-      [&] { with({{"WORLD_SIZE", "two"}}); },
+      [&] {
+        with({{"WORLD_SIZE", "two"}});
+      },
       "WORLD_SIZE=two: expected an integer");
   diffstride_test::expect_error_containing(
-      [&] { with({{"MASTER_PORT", "70000"}}); },
+      [&] {
+        with({{"MASTER_PORT", "70000"}});
+      },
       "MASTER_PORT=70000: expected a TCP port in 1-65535");
   ::setenv("WORLD_SIZE", "3", 1);
   const auto config =

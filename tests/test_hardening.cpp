@@ -105,7 +105,8 @@ TEST(Hardening, ModelOfAnotherPoolingIsRefusedNamingTheTensor) {
   spectral.train.epochs = 1;
   diffstride::train(spectral);
   fs::create_directories(root / "mixed");
-  fs::copy_file(root / "spectral" / "config.toml", root / "mixed" / "config.toml");
+  fs::copy_file(root / "spectral" / "config.toml",
+                root / "mixed" / "config.toml");
   fs::copy_file(root / "run" / "model.pt", root / "mixed" / "model.pt");
   expect_error_containing(
       [&] {
@@ -127,7 +128,8 @@ TEST(Hardening, ModelOfAnotherPoolingIsRefusedNamingTheTensor) {
   fs::copy_file(root / "spectral" / "model.pt", root / "run" / "spectral.pt");
   expect_error_containing(
       [&] {
-        diffstride::evaluate_checkpoint((root / "run" / "spectral.pt").string());
+        diffstride::evaluate_checkpoint(
+            (root / "run" / "spectral.pt").string());
       },
       "spectral.pt: holds no stem_pooling");
 }

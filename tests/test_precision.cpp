@@ -119,8 +119,8 @@ TEST(Precision, LossScalerSkipsNonFiniteStepsAndAdaptsItsScale) {
   const auto set_grad = [&](std::vector<float> g) {
     p.mutable_grad() = torch::tensor(g);
   };
-  EXPECT_DOUBLE_EQ(
-      scaler.scale_loss(torch::tensor(3.0)).item<double>(), 3.0 * 1024);
+  EXPECT_DOUBLE_EQ(scaler.scale_loss(torch::tensor(3.0)).item<double>(),
+                   3.0 * 1024);
   set_grad({2048.0f, -512.0f});
   EXPECT_TRUE(scaler.unscale_and_update({p}));
   EXPECT_TRUE(torch::equal(p.grad(), torch::tensor({2.0f, -0.5f})));
@@ -161,7 +161,8 @@ TEST(Precision, Bfloat16RunTracksTheFloat32Run) {
   std::cout << "bfloat16 first update: relative error " << first << "\n";
   EXPECT_LT(first, 0.05);
   EXPECT_GT(first, 1e-4);  // it did compute in bfloat16
-  EXPECT_LT(reduced.epochs.back().train_loss, reduced.epochs.front().train_loss);
+  EXPECT_LT(reduced.epochs.back().train_loss,
+            reduced.epochs.front().train_loss);
   EXPECT_NEAR(reduced.epochs.back().train_loss,
               reference.epochs.back().train_loss,
               0.05 * reference.epochs.back().train_loss);
@@ -179,10 +180,9 @@ TEST(Precision, ChannelsLastRunMatchesTheContiguousRun) {
   EXPECT_TRUE(nhwc.weights_channels_last);
   ASSERT_EQ(nhwc.parameters.size(), reference.parameters.size());
   for (size_t step = 0; step < nhwc.parameters.size(); ++step) {
-    EXPECT_LT(
-        largest_relative_change(nhwc.parameters[step],
-                                reference.parameters[step]),
-        1e-4)
+    EXPECT_LT(largest_relative_change(nhwc.parameters[step],
+                                      reference.parameters[step]),
+              1e-4)
         << "step " << step + 1;
   }
 }
@@ -201,8 +201,8 @@ TEST(PrecisionCuda, ReducedPrecisionRunsTrackTheFloat32Run) {
     for (const bool channels_last : {false, true}) {
       config.train.precision = precision;
       config.train.channels_last = channels_last;
-      config.train.out = config.train.out + "_" + precision +
-                         (channels_last ? "_nhwc" : "");
+      config.train.out =
+          config.train.out + "_" + precision + (channels_last ? "_nhwc" : "");
       const auto reduced = trace_run(config);
       ASSERT_EQ(reduced.parameters.size(), reference.parameters.size());
       EXPECT_EQ(reduced.weights_channels_last, channels_last);

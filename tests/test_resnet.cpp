@@ -234,9 +234,10 @@ TEST(ComplexityPenalty, ValueAndGradientMatchHandComputation) {
   EXPECT_NEAR(grad(1, 0), -(a2 + a3) / 1.5, 1e-6);
   EXPECT_NEAR(grad(1, 1), -(a2 + a3) / 2.5, 1e-6);
   EXPECT_NEAR(grad(2, 0), -2.0 * a3 / 3.0, 1e-6);
-  EXPECT_EQ(diffstride::complexity_penalty(std::vector<diffstride::DiffStride>{})
-                .item<double>(),
-            0.0);
+  EXPECT_EQ(
+      diffstride::complexity_penalty(std::vector<diffstride::DiffStride>{})
+          .item<double>(),
+      0.0);
 }
 
 // The waveform ResNet (docs/resnet.md, "Waveforms"): every pooling choice on
@@ -294,7 +295,8 @@ TEST(WaveformResNet, EveryPoolingRunsOnWaveformsAndStridesAlongTimeOnly) {
 
 TEST(WaveformResNet, OneByKConvolutionIsConv1dAlongTime) {
   torch::manual_seed(0);
-  auto conv = diffstride::make_conv(3, 5, 9, diffstride::IntStridePair({1, 4}), 1);
+  auto conv =
+      diffstride::make_conv(3, 5, 9, diffstride::IntStridePair({1, 4}), 1);
   ASSERT_EQ(conv->weight.sizes(), torch::IntArrayRef({5, 3, 1, 9}));
   const auto x = torch::randn({2, 3, 1, 101});
   const auto expected = torch::conv1d(

@@ -173,8 +173,7 @@ TEST(TrainConfig, BadConfigsNameTheKeyOrFile) {
   bad({"train.device=tpu"},
       "train.device: 'tpu' is not a device: expected auto, cpu, cuda or "
       "cuda:N");
-  bad({"model.filters=[8, 0, 8]"},
-      "model.filters: expected integers >= 1");
+  bad({"model.filters=[8, 0, 8]"}, "model.filters: expected integers >= 1");
   bad({"model.layers_per_block=0"},
       "model.layers_per_block: expected an integer >= 1 (leave the key out "
       "for the factory's)");

@@ -126,8 +126,11 @@ std::vector<float> read_frames(const std::string& path,
     const size_t at = samples.size();
     samples.resize(at + static_cast<size_t>(read * channels));
     for (sf_count_t f = 0; f < read; ++f) {
-      mix_frame(path, block.data() + f * info.channels, info.channels,
-                channels, samples.data() + at + f * channels);
+      mix_frame(path,
+                block.data() + f * info.channels,
+                info.channels,
+                channels,
+                samples.data() + at + f * channels);
     }
     total += read;
   }
@@ -141,7 +144,9 @@ std::vector<float> read_frames(const std::string& path,
 }
 
 // The file's sound as `channels` channels.
-Sound read_sound(const std::string& path, int64_t max_frames, int64_t channels) {
+Sound read_sound(const std::string& path,
+                 int64_t max_frames,
+                 int64_t channels) {
   SF_INFO info{};
   OpenFile source{detail::open_regular_file(path), 0};
   struct stat status {};
@@ -210,13 +215,14 @@ Sound resampled(const std::string& path,
   data.data_out = out.samples.data();
   data.output_frames = static_cast<long>(frames);
   data.src_ratio = ratio;
-  const int error = src_simple(&data, SRC_SINC_MEDIUM_QUALITY,
-                               static_cast<int>(sound.channels));
+  const int error = src_simple(
+      &data, SRC_SINC_MEDIUM_QUALITY, static_cast<int>(sound.channels));
   if (error != 0) {
     throw std::runtime_error(path + ": resampling failed (" +
                              src_strerror(error) + ")");
   }
-  out.samples.resize(static_cast<size_t>(data.output_frames_gen * sound.channels));
+  out.samples.resize(
+      static_cast<size_t>(data.output_frames_gen * sound.channels));
   return out;
 }
 
@@ -236,16 +242,17 @@ class AudioFolderReader : public detail::FolderReader {
   }
 
  protected:
-  void decode(const std::string& path, uint64_t draw, float* out)
-      const override {
+  void decode(const std::string& path,
+              uint64_t draw,
+              float* out) const override {
     auto sound =
         read_sound(path, options_.max_sound_frames(), options_.channels());
     if (sound.rate != options_.sample_rate()) {
       if (!options_.resample()) {
-        throw std::runtime_error(
-            path + ": " + std::to_string(sound.rate) + " Hz, expected " +
-            std::to_string(options_.sample_rate()) +
-            " Hz (data.resample = true resamples it)");
+        throw std::runtime_error(path + ": " + std::to_string(sound.rate) +
+                                 " Hz, expected " +
+                                 std::to_string(options_.sample_rate()) +
+                                 " Hz (data.resample = true resamples it)");
       }
       sound = resampled(
           path, sound, options_.sample_rate(), options_.max_sound_frames());
@@ -257,10 +264,9 @@ class AudioFolderReader : public detail::FolderReader {
     int64_t offset = 0;
     if (frames > length) {
       detail::SplitMix64 rng{draw};
-      offset = random_crops_
-                   ? static_cast<int64_t>(rng.below(
-                         static_cast<uint64_t>(frames - length + 1)))
-                   : (frames - length) / 2;
+      offset = random_crops_ ? static_cast<int64_t>(rng.below(
+                                   static_cast<uint64_t>(frames - length + 1)))
+                             : (frames - length) / 2;
     }
     // Interleaved frames to channels-first.
     const int64_t C = sound.channels;
@@ -294,14 +300,18 @@ Dataset load_audio_folder(const std::string& dir,
               options.sample_rate(),
               " and ",
               options.clip_samples());
-  const auto index = detail::index_class_folders(
-      dir, split, {".wav", ".flac", ".ogg"}, "sound files",
-      options.skip_bad_files());
+  const auto index = detail::index_class_folders(dir,
+                                                 split,
+                                                 {".wav", ".flac", ".ogg"},
+                                                 "sound files",
+                                                 options.skip_bad_files());
   return detail::folder_dataset(
       "audio_folder",
       index,
       std::make_shared<AudioFolderReader>(
-          index, options, split == "train" && options.train_crop() != "center"));
+          index,
+          options,
+          split == "train" && options.train_crop() != "center"));
 }
 
 }  // namespace diffstride

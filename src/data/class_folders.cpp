@@ -30,7 +30,9 @@ std::vector<std::string> sorted_subfolders(const fs::path& dir) {
 
 std::string lower_extension(const fs::path& path) {
   auto extension = path.extension().string();
-  std::transform(extension.begin(), extension.end(), extension.begin(),
+  std::transform(extension.begin(),
+                 extension.end(),
+                 extension.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   return extension;
 }
@@ -66,13 +68,14 @@ ClassFolders index_class_folders(const std::string& dir,
               "unknown split '",
               split,
               "': expected train or test");
-  const std::string layout = "the folder holds train/ and val/ (or test/), "
-                             "each with one subfolder of " +
-                             kind + " (" + joined(extensions) + ") per class";
+  const std::string layout =
+      "the folder holds train/ and val/ (or test/), "
+      "each with one subfolder of " +
+      kind + " (" + joined(extensions) + ") per class";
   const fs::path root = dir;
   const fs::path train_dir = root / "train";
-  TORCH_CHECK(fs::is_directory(train_dir), train_dir.string(), " not found; ",
-              layout);
+  TORCH_CHECK(
+      fs::is_directory(train_dir), train_dir.string(), " not found; ", layout);
   fs::path split_dir = train_dir;
   if (split == "test") {
     split_dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
@@ -83,8 +86,10 @@ ClassFolders index_class_folders(const std::string& dir,
   }
   ClassFolders index;
   index.classes = sorted_subfolders(train_dir);
-  TORCH_CHECK(!index.classes.empty(), train_dir.string(),
-              " has no class subfolders; ", layout);
+  TORCH_CHECK(!index.classes.empty(),
+              train_dir.string(),
+              " has no class subfolders; ",
+              layout);
   std::map<std::string, int64_t> class_index;
   for (size_t k = 0; k < index.classes.size(); ++k) {
     class_index[index.classes[k]] = static_cast<int64_t>(k);
@@ -96,8 +101,9 @@ ClassFolders index_class_folders(const std::string& dir,
       TORCH_CHECK(skip_bad_files,
                   entry.path().string(),
                   ": not a class folder (",
-                  fs::is_regular_file(entry.path(), error) ? "a file"
-                                                           : kind_of(entry.path()),
+                  fs::is_regular_file(entry.path(), error)
+                      ? "a file"
+                      : kind_of(entry.path()),
                   "; set data.skip_bad_files = true to skip such entries)");
       ++index.skipped;
     }
@@ -137,8 +143,12 @@ ClassFolders index_class_folders(const std::string& dir,
       index.labels.push_back(found->second);
     }
   }
-  TORCH_CHECK(!index.files.empty(), split_dir.string(), " holds no ", kind,
-              "; ", layout);
+  TORCH_CHECK(!index.files.empty(),
+              split_dir.string(),
+              " holds no ",
+              kind,
+              "; ",
+              layout);
   return index;
 }
 

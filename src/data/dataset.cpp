@@ -1,7 +1,7 @@
+#include <diffstride/data/audio_folder.h>
 #include <diffstride/data/cifar.h>
 #include <diffstride/data/dataset.h>
 #include <diffstride/data/idx.h>
-#include <diffstride/data/audio_folder.h>
 #include <diffstride/data/image_folder.h>
 
 #include <c10/util/Exception.h>
@@ -23,8 +23,8 @@ std::vector<std::string> train_crop_names() {
 }
 
 std::vector<std::string> dataset_names() {
-  return {"cifar10", "cifar100", "fashion_mnist", "image_folder",
-          "audio_folder"};
+  return {
+      "cifar10", "cifar100", "fashion_mnist", "image_folder", "audio_folder"};
 }
 
 Normalization dataset_normalization(const std::string& name) {

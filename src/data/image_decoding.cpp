@@ -27,11 +27,12 @@ std::runtime_error over_pixel_budget(const std::string& path,
                                      int64_t width,
                                      int64_t height,
                                      int64_t max_pixels) {
-  return std::runtime_error(
-      path + ": declares " + std::to_string(width) + " x " +
-      std::to_string(height) + " pixels; expected at least 1 x 1 and at most "
-      "data.max_image_pixels = " + std::to_string(max_pixels) +
-      " (raise it for larger images)");
+  return std::runtime_error(path + ": declares " + std::to_string(width) +
+                            " x " + std::to_string(height) +
+                            " pixels; expected at least 1 x 1 and at most "
+                            "data.max_image_pixels = " +
+                            std::to_string(max_pixels) +
+                            " (raise it for larger images)");
 }
 
 // BT.601 luma, the grey of every format (libjpeg's own for JPEG).
@@ -134,8 +135,9 @@ DecodedImage decode_jpeg(const std::string& path,
   }
   cmyk = info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK;
   inverted = cmyk && info.saw_Adobe_marker;
-  info.out_color_space =
-      cmyk ? JCS_CMYK : channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  info.out_color_space = cmyk            ? JCS_CMYK
+                         : channels == 1 ? JCS_GRAYSCALE
+                                         : JCS_RGB;
   jpeg_start_decompress(&info);
   from = info.output_components;
   samples.resize(static_cast<size_t>(image.height * image.width * from));
@@ -261,8 +263,8 @@ DecodedImage decode_image(const std::string& path,
                           int64_t max_pixels) {
   // The largest file an image within the budget can be: 16-bit RGBA
   // without compression is 8 bytes a pixel, plus room for metadata.
-  const int64_t max_bytes = std::min<int64_t>(max_pixels, int64_t{1} << 40) * 8 +
-                            (int64_t{1} << 20);
+  const int64_t max_bytes =
+      std::min<int64_t>(max_pixels, int64_t{1} << 40) * 8 + (int64_t{1} << 20);
   // In one read (this is the decoding threads' hot path).
   return decode_image_bytes(
       path,
@@ -350,9 +352,9 @@ void resample(const DecodedImage& image,
       for (int64_t c = 0; c < C; ++c) {
         double sum = 0;
         for (int64_t k = 0; k < rows.count[y]; ++k) {
-          sum += w[k] * horizontal[((rows.first[y] + k - y0) * size + source_x) *
-                                       C +
-                                   c];
+          sum +=
+              w[k] *
+              horizontal[((rows.first[y] + k - y0) * size + source_x) * C + c];
         }
         out[(c * size + y) * size + x] =
             static_cast<float>(std::clamp(sum, 0.0, 255.0));

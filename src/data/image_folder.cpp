@@ -35,8 +35,10 @@ detail::CropBox random_resized_box(int64_t height,
     const double target = area * (0.08 + 0.92 * rng.uniform());
     const double aspect =
         std::exp(log_low + (log_high - log_low) * rng.uniform());
-    const auto w = static_cast<int64_t>(std::lround(std::sqrt(target * aspect)));
-    const auto h = static_cast<int64_t>(std::lround(std::sqrt(target / aspect)));
+    const auto w =
+        static_cast<int64_t>(std::lround(std::sqrt(target * aspect)));
+    const auto h =
+        static_cast<int64_t>(std::lround(std::sqrt(target / aspect)));
     if (w > 0 && h > 0 && w <= width && h <= height) {
       const auto top = static_cast<double>(rng.below(height - h + 1));
       const auto left = static_cast<double>(rng.below(width - w + 1));
@@ -71,8 +73,9 @@ class ImageFolderReader : public detail::FolderReader {
   }
 
  protected:
-  void decode(const std::string& path, uint64_t draw, float* out)
-      const override {
+  void decode(const std::string& path,
+              uint64_t draw,
+              float* out) const override {
     const auto image = detail::decode_image(
         path, options_.channels(), options_.max_image_pixels());
     detail::SplitMix64 rng{draw};
@@ -108,8 +111,11 @@ Dataset load_image_folder(const std::string& dir,
               "image folders: unknown training crop '",
               options.train_crop(),
               "': expected random_resized or center");
-  const auto index = detail::index_class_folders(
-      dir, split, {".jpg", ".jpeg", ".png"}, "images", options.skip_bad_files());
+  const auto index = detail::index_class_folders(dir,
+                                                 split,
+                                                 {".jpg", ".jpeg", ".png"},
+                                                 "images",
+                                                 options.skip_bad_files());
   const bool random_crops =
       split == "train" && options.train_crop() == "random_resized";
   return detail::folder_dataset(

@@ -1,7 +1,7 @@
 #include <diffstride/experiments/report.h>
 
-#include <diffstride/train/run_folder.h>
 #include <diffstride/experiments/sweep.h>
+#include <diffstride/train/run_folder.h>
 
 #include "data/regular_file.h"
 #include "train/checked_file.h"

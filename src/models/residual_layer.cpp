@@ -49,11 +49,11 @@ torch::nn::Conv2d make_conv(int64_t in_channels,
                             int64_t spatial_dims) {
   const bool waveform = spatial_dims == 1;
   torch::nn::Conv2d conv(
-      torch::nn::Conv2dOptions(
-          in_channels,
-          out_channels,
-          waveform ? torch::ExpandingArray<2>({1, kernel_size})
-                   : torch::ExpandingArray<2>(kernel_size))
+      torch::nn::Conv2dOptions(in_channels,
+                               out_channels,
+                               waveform
+                                   ? torch::ExpandingArray<2>({1, kernel_size})
+                                   : torch::ExpandingArray<2>(kernel_size))
           .stride(waveform ? torch::ExpandingArray<2>({1, (*stride)[1]})
                            : torch::ExpandingArray<2>(*stride))
           .padding(waveform ? torch::ExpandingArray<2>({0, kernel_size / 2})
@@ -94,21 +94,19 @@ void ResidualLayerImpl::reset() {
                                     stride,
                                     options.spatial_dims()));
   bn1 = register_module("bn1", make_batch_norm(options.filters()));
-  conv1 = register_module(
-      "conv1",
-      make_conv(options.filters(),
-                options.filters(),
-                options.kernel_size(),
-                1,
-                options.spatial_dims()));
+  conv1 = register_module("conv1",
+                          make_conv(options.filters(),
+                                    options.filters(),
+                                    options.kernel_size(),
+                                    1,
+                                    options.spatial_dims()));
   if (options.project()) {
-    shortcut = register_module(
-        "shortcut",
-        make_conv(options.in_channels(),
-                  options.filters(),
-                  1,
-                  stride,
-                  options.spatial_dims()));
+    shortcut = register_module("shortcut",
+                               make_conv(options.in_channels(),
+                                         options.filters(),
+                                         1,
+                                         stride,
+                                         options.spatial_dims()));
   }
   if (pooled) {
     pooling = make_pooling_layer(options.pooling(),
@@ -183,7 +181,8 @@ DiffStride1d ResidualLayerImpl::diffstride1d() const {
   if (pooling.is_empty() || options.pooling() != Pooling::kDiffStride) {
     return DiffStride1d(nullptr);
   }
-  const auto along_time = std::dynamic_pointer_cast<AlongTimeImpl>(pooling.ptr());
+  const auto along_time =
+      std::dynamic_pointer_cast<AlongTimeImpl>(pooling.ptr());
   return along_time ? along_time->diffstride : DiffStride1d(nullptr);
 }
 

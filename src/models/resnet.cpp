@@ -70,13 +70,12 @@ ResNetOptions resnet_options(const std::string& name) {
 
 double resnet_parameter_count(const ResNetOptions& options) {
   const auto& filters = options.filters();
-  const double kernel =
-      std::pow(static_cast<double>(options.kernel_size()),
-               static_cast<double>(options.spatial_dims()));
+  const double kernel = std::pow(static_cast<double>(options.kernel_size()),
+                                 static_cast<double>(options.spatial_dims()));
   const auto bn = [](double channels) { return 2 * channels; };
-  double count = static_cast<double>(options.in_channels()) * filters[0] *
-                     kernel +
-                 bn(filters[0]);
+  double count =
+      static_cast<double>(options.in_channels()) * filters[0] * kernel +
+      bn(filters[0]);
   double channels = filters[0];
   for (size_t b = 1; b < filters.size(); ++b) {
     const double out = filters[b];
@@ -133,8 +132,7 @@ void check_resnet_options(const ResNetOptions& options) {
               options.kernel_size());
   const int64_t blocks_count = static_cast<int64_t>(filters.size()) - 1;
   TORCH_CHECK(options.layers_per_block() <= kMaxResNetLayers &&
-                  blocks_count * options.layers_per_block() <=
-                      kMaxResNetLayers,
+                  blocks_count * options.layers_per_block() <= kMaxResNetLayers,
               "ResNet: ",
               blocks_count,
               " blocks of ",
@@ -164,14 +162,13 @@ void ResNetImpl::reset() {
   check_resnet_options(options);
   const auto& filters = options.filters();
   const bool pooled = options.pooling() != Pooling::kNone;
-  stem =
-      register_module("stem",
-                      make_conv(options.in_channels(),
-                                filters[0],
-                                options.kernel_size(),
-                                pooled ? IntStridePair(1)
-                                       : whole_strides(options.strides()[0]),
-                                options.spatial_dims()));
+  stem = register_module(
+      "stem",
+      make_conv(options.in_channels(),
+                filters[0],
+                options.kernel_size(),
+                pooled ? IntStridePair(1) : whole_strides(options.strides()[0]),
+                options.spatial_dims()));
   if (pooled) {
     stem_pooling = make_pooling_layer(options.pooling(),
                                       options.strides()[0],
@@ -233,10 +230,10 @@ at::Tensor ResNetImpl::forward_traced(
     std::vector<std::vector<int64_t>>* stage_shapes) {
   const bool waveform = options.spatial_dims() == 1;
   TORCH_CHECK(
-      waveform ? ((input.dim() == 3 ||
-                   (input.dim() == 4 && input.size(2) == 1)) &&
-                  input.size(1) == options.in_channels())
-               : input.dim() == 4 && input.size(1) == options.in_channels(),
+      waveform
+          ? ((input.dim() == 3 || (input.dim() == 4 && input.size(2) == 1)) &&
+             input.size(1) == options.in_channels())
+          : input.dim() == 4 && input.size(1) == options.in_channels(),
       "ResNet: expected an N x ",
       options.in_channels(),
       waveform ? " x L (or x 1 x L) waveform input" : " x H x W input",

@@ -23,17 +23,17 @@ struct RampAxis {
   std::vector<int64_t> bins;
   std::vector<double> positions;
   double size = 0;
-  double offset = 0;  // 0 on two-sided axes, 1 on the last one
-  double floor = 1;   // the stride floor size / (size - R)
+  double offset = 0;         // 0 on two-sided axes, 1 on the last one
+  double floor = 1;          // the stride floor size / (size - R)
   int64_t stride_index = 0;  // the element of the strides tensor
   double stride = 1;         // its value
 };
 
 /// The `order`-th derivative of the mask weights of `axis` with respect to
-/// its stride, at axis.stride (order 0: the weights). The floor passes the gradient
-/// straight through (d max(s, floor)/ds = 1) and the clips pass it where
-/// their argument is inside, bounds included, as autograd's clamp does; so
-/// for order >= 1 the weights inside the ramp have
+/// its stride, at axis.stride (order 0: the weights). The floor passes the
+/// gradient straight through (d max(s, floor)/ds = 1) and the clips pass it
+/// where their argument is inside, bounds included, as autograd's clamp does;
+/// so for order >= 1 the weights inside the ramp have
 ///   d^k m/ds^k = (1/R) (size/2) (-1)^k k! / max(s, floor)^(k+1)
 /// and all others 0.
 std::vector<double> ramp_weights(const RampAxis& axis,

@@ -192,17 +192,13 @@ void replace_owned_file(const fs::path& path,
 }
 
 int create_new_file(const fs::path& path) {
-  const int fd = ::open(path.c_str(),
-                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        0666);
+  const int fd = ::open(
+      path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (fd < 0 && errno == EEXIST) {
     return -1;
   }
-  TORCH_CHECK(fd >= 0,
-              path.string(),
-              ": cannot create (",
-              std::strerror(errno),
-              ")");
+  TORCH_CHECK(
+      fd >= 0, path.string(), ": cannot create (", std::strerror(errno), ")");
   return fd;
 }
 

@@ -254,10 +254,10 @@ Check<int64_t> integer_at_least(int64_t min, const std::string& note = "") {
 
 Check<int64_t> integer_in(int64_t min, int64_t max, const std::string& note) {
   return [=](int64_t v) {
-    return v >= min && v <= max ? Error()
-                                : "expected an integer in [" +
-                                      std::to_string(min) + ", " +
-                                      std::to_string(max) + "]" + note;
+    return v >= min && v <= max
+               ? Error()
+               : "expected an integer in [" + std::to_string(min) + ", " +
+                     std::to_string(max) + "]" + note;
   };
 }
 
@@ -506,13 +506,13 @@ const std::vector<Key>& schema() {
                             integer_at_least(0),
                             "folders: images 3 (RGB) or 1 (gray), sound 1 "
                             "(mono) or 2 (0: 3 for images, 1 for sound)"),
-      DIFFSTRIDE_CONFIG_KEY(data,
-                            train_crop,
-                            one_of(train_crop_names()),
-                            "image folders, training examples: " +
-                                join(train_crop_names()) +
-                                " (evaluation: shorter side resized, centre "
-                                "cropped)"),
+      DIFFSTRIDE_CONFIG_KEY(
+          data,
+          train_crop,
+          one_of(train_crop_names()),
+          "image folders, training examples: " + join(train_crop_names()) +
+              " (evaluation: shorter side resized, centre "
+              "cropped)"),
       DIFFSTRIDE_CONFIG_KEY(data,
                             sample_rate,
                             integer_in(1, kMaxSampleRate, ""),
@@ -836,8 +836,8 @@ FolderOptions folder_options(const TrainConfig::Data& data) {
 }
 
 int64_t max_threads() {
-  return kThreadsPerCore *
-         static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  return kThreadsPerCore * static_cast<int64_t>(std::max(
+                               1u, std::thread::hardware_concurrency()));
 }
 
 std::string to_toml(const TrainConfig& config) {

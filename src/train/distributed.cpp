@@ -22,9 +22,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 #include <thread>
-#include <limits>
 
 namespace diffstride {
 
@@ -108,9 +108,9 @@ c10::intrusive_ptr<c10d::Store> connect_store(
   options.numWorkers = static_cast<std::size_t>(env.world_size);
   options.waitWorkers = false;
   for (;;) {
-    options.timeout =
-        options.isServer ? timeout : std::min<std::chrono::milliseconds>(
-                                         timeout, std::chrono::seconds(2));
+    options.timeout = options.isServer ? timeout
+                                       : std::min<std::chrono::milliseconds>(
+                                             timeout, std::chrono::seconds(2));
     try {
       auto store =
           c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
@@ -251,7 +251,9 @@ Collectives::Collectives(const LauncherEnvironment& environment,
       auto options = c10d::ProcessGroupNCCL::Options::create();
       options->timeout = timeout;
       group_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-          store, static_cast<int>(rank_), static_cast<int>(world_size_),
+          store,
+          static_cast<int>(rank_),
+          static_cast<int>(world_size_),
           options);
       group_->name = "nccl";
 #endif
@@ -259,16 +261,18 @@ Collectives::Collectives(const LauncherEnvironment& environment,
 #if defined(DIFFSTRIDE_WITH_GLOO)
     if (!group_->backend) {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      options->devices.push_back(
-          c10d::ProcessGroupGloo::createDefaultDevice());
+      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       group_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          store, static_cast<int>(rank_), static_cast<int>(world_size_),
+          store,
+          static_cast<int>(rank_),
+          static_cast<int>(world_size_),
           options);
       group_->name = "gloo";
     }
 #endif
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, where(), "could not form the process group: ", message_of(e));
+    TORCH_CHECK(
+        false, where(), "could not form the process group: ", message_of(e));
   }
   TORCH_CHECK(group_->backend,
               where(),
@@ -400,8 +404,8 @@ void Collectives::check_agreement(const std::string& description) {
       // The store lives in this process: it stays until every rank has
       // read what it compares, so that each stops with this same error.
       for (int64_t r = 1; r < world_size_; ++r) {
-        wait_for_key(store, "agreement/read_" + std::to_string(r), deadline,
-                     interrupt_);
+        wait_for_key(
+            store, "agreement/read_" + std::to_string(r), deadline, interrupt_);
       }
     }
   } catch (const c10::Error&) {
@@ -437,11 +441,11 @@ void Collectives::broadcast_from_first(const std::vector<at::Tensor>& tensors) {
 // ---------------------------------------------------------------------------
 
 struct GradientAverager::Bucket {
-  std::vector<size_t> members;     // indices into parameters_
-  std::vector<int64_t> offsets;    // of each member in `flat`
-  at::Tensor flat;                 // the gradients, one after another
-  std::vector<bool> arrived;       // this step, per member
-  size_t count = 0;                // members arrived this step
+  std::vector<size_t> members;   // indices into parameters_
+  std::vector<int64_t> offsets;  // of each member in `flat`
+  at::Tensor flat;               // the gradients, one after another
+  std::vector<bool> arrived;     // this step, per member
+  size_t count = 0;              // members arrived this step
   std::unique_ptr<Collectives::Pending> pending;
 };
 
@@ -548,8 +552,8 @@ void GradientAverager::finish() {
     for (size_t slot = 0; slot < bucket.members.size(); ++slot) {
       auto& p = parameters_[bucket.members[slot]];
       const auto average =
-          bucket.flat.narrow(0, bucket.offsets[slot], p.numel()).view(
-              p.sizes());
+          bucket.flat.narrow(0, bucket.offsets[slot], p.numel())
+              .view(p.sizes());
       if (p.grad().defined()) {
         p.mutable_grad().copy_(average);
       } else {

@@ -86,11 +86,11 @@ EventWriter::EventWriter(const std::string& folder) {
   std::filesystem::create_directories(folder);
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
-  const auto base = (std::filesystem::path(folder) /
-                     (kEventFilePrefix +
-                      std::to_string(static_cast<int64_t>(wall_time())) + "." +
-                      host + "." + std::to_string(getpid())))
-                        .string();
+  const auto base =
+      (std::filesystem::path(folder) /
+       (kEventFilePrefix + std::to_string(static_cast<int64_t>(wall_time())) +
+        "." + host + "." + std::to_string(getpid())))
+          .string();
   // Two writers of one process in the same second (a run and its resume in
   // one program) would share the name: never truncate or write through
   // anything already there (created exclusively, not through a link).

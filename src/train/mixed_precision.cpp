@@ -22,7 +22,8 @@ constexpr NamedPrecision kPrecisions[] = {{"float32", c10::kFloat},
 
 // LibTorch 2.4 replaced the per-device autocast setters with ones that take
 // the device type; 1.13 has only the former.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 bool autocast_enabled(c10::DeviceType type) {
   return at::autocast::is_autocast_enabled(type);
 }

@@ -106,8 +106,8 @@ void architecture_problems(const torch::nn::Module& module,
     names.insert(child.key());
     torch::serialize::InputArchive child_archive;
     if (archive.try_read(child.key(), child_archive)) {
-      architecture_problems(*child.value(), child_archive,
-                            prefix + child.key() + ".", problems);
+      architecture_problems(
+          *child.value(), child_archive, prefix + child.key() + ".", problems);
     } else {
       problems.push_back("holds no module " + prefix + child.key());
     }
@@ -274,14 +274,14 @@ RunState RunFolder::state_of(const std::string& path) {
     return RunState::kFinished;
   }
   return fs::is_regular_file(folder / kConfigFile) ? RunState::kStarted
-                                                    : RunState::kAbsent;
+                                                   : RunState::kAbsent;
 }
 
 RunFolder RunFolder::resume(const std::string& path) {
   const fs::path folder = path;
   TORCH_CHECK(detail::carries_mark(folder / kConfigFile, kConfigMark) ||
                   detail::carries_mark(folder / kCheckpointFile,
-                             detail::integrity_magic()),
+                                       detail::integrity_magic()),
               folder.string(),
               ": not a run of diffstride train (its config.toml does not "
               "start with '",
@@ -356,7 +356,8 @@ ResumePoint RunFolder::read_checkpoint(
   t.seconds = sums[3].item<double>();
   if (archive.try_read("loss_scale", loss_scale)) {
     p.loss_scale = loss_scale[0].item<double>();
-    p.loss_scale_good_steps = static_cast<int64_t>(loss_scale[1].item<double>());
+    p.loss_scale_good_steps =
+        static_cast<int64_t>(loss_scale[1].item<double>());
   }
   return point;
 }

@@ -44,8 +44,7 @@ StepResult train_step(ResNet& model,
     data_loss = soft_cross_entropy(logits.to(at::kFloat), batch.targets);
     total = data_loss + loss.weight_decay * l2_penalty(model);
     if (loss.complexity_lambda > 0) {
-      total = total + loss.complexity_lambda *
-                          model->complexity_penalty();
+      total = total + loss.complexity_lambda * model->complexity_penalty();
     }
   }
   optimizer.zero_grad();
@@ -58,10 +57,10 @@ StepResult train_step(ResNet& model,
   if (options.averager != nullptr) {
     options.averager->finish();
   }
-  StepResult result{data_loss.detach(), logits.argmax(1).eq(batch.labels).sum()};
+  StepResult result{data_loss.detach(),
+                    logits.argmax(1).eq(batch.labels).sum()};
   if (options.scaler != nullptr) {
-    result.stepped =
-        options.scaler->unscale_and_update(model->parameters());
+    result.stepped = options.scaler->unscale_and_update(model->parameters());
   }
   if (result.stepped) {
     optimizer.step();

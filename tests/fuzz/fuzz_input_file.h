@@ -18,7 +18,9 @@ struct ScratchFolder {
   std::filesystem::path path =
       std::filesystem::temp_directory_path() /
       ("diffstride_fuzz_" + std::to_string(::getpid()));
-  ScratchFolder() { std::filesystem::create_directories(path); }
+  ScratchFolder() {
+    std::filesystem::create_directories(path);
+  }
   ~ScratchFolder() {
     std::error_code ignored;
     std::filesystem::remove_all(path, ignored);

@@ -49,7 +49,7 @@ struct SweepRun {
 std::vector<SweepRun> sweep_runs(const std::vector<SweepAxis>& axes);
 
 struct SweepOptions {
-  std::string out;      // the sweep folder
+  std::string out;       // the sweep folder
   int64_t parallel = 1;  // runs at once
   int64_t threads = 1;   // threads of the machine, divided between the runs
   std::string device;    // --device of every run (empty: the config's)

@@ -65,8 +65,8 @@ struct TrainConfig {
   struct Train {
     int64_t epochs = 400;
     uint64_t seed = 0;
-    int64_t threads = 0;          // 0: all cores
-    std::string device = "auto";  // auto, cpu, cuda or cuda:N
+    int64_t threads = 0;                // 0: all cores
+    std::string device = "auto";        // auto, cpu, cuda or cuda:N
     std::string precision = "float32";  // float32, bfloat16 or float16
     bool channels_last = false;
     double collective_timeout_seconds = 300;

@@ -13,11 +13,12 @@
 // where T is t rearranged so that row (c, h) holds, plane after plane, the
 // W' values of (x_p G_c)[h, :]. Every product is then a register-blocked
 // micro-kernel (6 rows by a few vectors, the accumulators in registers;
-// the vectors are as wide as the instruction set's registers) streaming over the long dimension, with intermediates of one
-// chunk kept in the L2 cache; the data-sized tensors are read and written
-// once. The backward reuses the same two passes for dx (the same map with
-// transposed matrices) and adds the two contractions that give the small
-// matrices' gradients, from which autograd reaches the strides.
+// the vectors are as wide as the instruction set's registers) streaming over
+// the long dimension, with intermediates of one chunk kept in the L2 cache; the
+// data-sized tensors are read and written once. The backward reuses the same
+// two passes for dx (the same map with transposed matrices) and adds the two
+// contractions that give the small matrices' gradients, from which autograd
+// reaches the strides.
 //
 // The passes (spectral_crop_ranges_impl.h) are compiled once per instruction
 // set, AVX-512, AVX2+FMA and the baseline, each in its own translation unit
@@ -77,8 +78,11 @@ Isa choose_isa() {
                                         : best;
   TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
               "DIFFSTRIDE_CPU_ISA: expected baseline, avx2 or avx512, got '",
-              name, "'");
-  TORCH_CHECK(wanted <= best, "DIFFSTRIDE_CPU_ISA=", name,
+              name,
+              "'");
+  TORCH_CHECK(wanted <= best,
+              "DIFFSTRIDE_CPU_ISA=",
+              name,
               ": this CPU (or this build) lacks that instruction set");
   return wanted;
 }
@@ -170,19 +174,19 @@ void spectral_crop_forward(const T* x,
                           &forward_range_avx2<T>,
                           &forward_range_avx512<T>);
   for_each_worker(s.planes,
-                 ws.chunk,
-                 workers,
-                 [&](int64_t worker, int64_t begin, int64_t end) {
-                   const ForwardArgs<T> args{
-                       x,
-                       y,
-                       a_cat,
-                       g_pad.data(),
-                       np,
-                       dims,
-                       workspace.get() + worker * per_worker};
-                   entry(args, begin, end);
-                 });
+                  ws.chunk,
+                  workers,
+                  [&](int64_t worker, int64_t begin, int64_t end) {
+                    const ForwardArgs<T> args{
+                        x,
+                        y,
+                        a_cat,
+                        g_pad.data(),
+                        np,
+                        dims,
+                        workspace.get() + worker * per_worker};
+                    entry(args, begin, end);
+                  });
 }
 
 template <typename T>
@@ -218,24 +222,24 @@ void spectral_crop_backward(const T* x,
                           &backward_range_avx2<T>,
                           &backward_range_avx512<T>);
   for_each_worker(s.planes,
-                 ws.chunk,
-                 workers,
-                 [&](int64_t worker, int64_t begin, int64_t end) {
-                   T* mine = workspace.data() + worker * per_worker;
-                   const BackwardArgs<T> args{
-                       x,
-                       dy,
-                       a_cat_t,
-                       gt_pad.data(),
-                       np,
-                       a_stack,
-                       dx,
-                       matrices ? mine + ws.total : nullptr,
-                       matrices ? mine + ws.total + da_size : nullptr,
-                       s,
-                       mine};
-                   entry(args, begin, end);
-                 });
+                  ws.chunk,
+                  workers,
+                  [&](int64_t worker, int64_t begin, int64_t end) {
+                    T* mine = workspace.data() + worker * per_worker;
+                    const BackwardArgs<T> args{
+                        x,
+                        dy,
+                        a_cat_t,
+                        gt_pad.data(),
+                        np,
+                        a_stack,
+                        dx,
+                        matrices ? mine + ws.total : nullptr,
+                        matrices ? mine + ws.total + da_size : nullptr,
+                        s,
+                        mine};
+                    entry(args, begin, end);
+                  });
   if (!matrices) {
     return;
   }

@@ -33,8 +33,8 @@ static inline int64_t round_up(int64_t n, int64_t multiple) {
 static inline int64_t chunk_planes(int64_t height,
                                    int64_t width,
                                    int64_t planes) {
-  const int64_t fit = 12288 / (height * width) > 1 ? 12288 / (height * width)
-                                                  : 1;
+  const int64_t fit =
+      12288 / (height * width) > 1 ? 12288 / (height * width) : 1;
   return planes >= 1 && planes < fit ? planes : fit;
 }
 

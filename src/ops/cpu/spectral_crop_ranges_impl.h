@@ -44,8 +44,7 @@ static_assert(kBlockRows % kRegisterRows == 0,
 template <typename T>
 struct Simd {
   static constexpr int kLanes = kVectorBytes / sizeof(T);
-  typedef T Vec
-      __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
+  typedef T Vec __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
 };
 static_assert(kLanes<float> % Simd<float>::kLanes == 0,
               "buffers padded to 64 bytes hold whole vectors");
@@ -185,8 +184,9 @@ void gemm(int64_t M,
 
 // C (M x N) += A (M x len) B (N x len)^T, the contraction running along the
 // rows of both, which are zero-padded to a multiple of the vector length; M
-// and N are multiples of 4 (kTransposedBlock divides 4). C holds one vector of partial sums per element
-// (M x N x lanes, row-major), added across lanes once all chunks are done.
+// and N are multiples of 4 (kTransposedBlock divides 4). C holds one vector of
+// partial sums per element (M x N x lanes, row-major), added across lanes once
+// all chunks are done.
 template <typename T>
 void gemm_nt(int64_t M,
              int64_t N,

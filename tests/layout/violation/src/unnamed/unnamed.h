@@ -1,0 +1,1 @@
+// A source folder the README does not name.
