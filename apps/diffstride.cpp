@@ -85,6 +85,106 @@ int run_layer(const std::string& input_text,
   return 0;
 }
 
+struct LayerArgs {
+  std::string input = "3x32x32";
+  std::vector<double> strides = {2.0, 2.0};
+  double smoothness = 4.0;
+  int64_t batch = 8;
+};
+
+CLI::App* add_layer_command(CLI::App& app, LayerArgs& args) {
+  auto* layer = app.add_subcommand(
+      "layer", "show what the pooling layers do to one input size");
+  layer->add_option("--input", args.input, "input size CxHxW")
+      ->capture_default_str();
+  layer
+      ->add_option("--strides", args.strides, "stride, or height,width strides")
+      ->delimiter(',')
+      ->expected(1, 2)
+      ->capture_default_str();
+  layer->add_option("--smoothness", args.smoothness, "smoothness factor R")
+      ->capture_default_str();
+  layer->add_option("--batch", args.batch, "batch size")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  return layer;
+}
+
+// Every subcommand: its arguments, filled by the parser, and its CLI::App.
+struct Commands {
+  explicit Commands(CLI::App& app)
+      : layer(add_layer_command(app, layer_args)),
+        summary(diffstride_cli::add_summary_command(app, summary_args)),
+        bench(diffstride_cli::add_bench_command(app, bench_args)),
+        data(diffstride_cli::add_data_command(app, data_args)),
+        train(diffstride_cli::add_train_command(app, train_args)),
+        eval(diffstride_cli::add_eval_command(app, eval_args)),
+        sweep(diffstride_cli::add_sweep_command(app, sweep_args)),
+        report(diffstride_cli::add_report_command(app, report_args)) {}
+
+  // Runs the one the command line chose.
+  int run(int threads, const char* argv0) const;
+
+  LayerArgs layer_args;
+  diffstride_cli::SummaryArgs summary_args;
+  diffstride_cli::BenchArgs bench_args;
+  diffstride_cli::DataArgs data_args;
+  diffstride_cli::TrainArgs train_args;
+  diffstride_cli::EvalArgs eval_args;
+  diffstride_cli::SweepArgs sweep_args;
+  diffstride_cli::ReportArgs report_args;
+  CLI::App *layer, *summary, *bench, *data, *train, *eval, *sweep, *report;
+};
+
+int Commands::run(int threads, const char* argv0) const {
+  const auto& l = layer_args;
+  if (*layer) {
+    return run_layer(l.input, l.strides, l.smoothness, l.batch);
+  }
+  if (*summary) {
+    return diffstride_cli::run_summary(summary_args);
+  }
+  if (*bench) {
+    return diffstride_cli::run_bench(bench_args, threads);
+  }
+  if (*data) {
+    return diffstride_cli::run_data(data_args);
+  }
+  if (*train) {
+    return diffstride_cli::run_train(train_args, threads);
+  }
+  if (*eval) {
+    return diffstride_cli::run_eval(eval_args);
+  }
+  if (*sweep) {
+    return diffstride_cli::run_sweep(sweep_args, threads, argv0);
+  }
+  if (*report) {
+    return diffstride_cli::run_report(report_args);
+  }
+  return 0;
+}
+
+// Runs `command`; any error becomes one line "error: ..." and status 2.
+template <typename Command>
+int with_error_line(const Command& command) {
+  try {
+    return command();
+  } catch (const CLI::Error& error) {
+    std::cerr << "error: " << error.what() << "\n";
+  } catch (const c10::Error& error) {
+    std::cerr << "error: " << error.what_without_backtrace() << "\n";
+  } catch (const std::filesystem::filesystem_error& error) {
+    // Paths too long, symbolic link loops, a file where a folder should be.
+    std::cerr << "error: " << error.what() << "\n";
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+  } catch (...) {
+    std::cerr << "error: unexpected failure (an exception of unknown type)\n";
+  }
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,40 +194,7 @@ int main(int argc, char** argv) {
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")
       ->check(diffstride_cli::thread_count());
-
-  auto* layer = app.add_subcommand(
-      "layer", "show what the pooling layers do to one input size");
-  std::string input = "3x32x32";
-  std::vector<double> strides = {2.0, 2.0};
-  double smoothness = 4.0;
-  int64_t batch = 8;
-  layer->add_option("--input", input, "input size CxHxW")
-      ->capture_default_str();
-  layer->add_option("--strides", strides, "stride, or height,width strides")
-      ->delimiter(',')
-      ->expected(1, 2)
-      ->capture_default_str();
-  layer->add_option("--smoothness", smoothness, "smoothness factor R")
-      ->capture_default_str();
-  layer->add_option("--batch", batch, "batch size")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-
-  diffstride_cli::SummaryArgs summary_args;
-  auto* summary = diffstride_cli::add_summary_command(app, summary_args);
-  diffstride_cli::BenchArgs bench_args;
-  auto* bench = diffstride_cli::add_bench_command(app, bench_args);
-  diffstride_cli::DataArgs data_args;
-  auto* data = diffstride_cli::add_data_command(app, data_args);
-  diffstride_cli::TrainArgs train_args;
-  auto* train = diffstride_cli::add_train_command(app, train_args);
-  diffstride_cli::EvalArgs eval_args;
-  auto* eval = diffstride_cli::add_eval_command(app, eval_args);
-  diffstride_cli::SweepArgs sweep_args;
-  auto* sweep = diffstride_cli::add_sweep_command(app, sweep_args);
-  diffstride_cli::ReportArgs report_args;
-  auto* report = diffstride_cli::add_report_command(app, report_args);
-
+  const Commands commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& done) {  // --help
@@ -138,50 +205,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   torch::set_num_threads(threads);
-  if (!*train && !*sweep) {
+  if (!*commands.train && !*commands.sweep) {
     diffstride_cli::exit_on_signals();  // nothing to save
   }
-  try {
-    if (*layer) {
-      return run_layer(input, strides, smoothness, batch);
-    }
-    if (*summary) {
-      return diffstride_cli::run_summary(summary_args);
-    }
-    if (*bench) {
-      return diffstride_cli::run_bench(bench_args, threads);
-    }
-    if (*data) {
-      return diffstride_cli::run_data(data_args);
-    }
-    if (*train) {
-      return diffstride_cli::run_train(train_args, threads);
-    }
-    if (*eval) {
-      return diffstride_cli::run_eval(eval_args);
-    }
-    if (*sweep) {
-      return diffstride_cli::run_sweep(sweep_args, threads, argv[0]);
-    }
-    if (*report) {
-      return diffstride_cli::run_report(report_args);
-    }
-  } catch (const CLI::Error& error) {
-    std::cerr << "error: " << error.what() << "\n";
-    return 2;
-  } catch (const c10::Error& error) {
-    std::cerr << "error: " << error.what_without_backtrace() << "\n";
-    return 2;
-  } catch (const std::filesystem::filesystem_error& error) {
-    // Paths too long, symbolic link loops, a file where a folder should be.
-    std::cerr << "error: " << error.what() << "\n";
-    return 2;
-  } catch (const std::exception& error) {
-    std::cerr << "error: " << error.what() << "\n";
-    return 2;
-  } catch (...) {
-    std::cerr << "error: unexpected failure (an exception of unknown type)\n";
-    return 2;
-  }
-  return 0;
+  return with_error_line([&] { return commands.run(threads, argv[0]); });
 }

@@ -81,37 +81,46 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& args) {
   return command;
 }
 
-int run_train(const TrainArgs& args, int threads) {
-  if (args.help_config) {
-    std::cout << diffstride::train_config_reference();
-    return 0;
-  }
-  diffstride::TrainConfig config;
-  diffstride::TrainOptions options;
+namespace {
+
+// The run's config: a resumed run's own, or the one --config and --set make.
+diffstride::TrainConfig run_config(const TrainArgs& args) {
   if (!args.resume.empty()) {
     if (!args.config.empty() || !args.overrides.empty()) {
       throw CLI::ValidationError(
           "--resume",
           "a resumed run keeps its own config: drop --config and --set");
     }
-    config = diffstride::load_train_config(
+    auto config = diffstride::load_train_config(
         (std::filesystem::path(args.resume) / "config.toml").string());
     config.train.out = args.resume;
-    options.resume = true;
     // Checkpoints are device-independent: a run may resume elsewhere.
     if (!args.device.empty()) {
       config.train.device = args.device;
     }
-  } else {
-    auto overrides = args.overrides;
-    if (!args.device.empty()) {
-      overrides.push_back("train.device=" + args.device);
-    }
-    config = diffstride::load_train_config(args.config, overrides);
-    if (!args.out.empty()) {
-      config.train.out = args.out;
-    }
+    return config;
   }
+  auto overrides = args.overrides;
+  if (!args.device.empty()) {
+    overrides.push_back("train.device=" + args.device);
+  }
+  auto config = diffstride::load_train_config(args.config, overrides);
+  if (!args.out.empty()) {
+    config.train.out = args.out;
+  }
+  return config;
+}
+
+}  // namespace
+
+int run_train(const TrainArgs& args, int threads) {
+  if (args.help_config) {
+    std::cout << diffstride::train_config_reference();
+    return 0;
+  }
+  auto config = run_config(args);
+  diffstride::TrainOptions options;
+  options.resume = !args.resume.empty();
   // The machine's threads are shared by the processes a launcher started on
   // it.
   const auto launcher = diffstride::launcher_environment();

@@ -57,6 +57,43 @@ std::string joined(const std::vector<std::string>& words) {
   return out;
 }
 
+// The entries of a split's folder beside its class folders: each is an
+// error, or with `skip_bad_files` counted and skipped.
+int64_t stray_entries(const fs::path& split_dir, bool skip_bad_files) {
+  int64_t stray = 0;
+  for (const auto& entry : fs::directory_iterator(split_dir)) {
+    std::error_code error;
+    if (!entry.is_directory(error)) {
+      TORCH_CHECK(skip_bad_files,
+                  entry.path().string(),
+                  ": not a class folder (",
+                  fs::is_regular_file(entry.path(), error)
+                      ? "a file"
+                      : kind_of(entry.path()),
+                  "; set data.skip_bad_files = true to skip such entries)");
+      ++stray;
+    }
+  }
+  return stray;
+}
+
+// What is wrong with an entry of a class folder, or "": a link counts as
+// what it points to; anything but a regular file with one of the
+// extensions is a bad entry.
+std::string entry_problem(const fs::directory_entry& entry,
+                          const std::vector<std::string>& extensions) {
+  std::error_code error;
+  if (!entry.is_regular_file(error)) {
+    return ": not a regular file (" + kind_of(entry.path()) + ")";
+  }
+  const auto extension = lower_extension(entry.path());
+  if (std::find(extensions.begin(), extensions.end(), extension) ==
+      extensions.end()) {
+    return ": not a " + joined(extensions) + " file";
+  }
+  return "";
+}
+
 }  // namespace
 
 ClassFolders index_class_folders(const std::string& dir,
@@ -94,20 +131,7 @@ ClassFolders index_class_folders(const std::string& dir,
   for (size_t k = 0; k < index.classes.size(); ++k) {
     class_index[index.classes[k]] = static_cast<int64_t>(k);
   }
-  // Anything beside the class folders is a bad entry too.
-  for (const auto& entry : fs::directory_iterator(split_dir)) {
-    std::error_code error;
-    if (!entry.is_directory(error)) {
-      TORCH_CHECK(skip_bad_files,
-                  entry.path().string(),
-                  ": not a class folder (",
-                  fs::is_regular_file(entry.path(), error)
-                      ? "a file"
-                      : kind_of(entry.path()),
-                  "; set data.skip_bad_files = true to skip such entries)");
-      ++index.skipped;
-    }
-  }
+  index.skipped += stray_entries(split_dir, skip_bad_files);
   for (const auto& name : sorted_subfolders(split_dir)) {
     const auto found = class_index.find(name);
     TORCH_CHECK(found != class_index.end(),
@@ -115,17 +139,7 @@ ClassFolders index_class_folders(const std::string& dir,
                 ": a class that train/ does not have");
     std::vector<std::string> in_class;
     for (const auto& entry : fs::directory_iterator(split_dir / name)) {
-      // A link counts as what it points to; anything but a regular file
-      // with one of the extensions is a bad entry.
-      std::error_code error;
-      const std::string why =
-          !entry.is_regular_file(error)
-              ? ": not a regular file (" + kind_of(entry.path()) + ")"
-          : std::find(extensions.begin(),
-                      extensions.end(),
-                      lower_extension(entry.path())) == extensions.end()
-              ? ": not a " + joined(extensions) + " file"
-              : "";
+      const std::string why = entry_problem(entry, extensions);
       if (!why.empty()) {
         TORCH_CHECK(skip_bad_files,
                     entry.path().string(),
