@@ -253,25 +253,21 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
         at.dx = static_cast<int64_t>(rng.below(5));
         at.flip = rng.below(2) == 1;
       }
-      float* out = batch.images.data_ptr<float>() + e * size;
+      const auto add = [&](const auto* image) {
+        add_example(image,
+                    shape,
+                    normalization_,
+                    full_scale,
+                    weight,
+                    at,
+                    batch.images.data_ptr<float>() + e * size);
+      };
       if (dataset_.reader) {
         sources[j] = read.index[static_cast<size_t>(r)];
-        add_example(read.values.data() + r * size,
-                    shape,
-                    normalization_,
-                    full_scale,
-                    weight,
-                    at,
-                    out);
+        add(read.values.data() + r * size);
       } else {
         sources[j] = order[static_cast<size_t>(position * per_example + j)];
-        add_example(dataset_.images.data_ptr<uint8_t>() + sources[j] * size,
-                    shape,
-                    normalization_,
-                    full_scale,
-                    weight,
-                    at,
-                    out);
+        add(dataset_.images.data_ptr<uint8_t>() + sources[j] * size);
       }
       targets[e * K + labels[sources[j]]] += static_cast<float>(weight);
     }
