@@ -137,12 +137,15 @@ class ResNet(nn.Module):
     batch norm, ReLU, global average pooling, dense layer. Layer `l` of
     block `b` is `blocks["block{b}_layer{l}"]`. With spatial_dims 1 it
     takes waveforms (N x C x L or N x C x 1 x L): 1 x k kernels and 1-D
-    pooling along time (docs/resnet.md, "Waveforms")."""
+    pooling along time (docs/resnet.md, "Waveforms"). The pooling is
+    DiffStride unless `pooling` says otherwise ("none": strided
+    convolutions, "spatial", "spectral"), as in the command-line tool's
+    recipe."""
 
     def __init__(self, filters: Sequence[int], strides: Sequence[Stride],
                  layers_per_block: int = 2, id_only: Sequence[int] = (),
                  kernel_size: int = 3, num_classes: int = 10, in_channels: int = 3,
-                 pooling: str = "none", spatial_dims: int = 2,
+                 pooling: str = "diffstride", spatial_dims: int = 2,
                  **diffstride_options) -> None:
         super().__init__()
         if not filters or len(filters) != len(strides):
@@ -189,6 +192,24 @@ class ResNet(nn.Module):
             x = layer(x)
         x = torch.relu(self.head_bn(x)).mean(dim=(2, 3))
         return self.fc(x)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float = 5e-4) -> List[dict]:
+    """The two parameter groups of the recipe (docs/training.md) for
+    torch.optim.SGD: the convolution weights and the dense layer's weight
+    and bias carry the L2 penalty `weight_decay * sum(w^2)`, whose gradient
+    is SGD's weight decay of 2 * weight_decay; batch norms and DiffStride's
+    strides carry none."""
+    decayed = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            decayed.append(module.weight)
+        elif isinstance(module, nn.Linear):
+            decayed.extend([module.weight, module.bias])
+    chosen = {id(p) for p in decayed}
+    others = [p for p in model.parameters() if id(p) not in chosen]
+    return [{"params": decayed, "weight_decay": 2.0 * weight_decay},
+            {"params": others, "weight_decay": 0.0}]
 
 
 def resnet(filters: Sequence[int], strides: Sequence[Stride], **options) -> ResNet:

@@ -90,9 +90,22 @@ class DiffStride(_DiffStrideNd):
         shared_stride: one stride for both axes.
         lower_limit_stride, upper_limit_stride: the constraint's limits.
 
+    Output size of an H x W input, with R = smoothness_factor and the target
+    sizes t_h = max(H / s_h, 2), t_w = max(W / s_w, 2), with the strides as
+    the forward's clamp leaves them (docs/layers.md):
+
+        H' = 2 min(ceil(t_h / 2 + R), H / 2)              (H even)
+        H' = 2 min(ceil(t_h / 2 + R), (H + 1) / 2) - 1    (H odd)
+        W' = 2 (min(ceil(t_w / 2 + 1 + R), floor(W / 2) + 1) - 1)
+
+    and H x 2 floor(W / 2) without cropping: the kept band is the target
+    size plus the mask's ramp of R bins on each side.
+
     The strides are clamped in place at every forward; call
     :func:`diffstride.constrain_strides` on the model after each optimiser
-    step.
+    step. The recipe puts no weight decay on them (nor on batch norms):
+    :func:`diffstride.models.parameter_groups` splits a model's parameters
+    into the two groups it uses.
     """
     dims = 2
     layer = "DiffStride"

@@ -2,6 +2,7 @@
 FFT formulation written here, gradcheck and gradgradcheck, the stride clamp
 and constraint, training steps, TorchScript, state_dict round trips, and
 `import diffstride` from any folder."""
+import copy
 import math
 import pathlib
 import subprocess
@@ -113,6 +114,64 @@ def test_module_checks_are_the_cpp_modules_with_their_messages():
         assert message.startswith(layer + ": ") and fragment in message, message
         assert fragment in cpp, fragment
         assert fragment not in python, fragment
+
+
+def test_output_sizes_follow_the_docstrings_formula():
+    """DiffStride's docstring gives the output size in closed form: checked
+    against the layer at even and odd sizes, fractional strides and two
+    smoothness factors, with the strides the forward's clamp leaves."""
+    def expected(size, stride, R, last):
+        t = max(size / stride, 2.0)
+        if last:
+            return 2 * (min(math.ceil(t / 2 + 1 + R), size // 2 + 1) - 1)
+        if size % 2 == 0:
+            return 2 * min(math.ceil(t / 2 + R), size // 2)
+        return 2 * min(math.ceil(t / 2 + R), (size + 1) // 2) - 1
+
+    for H, W in [(32, 32), (31, 17), (18, 18), (9, 12), (64, 7)]:
+        for strides in [(1.0, 1.0), (2.0, 3.0), (2.5, 1.7), (4.0, 4.0), (7.3, 2.2)]:
+            for R in (4.0, 2.0):
+                layer = diffstride.DiffStride(strides=strides, smoothness_factor=R)
+                y = layer(torch.randn(1, 1, H, W))
+                s_h, s_w = layer.current_strides()
+                assert tuple(y.shape[2:]) == (expected(H, s_h, R, False),
+                                              expected(W, s_w, R, True)), (H, W, strides, R)
+
+
+def test_models_pool_with_diffstride_by_default():
+    model = diffstride.models.resnet18()
+    assert len(diffstride.current_strides(model)) == 4
+    assert sum(p.numel() for p in model.parameters()) == 11_172_178
+    assert len(diffstride.current_strides(diffstride.models.resnet18(pooling="none"))) == 0
+
+
+def test_parameter_groups_give_the_recipes_l2_step():
+    """SGD over parameter_groups(model, wd) on the data loss takes the step
+    of the recipe's loss, data + wd * sum(w^2) over the convolution weights
+    and the dense layer, written out here; strides and batch norms carry no
+    decay."""
+    torch.manual_seed(5)
+    model = diffstride.models.resnet([8, 16, 16], [1, 2, 2], layers_per_block=1,
+                                     in_channels=1, num_classes=4)
+    reference = copy.deepcopy(model)
+    groups = diffstride.models.parameter_groups(model, weight_decay=5e-3)
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    assert not any(p is layer.strides for layer in model.modules()
+                   if isinstance(layer, diffstride.DiffStride) for p in groups[0]["params"])
+    x, labels = torch.randn(6, 1, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+    optimizer.step()
+    decayed = [m.weight for m in reference.modules() if isinstance(m, torch.nn.Conv2d)]
+    decayed += [reference.fc.weight, reference.fc.bias]
+    loss = torch.nn.functional.cross_entropy(reference(x), labels)
+    (loss + 5e-3 * sum(w.square().sum() for w in decayed)).backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p -= 0.1 * p.grad
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
 
 
 def test_a_few_training_steps_lower_the_loss_and_move_the_strides():
