@@ -25,6 +25,8 @@ class CMakeBuild(build_ext):
         import torch
 
         build_dir = os.environ.get("DIFFSTRIDE_BUILD_DIR")
+        print(f"diffstride: building the layer library in {build_dir or ROOT / 'build-python'} "
+              f"against torch {torch.__version__} (pip -v shows CMake's output)", flush=True)
         if not build_dir:
             build_dir = str(ROOT / "build-python")
             subprocess.check_call([
@@ -41,6 +43,7 @@ class CMakeBuild(build_ext):
         target = pathlib.Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pathlib.Path(build_dir) / "libdiffstride.so", target)
+        print(f"diffstride: library copied to {target}", flush=True)
 
 
 setup(
@@ -54,5 +57,8 @@ setup(
     # setuptools' own build folder, away from the CMake build in build/.
     options={"build": {"build_base": "build-python/setuptools"}},
     python_requires=">=3.11",
-    install_requires=["torch"],
+    # No install_requires: the library is built against the torch already
+    # installed (Debian's python3-torch, or a pip-installed torch), which pip
+    # could not fetch or build from an offline index (`pip wheel --no-index`);
+    # importing diffstride without torch fails at `import torch`.
 )
