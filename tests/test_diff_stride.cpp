@@ -468,6 +468,33 @@ TEST(DiffStrideModule, ClampsParameterAtFloorAndGradientStillReachesIt) {
   }
 }
 
+// One module at 32 x 32 (strides stay 1.5) and at 8 x 8 (R = 3: the clamp
+// moves them to the floor 8 / 5 = 1.6) in one graph: backward works, and the
+// strides' gradient is the sum of the two uses' gradients, each at the
+// strides it saw (no mask bin sits on a kink of its ramp there).
+TEST(DiffStrideModule, OneModuleAtTwoSizesInOneGraphBackpropagatesBothUses) {
+  torch::manual_seed(6);
+  DiffStride pool(DiffStrideOptions().strides(1.5).smoothness_factor(3.0));
+  pool->to(torch::kDouble);
+  const auto big = random_input({2, 3, 32, 32});
+  const auto small = random_input({2, 3, 8, 8});
+  const auto y_big = pool(big);
+  const auto y_small = pool(small);
+  EXPECT_DOUBLE_EQ(pool->strides[0].item<double>(), 8.0 / 5.0);
+  const auto w_big = torch::randn_like(y_big);
+  const auto w_small = torch::randn_like(y_small);
+  ((y_big * w_big).sum() + (y_small * w_small).sum()).backward();
+  for (const int axis : {0, 1}) {
+    const double numeric =
+        stride_finite_difference(big, w_big, {1.5, 1.5}, axis, 3.0, true) +
+        stride_finite_difference(
+            small, w_small, {8.0 / 5.0, 8.0 / 5.0}, axis, 3.0, true);
+    EXPECT_NEAR(pool->strides.grad()[axis].item<double>(),
+                numeric,
+                1e-6 * std::abs(numeric));
+  }
+}
+
 TEST(DiffStrideModule, Float32ParameterAtFloorStillGetsGradient) {
   DiffStride pool(DiffStrideOptions().strides(1.0));
   const auto y = pool(torch::randn({2, 3, 32, 32}));

@@ -49,7 +49,9 @@ class _DiffStrideNd(nn.Module):
                                                self.smoothness_factor)
         self.last_input_size = list(input.shape[2:])
         self.constrain_strides()
-        return torch.ops.diffstride.diffstride(input, self.strides,
+        # A copy for this call's graph: a later call at another input size
+        # may clamp the parameter in place without invalidating this one.
+        return torch.ops.diffstride.diffstride(input, self.strides.clone(),
                                                self.smoothness_factor, self.cropping)
 
     def constrain_strides(self) -> None:

@@ -426,9 +426,12 @@ at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
     last_input_size_ = size;
     constrain_strides_locked();
   }
+  // A copy for this call's graph: a later call at another input size may
+  // clamp the parameter in place without invalidating this one (the value
+  // and the gradient are the parameter's; docs/layers.md, step 1).
   return functional::diffstride(
       input,
-      strides,
+      strides.clone(),
       functional::DiffStrideFuncOptions()
           .smoothness_factor(options.smoothness_factor())
           .cropping(options.cropping()));

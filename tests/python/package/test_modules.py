@@ -174,6 +174,36 @@ def test_parameter_groups_give_the_recipes_l2_step():
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_one_layer_at_two_sizes_in_one_graph_backpropagates_both_uses():
+    """The same layer (R = 3) at 32 x 32 (strides stay 1.5) and at 8 x 8
+    (the clamp moves them to the floor 8 / (8 - R) = 1.6) in one graph:
+    backward works, and the strides' gradient is the sum of both uses'
+    gradients, each at the strides it saw, by float64 central differences of
+    the plain FFT formulation (no mask bin sits on a kink of its ramp there)."""
+    torch.manual_seed(6)
+    layer = diffstride.DiffStride(strides=1.5, smoothness_factor=3.0).double()
+    big = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    small = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    y_big = layer(big)
+    y_small = layer(small)
+    assert layer.current_strides() == pytest.approx([1.6, 1.6])
+    w_big, w_small = torch.randn_like(y_big), torch.randn_like(y_small)
+    ((y_big * w_big).sum() + (y_small * w_small).sum()).backward()
+
+    def loss(x, w, s_h, s_w):
+        return (plain_diffstride(x.detach(), s_h, s_w, R=3.0) * w).sum().item()
+
+    h = 1e-6
+    expected = [
+        sum((loss(x, w, *(s + h * (axis == a) for a in range(2)))
+             - loss(x, w, *(s - h * (axis == a) for a in range(2)))) / (2 * h)
+            for x, w, s in ((big, w_big, 1.5), (small, w_small, 8 / 5)))
+        for axis in range(2)]
+    assert torch.allclose(layer.strides.grad, torch.tensor(expected, dtype=torch.float64),
+                          rtol=1e-5, atol=1e-7), (layer.strides.grad, expected)
+    assert big.grad is not None and big.grad.abs().sum() > 0
+
+
 def test_a_few_training_steps_lower_the_loss_and_move_the_strides():
     torch.manual_seed(2)
     features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), diffstride.DiffStride(2.0),
