@@ -32,6 +32,13 @@ class FrozenDiffStride(nn.Module):
         self.register_buffer("row_imag_t", empty if self.real_only else row_imag.t().contiguous())
 
     def forward(self, input: Tensor) -> Tensor:
+        height, width = self.row_real_t.shape[0], self.column_real.shape[0]
+        # Eager calls only: a traced or exported graph has its sizes fixed.
+        if not torch.jit.is_tracing() and (input.shape[-2] != height
+                                           or input.shape[-1] != width):
+            raise ValueError(f"FrozenDiffStride: frozen for {height} x {width} inputs, got "
+                             f"{input.shape[-2]} x {input.shape[-1]}; freeze the model at this "
+                             "size (diffstride.freeze(model, example_input))")
         out = torch.matmul(torch.matmul(input, self.column_real).transpose(-1, -2), self.row_real_t)
         if not self.real_only:
             out = out + torch.matmul(torch.matmul(input, self.column_imag).transpose(-1, -2),

@@ -327,6 +327,13 @@ def test_frozen_model_exported_to_onnx_runs_in_opencv(tmp_path):
     assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
+def test_a_frozen_layer_at_another_size_names_the_size_it_was_frozen_for():
+    frozen = diffstride.freeze(diffstride.DiffStride(strides=(2.0, 3.0)), torch.randn(1, 2, 32, 24))
+    assert frozen(torch.randn(1, 2, 32, 24)).shape[2:] == (24, 16)
+    with pytest.raises(ValueError, match=r"frozen for 32 x 24 inputs, got 16 x 16; freeze"):
+        frozen(torch.randn(1, 2, 16, 16))
+
+
 def test_freeze_needs_an_input_size_and_a_two_dimensional_layer():
     with pytest.raises(ValueError, match="has seen no input"):
         diffstride.freeze(torch.nn.Sequential(diffstride.DiffStride()))
