@@ -1,6 +1,7 @@
 """DiffStride for PyTorch: spectral pooling with strides learned by gradient
 descent (Riad et al., ICLR 2022), backed by the compiled ops of this
 project (torch.ops.diffstride)."""
+from . import _onnx  # noqa: F401  (ONNX export of a live layer names freeze)
 from . import models
 from .freeze import FrozenDiffStride, freeze
 from .modules import (DiffStride, DiffStride1d, DiffStride3d, FixedSpectralPooling,

@@ -3,6 +3,7 @@ FFT formulation written here, gradcheck and gradgradcheck, the stride clamp
 and constraint, training steps, TorchScript, state_dict round trips, and
 `import diffstride` from any folder."""
 import copy
+import io
 import math
 import pathlib
 import subprocess
@@ -332,6 +333,12 @@ def test_a_frozen_layer_at_another_size_names_the_size_it_was_frozen_for():
     assert frozen(torch.randn(1, 2, 32, 24)).shape[2:] == (24, 16)
     with pytest.raises(ValueError, match=r"frozen for 32 x 24 inputs, got 16 x 16; freeze"):
         frozen(torch.randn(1, 2, 16, 16))
+
+
+def test_onnx_export_of_a_live_layer_names_freeze():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), diffstride.DiffStride())
+    with pytest.raises(Exception, match=r"diffstride\.freeze\(model, example_input\)"):
+        torch.onnx.export(model, torch.randn(1, 3, 32, 32), io.BytesIO(), opset_version=13)
 
 
 def test_freeze_needs_an_input_size_and_a_two_dimensional_layer():
