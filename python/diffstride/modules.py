@@ -13,6 +13,29 @@ def _as_list(value: Strides) -> List[float]:
     return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
+def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
+                        smoothness_factor: float, cropping: bool, lower_limit_stride: float,
+                        upper_limit_stride: Optional[float]) -> Tensor:
+    """The modules' forward: the input check, the clamp of the strides in
+    place with the input's size, and the layer on a copy of the strides (a
+    later call at another input size may clamp the parameter in place
+    without invalidating this call's graph)."""
+    torch.ops.diffstride.check_layer_input(input, layer, dims, smoothness_factor)
+    torch.ops.diffstride.constrain_strides_(strides, input.shape[2:], smoothness_factor,
+                                            lower_limit_stride, upper_limit_stride)
+    return torch.ops.diffstride.diffstride(input, strides.clone(), smoothness_factor, cropping)
+
+
+# torch.fx.symbolic_trace records calls of this function as graph nodes
+# instead of tracing into them (the input's sizes are not known there).
+torch.fx.wrap("_diffstride_forward")
+
+
+@torch.jit.unused
+def _fx_tracing() -> bool:
+    return torch.fx._symbolic_trace.is_fx_tracing()
+
+
 class _DiffStrideNd(nn.Module):
     """Spectral pooling whose strides are learned (docs/layers.md)."""
 
@@ -45,14 +68,13 @@ class _DiffStrideNd(nn.Module):
         self.last_input_size = []
 
     def forward(self, input: Tensor) -> Tensor:
-        torch.ops.diffstride.check_layer_input(input, self.layer, self.dims,
-                                               self.smoothness_factor)
-        self.last_input_size = list(input.shape[2:])
-        self.constrain_strides()
-        # A copy for this call's graph: a later call at another input size
-        # may clamp the parameter in place without invalidating this one.
-        return torch.ops.diffstride.diffstride(input, self.strides.clone(),
-                                               self.smoothness_factor, self.cropping)
+        # Under torch.fx the sizes are not known, and the traced graph holds
+        # the layer as one call of _diffstride_forward.
+        if torch.jit.is_scripting() or not _fx_tracing():
+            self.last_input_size = list(input.shape[2:])
+        return _diffstride_forward(input, self.strides, self.layer, self.dims,
+                                   self.smoothness_factor, self.cropping,
+                                   self.lower_limit_stride, self.upper_limit_stride)
 
     def constrain_strides(self) -> None:
         """Clamps the strides in place to [max(lower, size / (size - R)),

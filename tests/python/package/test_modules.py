@@ -335,6 +335,23 @@ def test_a_frozen_layer_at_another_size_names_the_size_it_was_frozen_for():
         frozen(torch.randn(1, 2, 16, 16))
 
 
+def test_fx_symbolic_trace_keeps_each_layer_as_one_call():
+    torch.manual_seed(7)
+    model = diffstride.models.resnet([8, 16, 16], [1, 2, 2], layers_per_block=1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    traced = torch.fx.symbolic_trace(model)
+    calls = [n for n in traced.graph.nodes
+             if n.op == "call_function" and n.target.__name__ == "_diffstride_forward"]
+    # The stem's, and in each of the 2 projecting layers the main path's and
+    # the shortcut's (one pooling instance, two calls).
+    assert len(diffstride.current_strides(model)) == 3 and len(calls) == 1 + 2 * 2
+    assert torch.equal(traced(x), expected)
+    traced(x).square().sum().backward()
+    assert all(m.strides.grad is not None for m in model.modules()
+               if isinstance(m, diffstride.DiffStride))
+
+
 def test_onnx_export_of_a_live_layer_names_freeze():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), diffstride.DiffStride())
     with pytest.raises(Exception, match=r"diffstride\.freeze\(model, example_input\)"):
