@@ -9,6 +9,7 @@ from . import _library  # noqa: F401  (registers torch.ops.diffstride)
 
 Strides = Union[float, Sequence[float]]
 
+
 def _as_list(value: Strides) -> List[float]:
     return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 

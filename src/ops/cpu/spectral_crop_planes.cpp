@@ -72,14 +72,13 @@ Isa choose_isa() {
     return best;
   }
   const std::string name(asked);
-  const Isa wanted = name == "baseline" ? Isa::kBaseline
-                     : name == "avx2"   ? Isa::kAvx2
-                     : name == "avx512" ? Isa::kAvx512
-                                        : best;
   TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
               "DIFFSTRIDE_CPU_ISA: expected baseline, avx2 or avx512, got '",
               name,
               "'");
+  const Isa wanted = name == "baseline" ? Isa::kBaseline
+                     : name == "avx2"   ? Isa::kAvx2
+                                        : Isa::kAvx512;
   TORCH_CHECK(wanted <= best,
               "DIFFSTRIDE_CPU_ISA=",
               name,
