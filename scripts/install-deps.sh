@@ -30,10 +30,11 @@ packages=(
   # package's offline install and tests need
   python3 python3-torch python3-venv python3-pip python3-setuptools
   python3-wheel python3-pytest
-  # an independent ONNX runtime for the frozen-model export test, and an
+  # onnx (diffstride.onnx.export), an independent ONNX runtime for the
+  # frozen-model export test, and an
   # independent decoder of the image-folder tests' files; Pillow writes the
   # PNG and JPEG kinds OpenCV cannot (palette, grey + alpha, CMYK)
-  python3-opencv python3-pil
+  python3-opencv python3-pil python3-onnx
 )
 
 if [ "$(id -u)" -ne 0 ]; then

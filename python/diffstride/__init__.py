@@ -1,7 +1,7 @@
 """DiffStride for PyTorch: spectral pooling with strides learned by gradient
 descent (Riad et al., ICLR 2022), backed by the compiled ops of this
 project (torch.ops.diffstride)."""
-from . import _onnx  # noqa: F401  (ONNX export of a live layer names freeze)
+from . import onnx  # also makes the ONNX export of a live layer name freeze
 from . import models
 from .freeze import FrozenDiffStride, freeze
 from .modules import (DiffStride, DiffStride1d, DiffStride3d, FixedSpectralPooling,
@@ -9,7 +9,7 @@ from .modules import (DiffStride, DiffStride1d, DiffStride3d, FixedSpectralPooli
                       constrain_strides, current_strides)
 
 __all__ = [
-    "models", "freeze", "FrozenDiffStride",
+    "models", "onnx", "freeze", "FrozenDiffStride",
     "DiffStride", "DiffStride1d", "DiffStride3d",
     "FixedSpectralPooling", "FixedSpectralPooling1d", "FixedSpectralPooling3d",
     "SpatialPooling", "constrain_strides", "current_strides",

@@ -278,8 +278,8 @@ def test_parameter_counts_equal_the_cpp_models():
 
 def _trained_looking_resnet():
     """A small DiffStride ResNet whose batch norms hold varied statistics,
-    as after training (ONNX exporters merge identical constants of a fresh
-    model into Identity nodes, which OpenCV does not read)."""
+    as after training (so that freezing is checked on more than the
+    identity maps of fresh batch norms)."""
     torch.manual_seed(4)
     model = diffstride.models.resnet([8, 16, 16], [2, 2, 2], layers_per_block=1,
                                      pooling="diffstride")
@@ -314,18 +314,47 @@ def test_frozen_model_equals_the_model_and_runs_without_the_library(tmp_path):
     assert torch.allclose(torch.tensor(eval(out.stdout)), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
 
 
-def test_frozen_model_exported_to_onnx_runs_in_opencv(tmp_path):
-    import cv2  # python3-opencv, from scripts/install-deps.sh
-    model = _trained_looking_resnet()
+def _frozen_resnet18_onnx(path):
+    """A fresh resnet18 (its batch norms all equal: the exporter feeds equal
+    constants through Identity nodes), frozen and written by
+    diffstride.onnx.export; returns the input and the eager output."""
+    torch.manual_seed(5)
+    model = diffstride.models.resnet18().eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
     diffstride.freeze(model, x)
-    torch.onnx.export(model, x, str(tmp_path / "frozen.onnx"), opset_version=13)
+    diffstride.onnx.export(model, x, str(path))
+    return x, expected
+
+
+def test_frozen_resnet18_exported_to_onnx_runs_in_opencv(tmp_path):
+    import cv2  # python3-opencv, from scripts/install-deps.sh
+    x, expected = _frozen_resnet18_onnx(tmp_path / "frozen.onnx")
     net = cv2.dnn.readNetFromONNX(str(tmp_path / "frozen.onnx"))
     net.setInput(x.numpy())
     out = torch.from_numpy(net.forward())
-    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert out.shape == expected.shape and (out - expected).abs().max() <= 1e-4
+
+
+def test_frozen_resnet18_exported_to_onnx_runs_in_onnxruntime(tmp_path):
+    onnxruntime = pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (no Debian package; the CUDA machines have it)")
+    x, expected = _frozen_resnet18_onnx(tmp_path / "frozen.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "frozen.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert out.shape == expected.shape and (torch.from_numpy(out) - expected).abs().max() <= 1e-4
+
+
+def test_onnx_export_writes_no_identity_of_a_constant(tmp_path):
+    import onnx
+    _frozen_resnet18_onnx(tmp_path / "frozen.onnx")
+    graph = onnx.load(str(tmp_path / "frozen.onnx")).graph
+    constants = {tensor.name for tensor in graph.initializer}
+    assert sum(node.op_type == "MatMul" for node in graph.node) >= 2 * 4
+    assert not [node.name for node in graph.node
+                if node.op_type == "Identity" and node.input[0] in constants]
 
 
 def test_a_frozen_layer_at_another_size_names_the_size_it_was_frozen_for():
