@@ -13,5 +13,5 @@ fi
 DIFFSTRIDE_BUILD_DIR="$root/build" build/venv/bin/pip install --quiet \
   --no-build-isolation --no-index --force-reinstall --no-deps .
 cd /tmp
-DIFFSTRIDE_BUILD_DIR="$root/build" "$root/build/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/python/package"
+DIFFSTRIDE_BUILD_DIR="$root/build" "$root/build/venv/bin/python" -m pytest -q -rs -p no:cacheprovider "$root/tests/python/package"
 

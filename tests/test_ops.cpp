@@ -67,3 +67,46 @@ TEST(Ops, PoolingOpsAcceptOneOrTwoStrides) {
   EXPECT_EQ(spatial.call(x, {3}).sizes(), torch::IntArrayRef({1, 2, 4, 4}));
   EXPECT_THROW(spatial.call(x, {1, 2, 3}), c10::Error);
 }
+
+// The layers on the meta device: shapes and dtypes without data, equal to
+// those of the reference formulation; the internal op's Meta kernel is what
+// runs there.
+TEST(Ops, LayersOnMetaInputsGiveTheReferenceShapes) {
+  const auto op =
+      find_op("diffstride::diffstride")
+          .typed<at::Tensor(
+              const at::Tensor&, const at::Tensor&, double, bool)>();
+  const auto x = torch::randn({2, 3, 21, 18}, torch::kDouble);
+  const auto on_meta = x.to(torch::kMeta);
+  for (const auto& [s_h, s_w] : {std::pair{2.5, 1.5}, std::pair{1.0, 7.0}}) {
+    const auto strides = torch::tensor({s_h, s_w}, torch::kDouble);
+    const auto y = op.call(on_meta, strides, 2.0, true);
+    EXPECT_TRUE(y.is_meta());
+    EXPECT_EQ(y.scalar_type(), torch::kDouble);
+    EXPECT_EQ(y.sizes(), ref::diffstride(x, s_h, s_w, 2.0, true).sizes());
+  }
+  EXPECT_THROW(
+      {
+        try {
+          op.call(on_meta, torch::full({2}, 2.0, torch::kMeta), 2.0, true);
+        } catch (const c10::Error& error) {
+          EXPECT_NE(std::string(error.what())
+                        .find("output size depends on the strides' values"),
+                    std::string::npos);
+          throw;
+        }
+      },
+      c10::Error);
+  const auto crop =
+      find_op("diffstride::_spectral_crop")
+          .typed<at::Tensor(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  const auto meta = [](at::IntArrayRef size) {
+    return torch::empty(size, torch::dtype(torch::kFloat).device(torch::kMeta));
+  };
+  EXPECT_EQ(
+      crop.call(meta({2, 3, 21, 18}), meta({8, 42}), meta({18, 12})).sizes(),
+      at::IntArrayRef({2, 3, 8, 6}));
+  EXPECT_THROW(crop.call(meta({2, 3, 21, 18}), meta({8, 40}), meta({18, 12})),
+               c10::Error);
+}

@@ -14,9 +14,9 @@ def _as_list(value: Strides) -> List[float]:
     return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
-def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
-                        smoothness_factor: float, cropping: bool, lower_limit_stride: float,
-                        upper_limit_stride: Optional[float]) -> Tensor:
+def _diffstride(input: Tensor, strides: Tensor, layer: str, dims: int,
+                smoothness_factor: float, cropping: bool, lower_limit_stride: float,
+                upper_limit_stride: Optional[float]) -> Tensor:
     """The modules' forward: the input check, the clamp of the strides in
     place with the input's size, and the layer on a copy of the strides (a
     later call at another input size may clamp the parameter in place
@@ -25,6 +25,25 @@ def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
     torch.ops.diffstride.constrain_strides_(strides, input.shape[2:], smoothness_factor,
                                             lower_limit_stride, upper_limit_stride)
     return torch.ops.diffstride.diffstride(input, strides.clone(), smoothness_factor, cropping)
+
+
+def _eager_under_torch_compile(function):
+    """torch.compile (PyTorch >= 2.1) calls `function` as it is, as one graph
+    break: the layer reads its strides' values on the host to size its
+    crop, and a compiled graph has no values to read (docs/layers.md, "Under
+    tracers and compilers")."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return function if disable is None else disable(function)
+
+
+@_eager_under_torch_compile
+@torch.jit.unused
+def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
+                        smoothness_factor: float, cropping: bool, lower_limit_stride: float,
+                        upper_limit_stride: Optional[float]) -> Tensor:
+    """_diffstride for Python callers (TorchScript calls _diffstride)."""
+    return _diffstride(input, strides, layer, dims, smoothness_factor, cropping,
+                       lower_limit_stride, upper_limit_stride)
 
 
 # torch.fx.symbolic_trace records calls of this function as graph nodes
@@ -69,9 +88,14 @@ class _DiffStrideNd(nn.Module):
         self.last_input_size = []
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            self.last_input_size = list(input.shape[2:])
+            return _diffstride(input, self.strides, self.layer, self.dims,
+                               self.smoothness_factor, self.cropping,
+                               self.lower_limit_stride, self.upper_limit_stride)
         # Under torch.fx the sizes are not known, and the traced graph holds
         # the layer as one call of _diffstride_forward.
-        if torch.jit.is_scripting() or not _fx_tracing():
+        if not _fx_tracing():
             self.last_input_size = list(input.shape[2:])
         return _diffstride_forward(input, self.strides, self.layer, self.dims,
                                    self.smoothness_factor, self.cropping,

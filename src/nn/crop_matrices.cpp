@@ -1,5 +1,7 @@
 #include "nn/crop_matrices.h"
 
+#include "nn/host_constants.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
@@ -242,29 +244,33 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
       [&](double* out, const double* weights) {
         fill_column_matrix(out, kept_columns, weights, width, output_width);
       });
+  // Filled outside any tensor mode and lifted into it (nn/host_constants.h).
   const auto dtype = c10::typeMetaToScalarType(options.dtype());
   if (options.device().is_cpu()) {
-    auto row = at::empty({out_height, 2 * height}, at::TensorOptions(dtype));
-    auto column =
-        at::empty({width, 2 * output_width}, at::TensorOptions(dtype));
-    AT_DISPATCH_FLOATING_TYPES(dtype, "separable_matrices", [&] {
-      std::copy(
-          packed.data(), packed.data() + row_count, row.data_ptr<scalar_t>());
-      std::copy(packed.data() + row_count,
-                packed.data() + row_count + column_count,
-                column.data_ptr<scalar_t>());
-    });
-    return {row, column};
+    at::Tensor row, column;
+    {
+      OutsideTensorModes outside;
+      row = at::empty({out_height, 2 * height}, at::TensorOptions(dtype));
+      column = at::empty({width, 2 * output_width}, at::TensorOptions(dtype));
+      AT_DISPATCH_FLOATING_TYPES(dtype, "separable_matrices", [&] {
+        std::copy(
+            packed.data(), packed.data() + row_count, row.data_ptr<scalar_t>());
+        std::copy(packed.data() + row_count,
+                  packed.data() + row_count + column_count,
+                  column.data_ptr<scalar_t>());
+      });
+    }
+    return {at::lift_fresh(row), at::lift_fresh(column)};
   }
-  auto on_device =
-      at::from_blob(packed.data(), {row_count + column_count}, at::kDouble)
-          .to(dtype);
-  if (options.device().is_cuda()) {
-    on_device =
-        on_device.pin_memory().to(options.device(), /*non_blocking=*/true);
-  } else {
-    on_device = on_device.to(options.device());
-  }
+  const bool cuda = options.device().is_cuda();
+  const auto on_device =
+      host_constant([&] {
+        auto on_host =
+            at::from_blob(
+                packed.data(), {row_count + column_count}, at::kDouble)
+                .to(dtype);
+        return cuda ? on_host.pin_memory() : on_host;
+      }).to(options.device(), /*non_blocking=*/cuda);
   return {on_device.narrow(0, 0, row_count).view({out_height, 2 * height}),
           on_device.narrow(0, row_count, column_count)
               .view({width, 2 * output_width})};

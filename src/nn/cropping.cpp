@@ -2,6 +2,8 @@
 
 #include "nn/cropping.h"
 
+#include "nn/host_constants.h"
+
 #include "ops/spectral_crop.h"
 
 #include <ATen/ATen.h>
@@ -84,8 +86,9 @@ at::Tensor fft_crop(const at::Tensor& data,
     const int64_t dim = dims[i];
     if (i + 1 < rank) {
       if (kept != spectrum.size(dim)) {
-        spectrum = spectrum.index_select(
-            dim, at::tensor(crop.bins, at::kLong).to(data.device()));
+        const auto bins =
+            host_constant([&] { return at::tensor(crop.bins, at::kLong); });
+        spectrum = spectrum.index_select(dim, bins.to(data.device()));
       }
       output_sizes.push_back(kept);
     } else {

@@ -2,6 +2,7 @@
 
 #include "nn/cropping.h"
 #include "nn/diffstride_matrices.h"
+#include "nn/host_constants.h"
 #include "nn/module_checks.h"
 #include "nn/pooling_input.h"
 
@@ -104,6 +105,21 @@ std::vector<int64_t> half_spectrum_positions(int64_t width) {
   return positions;
 }
 
+// The strides' values, read on the host (one copy from the device). Meta
+// inputs (and fake ones, for tracers) are fine, but the crop's size is a
+// function of these values (docs/layers.md, "Under tracers and compilers").
+std::vector<double> host_values(const at::Tensor& strides,
+                                const std::string& layer) {
+  TORCH_CHECK(!detail::holds_no_values(strides),
+              layer,
+              ": the output size depends on the strides' values, which "
+              "strides on the meta device or fake strides do not hold; keep "
+              "the strides a tensor with values (the input may be meta)");
+  detail::OutsideTensorModes outside;
+  const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+  return {host.data_ptr<double>(), host.data_ptr<double>() + host.numel()};
+}
+
 // Steps 1-3 of docs/layers.md for inputs of spatial size `spatial`: what
 // the crop keeps of each axis and what its mask depends on, and the last
 // axis' output size. Which bins are kept depends on the strides' values, read
@@ -136,9 +152,7 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
               ": expected floating-point strides, got ",
               strides.scalar_type());
   const bool shared = strides.numel() == 1;
-  const auto host = strides.detach().to(at::kCPU, at::kDouble).contiguous();
-  std::vector<double> values(host.data_ptr<double>(),
-                             host.data_ptr<double>() + host.numel());
+  const auto values = host_values(strides, layer);
   for (const double value : values) {
     check_stride_value(value, layer, "strides");
   }
@@ -322,7 +336,13 @@ void constrain_strides(const at::Tensor& strides,
   }
   const double upper =
       upper_limit_stride.value_or(std::numeric_limits<double>::infinity());
+  // Strides without values (a module moved to the meta device) have
+  // nothing to clamp.
+  if (holds_no_values(strides)) {
+    return;
+  }
   torch::NoGradGuard no_grad;
+  OutsideTensorModes outside;
   auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
   auto* data = values.data_ptr<double>();
   bool changed = false;

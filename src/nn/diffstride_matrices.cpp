@@ -1,6 +1,7 @@
 #include "nn/diffstride_matrices.h"
 
 #include "nn/crop_matrices.h"
+#include "nn/host_constants.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -82,8 +83,10 @@ struct RampMaskFunction : public torch::autograd::Function<RampMaskFunction> {
                                int64_t order) {
     ctx->save_for_backward({strides});
     keep(ctx, Saved{axis, smoothness_factor, order});
-    return {
-        at::tensor(ramp_weights(axis, smoothness_factor, order), at::kDouble)};
+    return {host_constant([&] {
+      return at::tensor(ramp_weights(axis, smoothness_factor, order),
+                        at::kDouble);
+    })};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradients) {

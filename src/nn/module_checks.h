@@ -31,7 +31,8 @@ std::vector<double> diffstride_initial_strides(
 /// DiffStride's constraint: clamps `strides` (one value, or one per axis of
 /// `spatial_rank`) in place to [max(lower, size / (size - R)), upper], with
 /// the spatial size of the last input (empty: none yet, floor `lower`).
-/// Writes only when a value moves.
+/// Writes only when a value moves; strides without values (meta) are left
+/// as they are.
 void constrain_strides(const at::Tensor& strides,
                        int64_t spatial_rank,
                        c10::ArrayRef<int64_t> last_input_size,
