@@ -38,6 +38,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
   return op.call(grad_output, input, row_matrix, column_matrix, output_mask);
 }
 
+void check_spectral_crop_types(const at::Tensor& input,
+                               const at::Tensor& row_matrix,
+                               const at::Tensor& column_matrix,
+                               const char* op) {
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      op,
+      ": expected a float32 or float64 input, got ",
+      input.scalar_type());
+  for (const auto* matrix : {&row_matrix, &column_matrix}) {
+    TORCH_CHECK(matrix->scalar_type() == input.scalar_type() &&
+                    matrix->device() == input.device(),
+                op,
+                ": expected the matrices in the input's dtype and device (",
+                input.scalar_type(),
+                ", ",
+                input.device(),
+                "), got ",
+                matrix->scalar_type(),
+                ", ",
+                matrix->device());
+  }
+}
+
 void check_spectral_crop_arguments(const at::Tensor& input,
                                    const at::Tensor& row_matrix,
                                    const at::Tensor& column_matrix,
@@ -46,11 +70,7 @@ void check_spectral_crop_arguments(const at::Tensor& input,
               op,
               ": expected a 4-D N x C x H x W input, got shape ",
               input.sizes());
-  TORCH_CHECK(
-      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-      op,
-      ": expected a float32 or float64 input, got ",
-      input.scalar_type());
+  check_spectral_crop_types(input, row_matrix, column_matrix, op);
   TORCH_CHECK(row_matrix.dim() == 2 && row_matrix.size(0) > 0 &&
                   row_matrix.size(1) == 2 * input.size(2),
               op,
@@ -66,19 +86,6 @@ void check_spectral_crop_arguments(const at::Tensor& input,
               input.size(3),
               ", 2W') with W' > 0, got ",
               column_matrix.sizes());
-  for (const auto* matrix : {&row_matrix, &column_matrix}) {
-    TORCH_CHECK(matrix->scalar_type() == input.scalar_type() &&
-                    matrix->device() == input.device(),
-                op,
-                ": expected the matrices in the input's dtype and device (",
-                input.scalar_type(),
-                ", ",
-                input.device(),
-                "), got ",
-                matrix->scalar_type(),
-                ", ",
-                matrix->device());
-  }
 }
 
 void check_spectral_crop_backward_arguments(const at::Tensor& grad_output,

@@ -48,6 +48,13 @@ inline bool is_reduced_precision(at::ScalarType type) {
   return type == at::kHalf || type == at::kBFloat16;
 }
 
+/// The dtype (float32 or float64) shared by the input and the matrices, and
+/// their one device. `op` names the caller in the message.
+void check_spectral_crop_types(const at::Tensor& input,
+                               const at::Tensor& row_matrix,
+                               const at::Tensor& column_matrix,
+                               const char* op);
+
 /// What every kernel checks of its arguments: sizes that agree with each
 /// other, one dtype (float32 or float64) and one device. `op` names the
 /// caller in the message.

@@ -35,24 +35,7 @@ void check_meta_arguments(const at::Tensor& input,
               op,
               ": expected row_matrix of shape (H', 2H) and column_matrix of "
               "shape (W, 2W') for an N x C x H x W input");
-  TORCH_CHECK(
-      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-      op,
-      ": expected a float32 or float64 input, got ",
-      input.scalar_type());
-  for (const auto* matrix : {&row_matrix, &column_matrix}) {
-    TORCH_CHECK(matrix->scalar_type() == input.scalar_type() &&
-                    matrix->device() == input.device(),
-                op,
-                ": expected the matrices in the input's dtype and device (",
-                input.scalar_type(),
-                ", ",
-                input.device(),
-                "), got ",
-                matrix->scalar_type(),
-                ", ",
-                matrix->device());
-  }
+  check_spectral_crop_types(input, row_matrix, column_matrix, op);
 }
 
 at::Tensor spectral_crop_meta(const at::Tensor& input,
