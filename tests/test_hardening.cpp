@@ -20,6 +20,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 namespace fs = std::filesystem;
@@ -226,6 +227,29 @@ TEST(Hardening, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
               std::string::npos);
   }
   EXPECT_EQ(read_bytes(root / "run" / "checkpoint.pt"), checkpoint);
+}
+
+// The device notes the first step whose loss is not finite; the run stops
+// at the next read of the figures with an error naming that step, and
+// writes no checkpoint. Here the read comes when step 3 fails on the
+// strides the NaN gradients of step 2 poisoned: the loss is still what is
+// reported.
+TEST(Hardening, NonFiniteLossIsNamedByItsFirstStep) {
+  const auto root = diffstride_test::scratch_folder("first_nan");
+  write_tiny_idx(root / "data", 48, 16);
+  auto config = tiny_config(root / "data", root / "run");
+  config.train.log_every_steps = 100;
+  diffstride::TrainOptions poison;
+  poison.after_step = [&](diffstride::ResNet& model, int64_t step) {
+    if (step == 1) {
+      torch::NoGradGuard no_grad;
+      model->fc->bias.fill_(std::numeric_limits<float>::quiet_NaN());
+    }
+  };
+  expect_error_containing(
+      [&] { diffstride::train(config, poison); },
+      "step 2 (epoch 1, batch 2): the training loss is not finite");
+  EXPECT_FALSE(fs::exists(root / "run" / "checkpoint.pt"));
 }
 
 // Interrupted before its first checkpoint: --resume starts the run from its

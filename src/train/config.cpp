@@ -649,6 +649,13 @@ const std::vector<Key>& schema() {
                             "images and convolution weights in NHWC memory "
                             "order"),
       DIFFSTRIDE_CONFIG_KEY(train,
+                            cudnn_benchmark,
+                            any<bool>(),
+                            "CUDA: cuDNN times its convolution algorithms "
+                            "at each new shape and keeps the fastest (the "
+                            "results may then differ between runs in the "
+                            "last bits)"),
+      DIFFSTRIDE_CONFIG_KEY(train,
                             collective_timeout_seconds,
                             number_above(0),
                             "several processes: a rank waits this long for "
@@ -658,7 +665,9 @@ const std::vector<Key>& schema() {
       DIFFSTRIDE_CONFIG_KEY(train,
                             log_every_steps,
                             integer_at_least(1),
-                            "steps between training-loss scalars"),
+                            "steps between reads of the training figures: the "
+                            "step-loss scalar, the progress line, and where "
+                            "several processes can stop"),
   };
   return keys;
 }

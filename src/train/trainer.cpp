@@ -1,6 +1,7 @@
 #include <diffstride/train/trainer.h>
 
 #include "train/checked_file.h"
+#include "train/device_tally.h"
 
 #include <diffstride/data/batches.h>
 #include <diffstride/train/distributed.h>
@@ -415,20 +416,20 @@ class Trainer {
   std::vector<EpochMetrics> run();
 
  private:
-  // A step's figures summed over the ranks, and whether any was interrupted.
-  struct StepTotals {
-    double loss_sum = 0, correct = 0, examples = 0;
-    bool interrupted = false;
-  };
-
   RunFolder open_folder() const;
   ResumePoint load_resume_point();
   void print_setup() const;
   void start_epoch();
-  StepTotals step(const Batch& batch);
-  void tally(const StepTotals& totals);
-  void log_step(const StepTotals& totals);
-  bool stop_requested(const StepTotals& totals) const;
+  bool step(const Batch& batch);
+  void advance();
+  bool is_read_step(bool interrupted_here) const;
+  detail::DeviceTally::Reading read_figures();
+  void log_step();
+  bool stop_requested(const detail::DeviceTally::Reading& reading) const;
+  bool stop_after_reached() const {
+    return options_.stop_after_steps >= 0 &&
+           steps_this_call() >= options_.stop_after_steps;
+  }
   std::optional<EpochMetrics> evaluate_epoch();
   void log_epoch(const EpochMetrics& metrics);
   void checkpoint(const ResumePoint& point);
@@ -463,8 +464,9 @@ class Trainer {
   const int64_t first_step_;
   std::optional<MetricsLog> log_;
   // Per step, summed over the ranks: loss x examples, correct, examples,
-  // and whether any rank was interrupted.
+  // and whether any rank was interrupted; and their sums over the epoch.
   at::Tensor step_sums_;
+  detail::DeviceTally device_tally_;
   double learning_rate_ = 0;
   Clock::time_point run_start_ = Clock::now(), epoch_start_;
   double seconds_before_epoch_ = 0;
@@ -504,13 +506,17 @@ Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
       per_epoch_(maker_.batches_per_epoch()),
       first_step_(point_.position.step),
       step_sums_(
-          torch::zeros({4}, torch::TensorOptions(device_).dtype(at::kDouble))) {
+          torch::zeros({4}, torch::TensorOptions(device_).dtype(at::kDouble))),
+      device_tally_(device_) {
   TORCH_CHECK(per_epoch_ > 0,
               "data.batch_size ",
               config.data.batch_size,
               " is larger than an epoch of ",
               train_data_.size(),
               " examples");
+  if (device_.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(config.train.cudnn_benchmark);
+  }
   broadcast_model(collectives_, model_);
   step_options_.precision = precision_;
   step_options_.scaler = scaler_.enabled() ? &scaler_ : nullptr;
@@ -565,10 +571,14 @@ std::vector<EpochMetrics> Trainer::run() {
     while (auto batch = batches.next()) {
       learning_rate_ =
           learning_rate_at(config_.optimizer, point_.position.step);
-      const StepTotals totals = step(*batch);
-      tally(totals);
-      log_step(totals);
-      if (stop_requested(totals)) {
+      const bool interrupted_here = step(*batch);
+      advance();
+      if (!is_read_step(interrupted_here)) {
+        continue;
+      }
+      const auto reading = read_figures();
+      log_step();
+      if (stop_requested(reading)) {
         average_buffers(collectives_, model_);
         checkpoint(point_);
         say_stopped("at step " + std::to_string(point_.position.step));
@@ -598,15 +608,26 @@ std::vector<EpochMetrics> Trainer::run() {
 void Trainer::start_epoch() {
   epoch_start_ = Clock::now();
   seconds_before_epoch_ = point_.tally.seconds;
+  device_tally_.restart(point_.tally);
 }
 
-Trainer::StepTotals Trainer::step(const Batch& batch) {
-  const auto result = train_step(model_,
-                                 optimizer_,
-                                 batch_on(batch, device_, memory_format_),
-                                 config_.loss,
-                                 learning_rate_,
-                                 step_options_);
+// One step; its figures, summed over the ranks, join the epoch's on the
+// device. Returns whether this process was interrupted.
+bool Trainer::step(const Batch& batch) {
+  StepResult result;
+  try {
+    result = train_step(model_,
+                        optimizer_,
+                        batch_on(batch, device_, memory_format_),
+                        config_.loss,
+                        learning_rate_,
+                        step_options_);
+  } catch (const c10::Error&) {
+    // Weights poisoned by an earlier non-finite loss fail in the layers
+    // (a DiffStride stride of NaN): that loss is the error to report.
+    read_figures();
+    throw;
+  }
   const bool interrupted =
       options_.interrupt != nullptr && options_.interrupt->load();
   const auto n = static_cast<double>(batch.labels.size(0));
@@ -615,48 +636,58 @@ Trainer::StepTotals Trainer::step(const Batch& batch) {
   step_sums_[2] = n;
   step_sums_[3] = interrupted ? 1.0 : 0.0;
   collectives_.sum(step_sums_);
-  const auto sums = step_sums_.cpu();
-  StepTotals totals;
-  totals.loss_sum = sums[0].item<double>();
-  totals.correct = sums[1].item<double>();
-  totals.examples = sums[2].item<double>();
-  totals.interrupted = sums[3].item<double>() > 0;
-  // A non-finite loss poisons every parameter at the next step: stop before
-  // anything is written, so the last checkpoint stays as it was. (A float16
-  // step that overflowed was skipped instead: the loss scale handles that.)
-  const double data_loss = totals.loss_sum / totals.examples;
-  const RunPosition& p = point_.position;
-  TORCH_CHECK(std::isfinite(data_loss),
-              "step ",
-              p.step + 1,
-              " (epoch ",
-              p.epoch + 1,
-              ", batch ",
-              p.batch + 1,
-              "): the training loss is ",
-              data_loss,
-              "; the run stops here and its last checkpoint, if any, is "
-              "unchanged. Lower the learning rate or check the data, then "
-              "resume or start a new run");
-  return totals;
+  device_tally_.add(step_sums_, point_.position.step + 1);
+  return interrupted;
 }
 
-void Trainer::tally(const StepTotals& totals) {
-  EpochTally& t = point_.tally;
-  t.loss_sum += totals.loss_sum;
-  t.correct += totals.correct;
-  t.seen += totals.examples;
+void Trainer::advance() {
   ++point_.position.step;
   ++point_.position.batch;
   if (options_.after_step) {
     options_.after_step(model_, point_.position.step);
   }
-  t.seconds = seconds_before_epoch_ + seconds_since(epoch_start_);
 }
 
-void Trainer::log_step(const StepTotals& totals) {
-  const int64_t batch = point_.position.batch;
-  if (progress_ != nullptr && (batch % 10 == 0 || batch == per_epoch_)) {
+// The host reads the figures every train.log_every_steps steps, at the end
+// of an epoch and at a stop: every rank at the same steps, since the ranks
+// agree on an interrupt there. One process has no one to agree with and
+// reads when it is interrupted (docs/training.md).
+bool Trainer::is_read_step(bool interrupted_here) const {
+  return point_.position.batch == per_epoch_ ||
+         steps_this_call() % config_.train.log_every_steps == 0 ||
+         stop_after_reached() ||
+         (interrupted_here && collectives_.world_size() == 1);
+}
+
+// The epoch's figures as the device has them. A non-finite loss poisons
+// every parameter at the next step: the run stops at the read that sees
+// it, before anything is written, so the last checkpoint stays as it was.
+// (A float16 step that overflowed was skipped instead: the loss scale
+// handles that.)
+detail::DeviceTally::Reading Trainer::read_figures() {
+  const auto reading = device_tally_.read();
+  EpochTally& t = point_.tally;
+  t.loss_sum = reading.sums.loss_sum;
+  t.correct = reading.sums.correct;
+  t.seen = reading.sums.seen;
+  t.seconds = seconds_before_epoch_ + seconds_since(epoch_start_);
+  const RunPosition& p = point_.position;
+  const int64_t bad = reading.first_nonfinite_step;
+  TORCH_CHECK(bad < 0,
+              "step ",
+              bad,
+              " (epoch ",
+              p.epoch + 1,
+              ", batch ",
+              p.batch - (p.step - bad),
+              "): the training loss is not finite; the run stops here and its "
+              "last checkpoint, if any, is unchanged. Lower the learning "
+              "rate or check the data, then resume or start a new run");
+  return reading;
+}
+
+void Trainer::log_step() {
+  if (progress_ != nullptr) {
     print_progress(
         *progress_,
         config_,
@@ -666,15 +697,16 @@ void Trainer::log_step(const StepTotals& totals) {
         steps_this_call() / seconds_since(run_start_));
   }
   if (log_ && steps_this_call() % config_.train.log_every_steps == 0) {
+    const auto last = step_sums_.cpu();
     log_->add_scalar("train/step_loss",
-                     totals.loss_sum / totals.examples,
+                     last[0].item<double>() / last[2].item<double>(),
                      point_.position.step);
   }
 }
 
-bool Trainer::stop_requested(const StepTotals& totals) const {
-  return totals.interrupted || (options_.stop_after_steps >= 0 &&
-                                steps_this_call() >= options_.stop_after_steps);
+bool Trainer::stop_requested(
+    const detail::DeviceTally::Reading& reading) const {
+  return reading.interrupted || stop_after_reached();
 }
 
 // The epoch's metrics, or none when an interrupt stopped the evaluation.

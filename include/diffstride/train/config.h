@@ -69,6 +69,7 @@ struct TrainConfig {
     std::string device = "auto";        // auto, cpu, cuda or cuda:N
     std::string precision = "float32";  // float32, bfloat16 or float16
     bool channels_last = false;
+    bool cudnn_benchmark = true;
     double collective_timeout_seconds = 300;
     std::string out = "runs/train";
     int64_t log_every_steps = 20;
