@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -59,7 +60,9 @@ torch::Tensor flat_parameters(const std::vector<torch::Tensor>& parameters) {
 
 // Trains the run whose config.toml is $CONFIG (resuming with $RESUME=1),
 // writing the parameters after every step to $DUMP/rank<R>_step<S>.pt. Rank
-// $DIE_RANK kills itself (SIGKILL) after step $DIE_AT_STEP.
+// $DIE_RANK kills itself (SIGKILL) after step $DIE_AT_STEP; rank
+// $INTERRUPT_RANK is interrupted (as by SIGINT) during step
+// $INTERRUPT_AT_STEP + 1.
 int train_role() {
   // $CONFIG_RANK<R> and $WORLD_SIZE_RANK<R>, where set, give this rank a
   // config and a number of processes of its own.
@@ -75,6 +78,10 @@ int train_role() {
   const fs::path dump = env_or("DUMP", "");
   const int64_t die_at = std::stoll(env_or("DIE_AT_STEP", "-1"));
   const bool dies = env_or("DIE_RANK", "-1") == rank;
+  const int64_t interrupt_at = std::stoll(env_or("INTERRUPT_AT_STEP", "-1"));
+  const bool interrupted = env_or("INTERRUPT_RANK", "-1") == rank;
+  std::atomic<bool> interrupt{false};
+  options.interrupt = &interrupt;
   options.after_step = [&](diffstride::ResNet& model, int64_t step) {
     torch::save(
         flat_parameters(model->parameters()),
@@ -82,6 +89,9 @@ int train_role() {
             .string());
     if (dies && step == die_at) {
       ::kill(::getpid(), SIGKILL);
+    }
+    if (interrupted && step == interrupt_at) {
+      interrupt = true;  // as the tool's SIGINT handler does
     }
   };
   diffstride::train(config, options);
@@ -447,6 +457,52 @@ TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeoutAndTheRunResumes) {
                              load_tensor(root / "whole_dump" / name)))
         << "step " << step;
   }
+  EXPECT_EQ(metrics_rows(root / "run"), metrics_rows(root / "whole"));
+}
+
+// One rank interrupted: the ranks agree on it where they read the step
+// figures (every train.log_every_steps steps, here 4, and at the end of an
+// epoch), so both stop after the same step, the next read, and the run
+// resumes to the uninterrupted run's end.
+TEST(Distributed, InterruptOfOneRankStopsBothAtTheNextRead) {
+  REQUIRE_GLOO();
+  const auto root = scratch_folder("ddp_interrupt");
+  diffstride_test::write_tiny_idx(root / "data", 96, 16);  // 6 steps/epoch
+  const auto write_config = [&](const std::string& name) {
+    auto config = diffstride_test::tiny_config(root / "data", root / name);
+    config.train.threads = 1;
+    config.train.epochs = 2;
+    config.train.log_every_steps = 4;
+    const auto path = root / (name + ".toml");
+    std::ofstream(path) << diffstride::to_toml(config);
+    return path;
+  };
+  const auto whole = write_config("whole");
+  auto reference =
+      start_ranks("train", 2, train_vars(whole, root / "whole_dump"), root);
+  wait_ranks(reference, std::chrono::seconds(120));
+  ASSERT_TRUE(exited_cleanly(reference[0])) << read_text(reference[0].log);
+
+  const auto config = write_config("run");
+  auto vars = train_vars(config, root / "dump");
+  vars["INTERRUPT_RANK"] = "1";
+  vars["INTERRUPT_AT_STEP"] = "1";
+  auto ranks = start_ranks("train", 2, vars, root);
+  wait_ranks(ranks, std::chrono::seconds(120));
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(exited_cleanly(ranks[rank])) << read_text(ranks[rank].log);
+    const auto prefix = "rank" + std::to_string(rank) + "_step";
+    EXPECT_TRUE(fs::exists(root / "dump" / (prefix + "4.pt"))) << rank;
+    EXPECT_FALSE(fs::exists(root / "dump" / (prefix + "5.pt"))) << rank;
+  }
+  auto resumed = start_ranks(
+      "train", 2, train_vars(config, root / "resumed_dump", true), root);
+  wait_ranks(resumed, std::chrono::seconds(120));
+  ASSERT_TRUE(exited_cleanly(resumed[0])) << read_text(resumed[0].log);
+  EXPECT_FALSE(fs::exists(root / "resumed_dump" / "rank0_step4.pt"));
+  EXPECT_TRUE(
+      torch::equal(load_tensor(root / "resumed_dump" / "rank0_step12.pt"),
+                   load_tensor(root / "whole_dump" / "rank0_step12.pt")));
   EXPECT_EQ(metrics_rows(root / "run"), metrics_rows(root / "whole"));
 }
 

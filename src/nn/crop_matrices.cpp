@@ -262,13 +262,15 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
     }
     return {at::lift_fresh(row), at::lift_fresh(column)};
   }
+  // A copy of this thread's buffer, never a view of it (pin_memory copies):
+  // a tracer may keep the host tensor as a constant of its graph.
   const bool cuda = options.device().is_cuda();
   const auto on_device =
       host_constant([&] {
         auto on_host =
             at::from_blob(
                 packed.data(), {row_count + column_count}, at::kDouble)
-                .to(dtype);
+                .to(dtype, /*non_blocking=*/false, /*copy=*/!cuda);
         return cuda ? on_host.pin_memory() : on_host;
       }).to(options.device(), /*non_blocking=*/cuda);
   return {on_device.narrow(0, 0, row_count).view({out_height, 2 * height}),

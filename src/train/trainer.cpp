@@ -413,6 +413,12 @@ BatchOptions training_batches(const TrainConfig& config,
 class Trainer {
  public:
   Trainer(const TrainConfig& config, const TrainOptions& options);
+  // Gives cuDNN's algorithm search back its setting from before the run.
+  ~Trainer() {
+    at::globalContext().setBenchmarkCuDNN(cudnn_benchmark_before_);
+  }
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
   std::vector<EpochMetrics> run();
 
  private:
@@ -424,6 +430,8 @@ class Trainer {
   void advance();
   bool is_read_step(bool interrupted_here) const;
   detail::DeviceTally::Reading read_figures();
+  void check_losses_finite(const detail::DeviceTally::Reading& reading) const;
+  void check_losses_before_rethrow();
   void log_step();
   bool stop_requested(const detail::DeviceTally::Reading& reading) const;
   bool stop_after_reached() const {
@@ -440,6 +448,7 @@ class Trainer {
     return point_.position.step - first_step_;
   }
 
+  const bool cudnn_benchmark_before_ = at::globalContext().benchmarkCuDNN();
   const TrainConfig& config_;
   const TrainOptions& options_;
   const LauncherEnvironment launcher_;
@@ -625,7 +634,7 @@ bool Trainer::step(const Batch& batch) {
   } catch (const c10::Error&) {
     // Weights poisoned by an earlier non-finite loss fail in the layers
     // (a DiffStride stride of NaN): that loss is the error to report.
-    read_figures();
+    check_losses_before_rethrow();
     throw;
   }
   const bool interrupted =
@@ -659,11 +668,8 @@ bool Trainer::is_read_step(bool interrupted_here) const {
          (interrupted_here && collectives_.world_size() == 1);
 }
 
-// The epoch's figures as the device has them. A non-finite loss poisons
-// every parameter at the next step: the run stops at the read that sees
-// it, before anything is written, so the last checkpoint stays as it was.
-// (A float16 step that overflowed was skipped instead: the loss scale
-// handles that.)
+// The epoch's figures as the device has them, checked for a non-finite
+// loss.
 detail::DeviceTally::Reading Trainer::read_figures() {
   const auto reading = device_tally_.read();
   EpochTally& t = point_.tally;
@@ -671,6 +677,16 @@ detail::DeviceTally::Reading Trainer::read_figures() {
   t.correct = reading.sums.correct;
   t.seen = reading.sums.seen;
   t.seconds = seconds_before_epoch_ + seconds_since(epoch_start_);
+  check_losses_finite(reading);
+  return reading;
+}
+
+// A non-finite loss poisons every parameter at the next step: the run
+// stops at the read that sees it, before anything is written, so the last
+// checkpoint stays as it was. (A float16 step that overflowed was skipped
+// instead: the loss scale handles that.)
+void Trainer::check_losses_finite(
+    const detail::DeviceTally::Reading& reading) const {
   const RunPosition& p = point_.position;
   const int64_t bad = reading.first_nonfinite_step;
   TORCH_CHECK(bad < 0,
@@ -683,7 +699,19 @@ detail::DeviceTally::Reading Trainer::read_figures() {
               "): the training loss is not finite; the run stops here and its "
               "last checkpoint, if any, is unchanged. Lower the learning "
               "rate or check the data, then resume or start a new run");
-  return reading;
+}
+
+// Throws the non-finite-loss error when the device noted one; otherwise,
+// or when the device cannot be read any more (a failed CUDA context),
+// returns, and the caller rethrows the step's own error.
+void Trainer::check_losses_before_rethrow() {
+  std::optional<detail::DeviceTally::Reading> reading;
+  try {
+    reading = device_tally_.read();
+  } catch (const c10::Error&) {
+    return;
+  }
+  check_losses_finite(*reading);
 }
 
 void Trainer::log_step() {

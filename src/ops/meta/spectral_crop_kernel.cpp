@@ -30,11 +30,13 @@ void check_meta_arguments(const at::Tensor& input,
       column_matrix.dim(),
       "-D");
   TORCH_CHECK(row_matrix.sym_size(1) == input.sym_size(2) * 2 &&
+                  row_matrix.sym_size(0) > 0 &&
                   column_matrix.sym_size(0) == input.sym_size(3) &&
+                  column_matrix.sym_size(1) > 0 &&
                   column_matrix.sym_size(1) % 2 == 0,
               op,
               ": expected row_matrix of shape (H', 2H) and column_matrix of "
-              "shape (W, 2W') for an N x C x H x W input");
+              "shape (W, 2W') with H', W' > 0 for an N x C x H x W input");
   check_spectral_crop_types(input, row_matrix, column_matrix, op);
 }
 
@@ -58,6 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_meta(
   check_meta_arguments(
       input, row_matrix, column_matrix, "_spectral_crop_backward");
   TORCH_CHECK(grad_output.dim() == 4 &&
+                  grad_output.sym_size(0) == input.sym_size(0) &&
+                  grad_output.sym_size(1) == input.sym_size(1) &&
                   grad_output.sym_size(2) == row_matrix.sym_size(0) &&
                   grad_output.sym_size(3) * 2 == column_matrix.sym_size(1),
               "_spectral_crop_backward: expected grad_output of the output's "
