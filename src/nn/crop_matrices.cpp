@@ -260,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_separable_matrices(
                   column.data_ptr<scalar_t>());
       });
     }
-    return {at::lift_fresh(row), at::lift_fresh(column)};
+    return {lifted(row), lifted(column)};
   }
   // A copy of this thread's buffer, never a view of it (pin_memory copies):
   // a tracer may keep the host tensor as a constant of its graph.

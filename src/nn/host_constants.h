@@ -29,10 +29,28 @@ class OutsideTensorModes {
   c10::impl::ExcludeDispatchKeyGuard guard_;
 };
 
+/// Whether a tensor mode is active on this thread (its keys are included in
+/// the thread's dispatch key set): the one check on the layers' per-call
+/// host path when none is.
+inline bool tensor_mode_active() {
+  const auto included = c10::impl::tls_local_dispatch_key_set().included_;
+  return included.has(c10::DispatchKey::Python) ||
+         included.has(c10::DispatchKey::PythonTLSSnapshot) ||
+         included.has(c10::DispatchKey::Functionalize);
+}
+
+/// `tensor`, built outside the modes, as a constant of the active mode.
+inline at::Tensor lifted(const at::Tensor& tensor) {
+  return tensor_mode_active() ? at::lift_fresh(tensor) : tensor;
+}
+
 /// The tensor `make()` builds (and fills) on the host, lifted into the
 /// active tensor mode as a constant.
 template <typename Make>
 at::Tensor host_constant(const Make& make) {
+  if (!tensor_mode_active()) {
+    return make();
+  }
   at::Tensor made;
   {
     OutsideTensorModes outside;
