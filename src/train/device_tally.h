@@ -24,6 +24,7 @@ class DeviceTally {
     EpochTally sums;  // loss x examples, correct and seen (no seconds)
     bool interrupted = false;
     int64_t first_nonfinite_step = -1;  // -1: every loss was finite
+    double last_step_loss = 0;          // the data loss of the last step
   };
 
   explicit DeviceTally(const at::Device& device)
@@ -48,9 +49,10 @@ class DeviceTally {
     first.add_(is_first.to(at::kDouble) * static_cast<double>(step + 1));
   }
 
-  /// One copy from the device.
-  Reading read() const {
-    const auto host = state_.cpu();
+  /// The epoch's figures and those of the last step, `last_step_sums` (as
+  /// passed to add()), in one copy from the device.
+  Reading read(const at::Tensor& last_step_sums) const {
+    const auto host = at::cat({state_, last_step_sums}).cpu();
     const auto* v = host.data_ptr<double>();
     Reading reading;
     reading.sums.loss_sum = v[0];
@@ -58,6 +60,7 @@ class DeviceTally {
     reading.sums.seen = v[2];
     reading.interrupted = v[3] > 0;
     reading.first_nonfinite_step = static_cast<int64_t>(v[4]);
+    reading.last_step_loss = v[kSize] / v[kSize + 2];
     return reading;
   }
 

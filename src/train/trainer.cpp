@@ -432,7 +432,7 @@ class Trainer {
   detail::DeviceTally::Reading read_figures();
   void check_losses_finite(const detail::DeviceTally::Reading& reading) const;
   void check_losses_before_rethrow();
-  void log_step();
+  void log_step(const detail::DeviceTally::Reading& reading);
   bool stop_requested(const detail::DeviceTally::Reading& reading) const;
   bool stop_after_reached() const {
     return options_.stop_after_steps >= 0 &&
@@ -586,7 +586,7 @@ std::vector<EpochMetrics> Trainer::run() {
         continue;
       }
       const auto reading = read_figures();
-      log_step();
+      log_step(reading);
       if (stop_requested(reading)) {
         average_buffers(collectives_, model_);
         checkpoint(point_);
@@ -671,7 +671,7 @@ bool Trainer::is_read_step(bool interrupted_here) const {
 // The epoch's figures as the device has them, checked for a non-finite
 // loss.
 detail::DeviceTally::Reading Trainer::read_figures() {
-  const auto reading = device_tally_.read();
+  const auto reading = device_tally_.read(step_sums_);
   EpochTally& t = point_.tally;
   t.loss_sum = reading.sums.loss_sum;
   t.correct = reading.sums.correct;
@@ -707,14 +707,14 @@ void Trainer::check_losses_finite(
 void Trainer::check_losses_before_rethrow() {
   std::optional<detail::DeviceTally::Reading> reading;
   try {
-    reading = device_tally_.read();
+    reading = device_tally_.read(step_sums_);
   } catch (const c10::Error&) {
     return;
   }
   check_losses_finite(*reading);
 }
 
-void Trainer::log_step() {
+void Trainer::log_step(const detail::DeviceTally::Reading& reading) {
   if (progress_ != nullptr) {
     print_progress(
         *progress_,
@@ -725,10 +725,8 @@ void Trainer::log_step() {
         steps_this_call() / seconds_since(run_start_));
   }
   if (log_ && steps_this_call() % config_.train.log_every_steps == 0) {
-    const auto last = step_sums_.cpu();
-    log_->add_scalar("train/step_loss",
-                     last[0].item<double>() / last[2].item<double>(),
-                     point_.position.step);
+    log_->add_scalar(
+        "train/step_loss", reading.last_step_loss, point_.position.step);
   }
 }
 
