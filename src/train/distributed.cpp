@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <limits>
 #include <sstream>
+#include <string>
 #include <thread>
 
 namespace diffstride {
@@ -94,6 +95,22 @@ void stop_if_interrupted(const std::atomic<bool>* interrupt) {
               "nothing was trained yet");
 }
 
+// PyTorch >= 2.4 asks for the libuv store backend by default, and a build
+// without libuv (Debian's 2.6) refuses it; the classic backend speaks the
+// same protocol. True when this LibTorch has the option and it was on.
+template <typename Options>
+auto use_classic_store_backend(Options& options, int)
+    -> decltype(options.useLibUV, bool()) {
+  const bool was_on = options.useLibUV;
+  options.useLibUV = false;
+  return was_on;
+}
+
+template <typename Options>
+bool use_classic_store_backend(Options&, long) {
+  return false;  // LibTorch 1.13: no such option, no libuv
+}
+
 // The rendezvous store: rank 0 serves it (unless torchrun does) without
 // waiting for the others; a client connects in short attempts until
 // `timeout`, so that `interrupt` ends the wait within seconds.
@@ -116,8 +133,12 @@ c10::intrusive_ptr<c10d::Store> connect_store(
           c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
       store->setTimeout(timeout);
       return store;
-    } catch (const std::exception&) {
+    } catch (const std::exception& error) {
       stop_if_interrupted(interrupt);
+      if (std::string(error.what()).find("libuv") != std::string::npos &&
+          use_classic_store_backend(options, 0)) {
+        continue;
+      }
       if (options.isServer || std::chrono::steady_clock::now() > deadline) {
         throw;
       }
@@ -399,7 +420,8 @@ void Collectives::check_agreement(const std::string& description) {
     store.set("agreement/rank_" + std::to_string(rank_),
               std::vector<uint8_t>(description.begin(), description.end()));
     disagreement = first_disagreement(description, deadline);
-    store.set("agreement/read_" + std::to_string(rank_), {1});
+    store.set("agreement/read_" + std::to_string(rank_),
+              std::vector<uint8_t>{1});
     if (rank_ == 0 && !disagreement.empty()) {
       // The store lives in this process: it stays until every rank has
       // read what it compares, so that each stops with this same error.

@@ -120,25 +120,57 @@ def _compile_devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def _outputs_and_gradients(model, x, compiled):
+    model.zero_grad()
+    torch._dynamo.reset()
+    out = (torch.compile(model) if compiled else model)(x)
+    out.square().mean().backward()
+    return [out.detach().double()] + [p.grad.double() for p in model.parameters()]
+
+
+def _relative_errors(results, reference):
+    return [((r - e).abs().max() / e.abs().max().clamp_min(1e-300)).item()
+            for r, e in zip(results, reference)]
+
+
 @needs_torch_compile
 @pytest.mark.parametrize("device", _compile_devices())
-def test_torch_compile_gives_the_eager_results_with_one_break_per_layer(device):
+def test_torch_compile_gives_the_eager_results_breaking_only_at_the_layers(device):
     torch.manual_seed(4)
     model = diffstride.models.resnet18().to(device)
     x = torch.randn(4, 3, 32, 32, device=device)
+    # The same function: in float64, output and every gradient (the strides'
+    # included) agree to rounding.
+    model.double()
+    reference = _outputs_and_gradients(model, x.double(), compiled=False)
+    errors = _relative_errors(_outputs_and_gradients(model, x.double(), compiled=True), reference)
+    assert max(errors) <= 1e-10, errors
+    # In float32 the output agrees within 1e-5. A batch norm's input gradient
+    # at batch 4 is a small difference of large terms, so float32 gradients
+    # of a training-mode ResNet carry relative errors near 1e-2 in eager mode
+    # too (PyTorch's own ResNet without DiffStride: about 1e-2 between eager
+    # and compiled on the CPU). Compiled float32 is held to what eager
+    # float32 gives, both measured against float64: no more than twice its
+    # error, parameter by parameter taken at the worst.
+    model.float()
+    eager = _outputs_and_gradients(model, x, compiled=False)
+    compiled = _outputs_and_gradients(model, x, compiled=True)
+    assert _relative_errors(compiled[:1], eager[:1])[0] <= 1e-5
+    eager_error = max(_relative_errors(eager[1:], reference[1:]))
+    compiled_error = max(_relative_errors(compiled[1:], reference[1:]))
+    print(f"float32 gradients against float64: eager {eager_error:.2e}, compiled {compiled_error:.2e}")
+    assert compiled_error <= 2 * eager_error + 1e-6
+    _assert_only_the_layer_calls_break_the_graph(model, x)
+
+
+def _assert_only_the_layer_calls_break_the_graph(model, x):
+    # Each DiffStride call runs eagerly: a break in the frame that makes it.
+    # Dynamo counts a break inside a frame it had inlined (a block's forward
+    # in the network's, the layer's forward in a block's) once more in the
+    # frame that inlined it, so its count can reach twice the calls (a
+    # projecting block calls its layer twice, main path and shortcut).
+    # Nothing but the layer's call may break the graph.
     layers = [m for m in model.modules() if isinstance(m, diffstride.DiffStride)]
-    eager_out = model(x)
-    eager_out.square().mean().backward()
-    eager_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    torch._dynamo.reset()
-    compiled_out = torch.compile(model)(x)
-    compiled_out.square().mean().backward()
-    assert (compiled_out - eager_out).abs().max() <= 1e-5 * eager_out.abs().max()
-    for compiled, eager in zip((p.grad for p in model.parameters()), eager_grads):
-        assert (compiled - eager).abs().max() <= 1e-5 * eager.abs().max().clamp_min(1e-12)
-    # At most one graph break per DiffStride call (a projecting block calls
-    # its layer twice: main path and shortcut).
     calls = []
     hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in layers]
     model(x)
@@ -146,9 +178,12 @@ def test_torch_compile_gives_the_eager_results_with_one_break_per_layer(device):
         hook.remove()
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(x)
-    print(f"graph breaks: {explanation.graph_break_count} for {len(calls)} calls "
-          f"of {len(layers)} DiffStride layers")
-    assert len(calls) >= len(layers) and explanation.graph_break_count <= len(calls)
+    reasons = [r.reason for r in explanation.break_reasons]
+    print(f"graph breaks: {explanation.graph_break_count} ({explanation.graph_count} graphs) "
+          f"for {len(calls)} calls of {len(layers)} DiffStride layers; reasons: {set(reasons)}")
+    assert len(calls) >= len(layers)
+    assert reasons and all("_diffstride_forward" in r for r in reasons), reasons
+    assert explanation.graph_break_count <= 2 * len(calls)
 
 
 def _opcheck_cases():
