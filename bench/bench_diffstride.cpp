@@ -13,12 +13,14 @@
 #include <diffstride/nn/diff_stride.h>
 #include <diffstride/nn/fixed_spectral_pooling.h>
 
+#include "ops/spectral_crop.h"
 #include "support/plain_fft_reference.h"
 
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -150,6 +152,75 @@ void BM_CopyBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// On CUDA, the spectral crop op alone (docs/layers.md, "On CUDA"): forward,
+// then the backward of its three arguments, at the four shapes above with
+// stride 2's crop, and the least data it must move: read x, write y; read dy
+// and x, write dx. BM_DeviceCopy copies a tensor of x's size on the device
+// (bytes read plus written) in the same run, the yardstick for that rate.
+void spectral_crop_op(benchmark::State& state,
+                      int64_t channels,
+                      int64_t size,
+                      torch::Dtype dtype) {
+  torch::manual_seed(0);
+  const auto options = torch::dtype(dtype).device(torch::kCUDA);
+  const int64_t out = size / 2;
+  const auto x = torch::randn({kBatch, channels, size, size}, options);
+  const auto rows = torch::randn({out, 2 * size}, options);
+  const auto columns = torch::randn({size, 2 * out}, options);
+  const auto grad = torch::randn({kBatch, channels, out, out}, options);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        diffstride::ops::spectral_crop(x, rows, columns).data_ptr());
+    benchmark::DoNotOptimize(
+        std::get<0>(diffstride::ops::spectral_crop_backward(
+                        grad, x, rows, columns, {true, true, true}))
+            .data_ptr());
+    torch::cuda::synchronize();
+  }
+  const double bytes =
+      (3.0 * x.numel() + 2.0 * grad.numel()) * x.element_size();
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+}
+
+void device_copy(benchmark::State& state, int64_t channels, int64_t size) {
+  const auto from = torch::randn({kBatch, channels, size, size}, torch::kCUDA);
+  auto to = torch::empty_like(from);
+  for (auto _ : state) {
+    to.copy_(from);
+    torch::cuda::synchronize();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(2 * from.nbytes()) *
+                          state.iterations());
+}
+
+void register_cuda_op() {
+  for (const auto& [channels, size] : std::vector<std::pair<int64_t, int64_t>>{
+           {64, 32}, {128, 32}, {256, 24}, {512, 18}}) {
+    for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+      const std::string name = std::string("BM_SpectralCropOp/cuda/") +
+                               (dtype == torch::kFloat ? "float32" : "float64");
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [channels = channels, size = size, dtype](benchmark::State& state) {
+            spectral_crop_op(state, channels, size, dtype);
+          })
+          ->Args({channels, size})
+          ->ArgNames({"C", "HW"})
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
+    benchmark::RegisterBenchmark(
+        "BM_DeviceCopy/cuda",
+        [channels = channels, size = size](benchmark::State& state) {
+          device_copy(state, channels, size);
+        })
+        ->Args({channels, size})
+        ->ArgNames({"C", "HW"})
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
+}
+
 // Host time per call: forward+backward on one 32 x 32 (or 18 x 18) plane,
 // where the data-sized work is negligible and what remains is the work of
 // building the small matrices, the autograd graph, and the stride gradient.
@@ -179,6 +250,7 @@ const bool registered = [] {
   std::vector<torch::Device> devices = {torch::kCPU};
   if (torch::cuda::is_available()) {
     devices.emplace_back(torch::kCUDA);
+    register_cuda_op();
   }
   for (const auto& device : devices) {
     register_pairs("DiffStride", library_diffstride, plain_diffstride, device);

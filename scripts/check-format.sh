@@ -4,7 +4,7 @@
 # change. `clang-format -i FILE` fixes one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t files < <(git ls-files 'src/*.cpp' 'src/*.h' 'include/*.h' \
+mapfile -t files < <(git ls-files 'src/*.cpp' 'src/*.h' 'src/*.cu' 'src/*.cuh' 'include/*.h' \
   'apps/*.cpp' 'apps/*.h' 'tests/*.cpp' 'tests/*.h' 'bench/*.cpp' 'bench/*.h')
 clang-format --dry-run -Werror "${files[@]}"
 echo "format: ${#files[@]} files as clang-format writes them"

@@ -56,7 +56,7 @@ def main():
     root = pathlib.Path(__file__).resolve().parents[1]
     rows = []
     for folder in ("src", "apps"):
-        for path in sorted((root / folder).rglob("*.cpp")) + sorted((root / folder).rglob("*.h")):
+        for path in sorted(p for pattern in ("*.cpp", "*.h", "*.cu", "*.cuh") for p in (root / folder).rglob(pattern)):
             for lines, first, head in functions(path):
                 rows.append((lines, f"{path.relative_to(root)}:{first}", head))
     rows.sort(key=lambda row: -row[0])

@@ -41,8 +41,14 @@ except ImportError:
 } 2>&1 | tee "$out/machine.txt"
 export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 # No Debian decoders there: image and audio folders are left out.
+# The fused CUDA kernels of the spectral crop (src/ops/cuda/) are built here
+# (GPU_CHECK_CUDA_KERNELS=0: the generic path alone, for an A/B); if they do
+# not build, the check goes on without them and says so.
+kernels=${GPU_CHECK_CUDA_KERNELS:-1}
+[ "$kernels" = 1 ] && kernels=ON || kernels=OFF
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DDIFFSTRIDE_FOLDERS=OFF -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
+  -DDIFFSTRIDE_FOLDERS=OFF -DDIFFSTRIDE_CUDA_KERNELS=$kernels \
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" 2>&1 | tee "$out/configure.log" | tail -5
 # If LibTorch's NCCL header does not compile with the nccl.h found, build
 # without NCCL (one GPU needs none) and say so.
 quick=${GPU_CHECK_QUICK:-0}
@@ -52,12 +58,23 @@ cmake --build build-gpu -j "$(nproc)" "${targets[@]}" > "$out/build.log" 2>&1 ||
   echo "build failed; again without NCCL" | tee -a "$out/machine.txt"
   cmake -S . -B build-gpu -DDIFFSTRIDE_USE_NCCL=OFF >> "$out/configure.log" 2>&1
   cmake --build build-gpu -j "$(nproc)" "${targets[@]}" >> "$out/build.log" 2>&1
+} || {
+  echo "build failed; again without the fused CUDA kernels" | tee -a "$out/machine.txt"
+  cmake -S . -B build-gpu -DDIFFSTRIDE_CUDA_KERNELS=OFF >> "$out/configure.log" 2>&1
+  cmake --build build-gpu -j "$(nproc)" "${targets[@]}" >> "$out/build.log" 2>&1
 }
+# Registers, shared memory and spills of the fused kernels (nvcc -Xptxas -v).
+grep -A2 "spectral_crop_.*kernel" "$out/build.log" | grep -E "registers|spill" \
+  > "$out/ptxas.txt" || true
 tail -5 "$out/build.log"
 build-gpu/tests/diffstride_tests --gtest_filter='*Cuda*' 2>&1 |
   tee "$out/cuda_tests.log" | tail -8
 if [ "${GPU_CHECK_LAYER_BENCH:-1}" != 0 ]; then
-  build-gpu/bench/bench_diffstride --benchmark_filter=cuda \
+  # The op alone beside a device copy of the same size first (the fused
+  # kernels' figures), then the layers beside the plain FFT formulation.
+  build-gpu/bench/bench_diffstride --benchmark_filter='(SpectralCropOp|DeviceCopy)/cuda' \
+    --benchmark_min_time=0.3 2>&1 | tee "$out/bench_cuda_op.txt"
+  build-gpu/bench/bench_diffstride --benchmark_filter='DiffStride(/|1d|3d).*cuda|FixedSpectral/cuda' \
     --benchmark_min_time=0.5 2>&1 | tee "$out/bench_cuda.txt"
   python3 bench/half_precision_error.py build-gpu/libdiffstride.so cuda 128 2>&1 |
     tee "$out/half_precision_cuda.md"
