@@ -112,6 +112,61 @@ TEST(Ops, LayersOnMetaInputsGiveTheReferenceShapes) {
                c10::Error);
 }
 
+// float16 and bfloat16 data goes into the op as it is, with float32
+// matrices: the output and the input's gradient come back in the data's
+// dtype, the matrices' gradients in float32, all within the data's rounding
+// of the float64 map y = A_r x G_r + A_i x G_i.
+TEST(Ops, SpectralCropTakesHalfPrecisionDataWithFloat32Matrices) {
+  torch::manual_seed(24);
+  const int64_t h = 10, w = 9, hp = 5, wp = 4;
+  const auto rows = torch::randn({hp, 2 * h});
+  const auto columns = torch::randn({w, 2 * wp});
+  const auto a_r = rows.narrow(1, 0, h).to(torch::kDouble);
+  const auto a_i = rows.narrow(1, h, h).to(torch::kDouble);
+  const auto g_r = columns.narrow(1, 0, wp).to(torch::kDouble);
+  const auto g_i = columns.narrow(1, wp, wp).to(torch::kDouble);
+  for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    const auto x = torch::randn({2, 3, h, w}).to(dtype);
+    const auto dy = torch::randn({2, 3, hp, wp}).to(dtype);
+    const auto xd = x.to(torch::kDouble), dyd = dy.to(torch::kDouble);
+    const auto y = diffstride::ops::spectral_crop(x, rows, columns);
+    const auto [dx, d_rows, d_columns] =
+        diffstride::ops::spectral_crop_backward(
+            dy, x, rows, columns, {true, true, true});
+    SCOPED_TRACE(::testing::Message() << dtype);
+    EXPECT_EQ(y.scalar_type(), dtype);
+    EXPECT_EQ(dx.scalar_type(), dtype);
+    EXPECT_EQ(d_rows.scalar_type(), torch::kFloat);
+    EXPECT_EQ(d_columns.scalar_type(), torch::kFloat);
+    const double tolerance = dtype == torch::kHalf ? 2e-3 : 1e-2;
+    EXPECT_LE(relative_error(
+                  y, a_r.matmul(xd).matmul(g_r) + a_i.matmul(xd).matmul(g_i)),
+              tolerance);
+    EXPECT_LE(relative_error(dx,
+                             a_r.t().matmul(dyd).matmul(g_r.t()) +
+                                 a_i.t().matmul(dyd).matmul(g_i.t())),
+              tolerance);
+    const auto d_rows_r =
+        dyd.matmul(xd.matmul(g_r).transpose(2, 3)).sum(at::IntArrayRef{0, 1});
+    const auto d_rows_i =
+        dyd.matmul(xd.matmul(g_i).transpose(2, 3)).sum(at::IntArrayRef{0, 1});
+    EXPECT_LE(relative_error(d_rows, torch::cat({d_rows_r, d_rows_i}, 1)),
+              1e-5);
+    const auto d_columns_r = xd.transpose(2, 3).matmul(a_r.t()).matmul(dyd).sum(
+        at::IntArrayRef{0, 1});
+    const auto d_columns_i = xd.transpose(2, 3).matmul(a_i.t()).matmul(dyd).sum(
+        at::IntArrayRef{0, 1});
+    EXPECT_LE(
+        relative_error(d_columns, torch::cat({d_columns_r, d_columns_i}, 1)),
+        1e-5);
+    diffstride_test::expect_error_containing(
+        [&] { diffstride::ops::spectral_crop(x, rows.to(dtype), columns); },
+        "_spectral_crop: expected the matrices in the input's compute dtype "
+        "and "
+        "device (Float, cpu)");
+  }
+}
+
 // The fused CUDA kernels of the spectral crop (src/ops/cuda/) against the CPU
 // kernel in float64: output and all three gradients, at the ResNet-18 layer
 // sizes, odd sizes, batch 0 and 1, channels_last, planes past the fused
@@ -146,13 +201,21 @@ std::vector<torch::Tensor> crop_and_gradients(const torch::Tensor& x,
                                               torch::Dtype dtype,
                                               bool channels_last) {
   const auto on = [&](const torch::Tensor& t) { return t.to(device, dtype); };
+  // float16 and bfloat16 data has float32 matrices.
+  const auto compute = dtype == torch::kHalf || dtype == torch::kBFloat16
+                           ? torch::kFloat
+                           : dtype;
+  const auto on_matrix = [&](const torch::Tensor& t) {
+    return t.to(device, compute);
+  };
   auto input = on(x);
   if (channels_last) {
     input = input.contiguous(at::MemoryFormat::ChannelsLast);
   }
-  const auto y = diffstride::ops::spectral_crop(input, on(rows), on(columns));
+  const auto y = diffstride::ops::spectral_crop(
+      input, on_matrix(rows), on_matrix(columns));
   const auto [dx, d_rows, d_columns] = diffstride::ops::spectral_crop_backward(
-      on(grad), input, on(rows), on(columns), {true, true, true});
+      on(grad), input, on_matrix(rows), on_matrix(columns), {true, true, true});
   if (channels_last && x.size(0) > 0) {
     EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
     EXPECT_TRUE(dx.is_contiguous(at::MemoryFormat::ChannelsLast));
@@ -218,6 +281,15 @@ TEST(SpectralCropCuda, Float32MatchesTheCpuKernel) {
     GTEST_SKIP() << "no CUDA device";
   }
   expect_cuda_crop_matches_cpu(torch::kFloat, 1e-5);
+}
+
+// The data in half precision, accumulated in float32: within its rounding.
+TEST(SpectralCropCuda, HalfPrecisionDataMatchesTheCpuKernel) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  expect_cuda_crop_matches_cpu(torch::kBFloat16, 1e-2);
+  expect_cuda_crop_matches_cpu(torch::kHalf, 1e-2);
 }
 
 TEST(SpectralCropCuda, MatrixGradientsAreTheSameOnEveryRun) {

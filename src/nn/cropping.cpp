@@ -124,9 +124,10 @@ at::Tensor crop_with_matrices(const at::Tensor& input,
                               const at::Tensor& row_matrix,
                               const at::Tensor& column_matrix) {
   TORCH_INTERNAL_ASSERT(input.dim() == 4);
-  return in_compute_precision(input, [&](const at::Tensor& data) {
-    return ops::spectral_crop(data, row_matrix, column_matrix);
-  });
+  // The op takes float16 and bfloat16 data itself (ops/spectral_crop.h),
+  // so that a device kernel can read it as it is.
+  return ops::spectral_crop(input, row_matrix, column_matrix)
+      .contiguous(input.suggest_memory_format());
 }
 
 at::Tensor crop_with_ffts(const at::Tensor& input,

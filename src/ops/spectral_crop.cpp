@@ -42,24 +42,50 @@ void check_spectral_crop_types(const at::Tensor& input,
                                const at::Tensor& row_matrix,
                                const at::Tensor& column_matrix,
                                const char* op) {
+  const auto data = input.scalar_type();
   TORCH_CHECK(
-      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      data == at::kFloat || data == at::kDouble || is_reduced_precision(data),
       op,
-      ": expected a float32 or float64 input, got ",
-      input.scalar_type());
+      ": expected a float16, bfloat16, float32 or float64 input, got ",
+      data);
+  const auto compute = is_reduced_precision(data) ? at::kFloat : data;
   for (const auto* matrix : {&row_matrix, &column_matrix}) {
-    TORCH_CHECK(matrix->scalar_type() == input.scalar_type() &&
-                    matrix->device() == input.device(),
-                op,
-                ": expected the matrices in the input's dtype and device (",
-                input.scalar_type(),
-                ", ",
-                input.device(),
-                "), got ",
-                matrix->scalar_type(),
-                ", ",
-                matrix->device());
+    TORCH_CHECK(
+        matrix->scalar_type() == compute && matrix->device() == input.device(),
+        op,
+        ": expected the matrices in the input's compute dtype and "
+        "device (",
+        compute,
+        ", ",
+        input.device(),
+        "), got ",
+        matrix->scalar_type(),
+        ", ",
+        matrix->device());
   }
+}
+
+at::Tensor spectral_crop_in_float32(SpectralCropKernel kernel,
+                                    const at::Tensor& input,
+                                    const at::Tensor& row_matrix,
+                                    const at::Tensor& column_matrix) {
+  return kernel(input.to(at::kFloat), row_matrix, column_matrix)
+      .to(input.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+spectral_crop_backward_in_float32(SpectralCropBackwardKernel kernel,
+                                  const at::Tensor& grad_output,
+                                  const at::Tensor& input,
+                                  const at::Tensor& row_matrix,
+                                  const at::Tensor& column_matrix,
+                                  std::array<bool, 3> output_mask) {
+  auto [dx, d_rows, d_columns] = kernel(grad_output.to(at::kFloat),
+                                        input.to(at::kFloat),
+                                        row_matrix,
+                                        column_matrix,
+                                        output_mask);
+  return {dx.defined() ? dx.to(input.scalar_type()) : dx, d_rows, d_columns};
 }
 
 void check_spectral_crop_arguments(const at::Tensor& input,

@@ -8,7 +8,10 @@
 // with the small matrices passed in the layout the kernels read:
 //   row_matrix    (H' x 2H) = [A_r | A_i]
 //   column_matrix (W x 2W') = [G_r | G_i]
-// both of the input's dtype and device. Schemas:
+// both on the input's device, in its compute dtype: float32 or float64 data
+// with matrices of the same dtype, or float16 or bfloat16 data with float32
+// matrices, computed in float32 and rounded once to the data's dtype (the
+// matrices' gradients stay float32). Schemas:
 //
 //   diffstride::_spectral_crop(Tensor input, Tensor row_matrix,
 //                              Tensor column_matrix) -> Tensor
@@ -43,13 +46,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward(
     std::array<bool, 3> output_mask);
 
 /// float16 and bfloat16: the dtypes whose data the spectral crop computes in
-/// float32 (the kernels themselves take float32 and float64 only).
+/// float32.
 inline bool is_reduced_precision(at::ScalarType type) {
   return type == at::kHalf || type == at::kBFloat16;
 }
 
-/// The dtype (float32 or float64) shared by the input and the matrices, and
-/// their one device. `op` names the caller in the message.
+/// The input's dtype (float16, bfloat16, float32 or float64), the matrices'
+/// (its compute dtype) and their one device. `op` names the caller in the
+/// message.
 void check_spectral_crop_types(const at::Tensor& input,
                                const at::Tensor& row_matrix,
                                const at::Tensor& column_matrix,
@@ -62,6 +66,31 @@ void check_spectral_crop_arguments(const at::Tensor& input,
                                    const at::Tensor& row_matrix,
                                    const at::Tensor& column_matrix,
                                    const char* op);
+
+using SpectralCropKernel = at::Tensor (*)(const at::Tensor&,
+                                          const at::Tensor&,
+                                          const at::Tensor&);
+using SpectralCropBackwardKernel =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> (*)(const at::Tensor&,
+                                                       const at::Tensor&,
+                                                       const at::Tensor&,
+                                                       const at::Tensor&,
+                                                       std::array<bool, 3>);
+
+/// For kernels that compute in float32 and float64 only: float16 or
+/// bfloat16 data (and its output gradient) converted to float32 for
+/// `kernel`, the output and the input's gradient rounded once back.
+at::Tensor spectral_crop_in_float32(SpectralCropKernel kernel,
+                                    const at::Tensor& input,
+                                    const at::Tensor& row_matrix,
+                                    const at::Tensor& column_matrix);
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+spectral_crop_backward_in_float32(SpectralCropBackwardKernel kernel,
+                                  const at::Tensor& grad_output,
+                                  const at::Tensor& input,
+                                  const at::Tensor& row_matrix,
+                                  const at::Tensor& column_matrix,
+                                  std::array<bool, 3> output_mask);
 
 /// The same for the backward, and that grad_output has the output's shape.
 void check_spectral_crop_backward_arguments(const at::Tensor& grad_output,

@@ -152,8 +152,8 @@ struct Launch {
 };
 
 // The forward, then the backward and the reduction of its per-block sums, as
-// spectral_crop_kernel.cu launches them, in T.
-template <typename T>
+// spectral_crop_kernel.cu launches them: data in T, matrices and sums in Acc.
+template <typename T, typename Acc = T>
 Results run_kernels(const Problem& p,
                     const Planes& x,
                     const Planes& dy,
@@ -163,16 +163,16 @@ Results run_kernels(const Problem& p,
                     bool want_dx,
                     bool want_matrices) {
   const CropSizes s{p.h, p.w, p.hp, p.wp, p.planes(), l.tile};
-  EXPECT_LE(kernels::backward_shared_count(s, l.tile) * sizeof(T),
+  EXPECT_LE(kernels::backward_shared_count(s, l.tile) * sizeof(Acc),
             sizeof(kernels::shared_bytes));
   const auto x_layout = layout_of(p, p.h, p.w, l.channels_last);
   const auto y_layout = layout_of(p, p.hp, p.wp, l.channels_last);
-  const std::vector<T> rows(rows_in.begin(), rows_in.end());
-  const std::vector<T> columns(columns_in.begin(), columns_in.end());
+  const std::vector<Acc> rows(rows_in.begin(), rows_in.end());
+  const std::vector<Acc> columns(columns_in.begin(), columns_in.end());
   const auto x_memory = to_memory<T>(x, x_layout, p.w);
   const auto dy_memory = to_memory<T>(dy, y_layout, p.wp);
   std::vector<T> y(p.planes() * p.hp * p.wp, T(-7)), dx(x_memory.size(), T(-7));
-  emulated_launch(&kernels::spectral_crop_forward_kernel<T, T>,
+  emulated_launch(&kernels::spectral_crop_forward_kernel<T, Acc>,
                   l.grid,
                   l.block,
                   x_memory.data(),
@@ -183,8 +183,8 @@ Results run_kernels(const Problem& p,
                   y_layout,
                   s);
   const int a_count = 2 * p.hp * p.h, g_count = 2 * p.w * p.wp;
-  std::vector<T> partials(l.grid * (a_count + g_count), T(-7));
-  emulated_launch(&kernels::spectral_crop_backward_kernel<T, T>,
+  std::vector<Acc> partials(l.grid * (a_count + g_count), Acc(-7));
+  emulated_launch(&kernels::spectral_crop_backward_kernel<T, Acc>,
                   l.grid,
                   l.block,
                   dy_memory.data(),
@@ -198,12 +198,12 @@ Results run_kernels(const Problem& p,
                   want_matrices ? partials.data() : nullptr,
                   want_matrices,
                   s);
-  std::vector<T> d_rows(a_count, T(-7)), d_columns(g_count, T(-7));
+  std::vector<Acc> d_rows(a_count, Acc(-7)), d_columns(g_count, Acc(-7));
   if (want_matrices) {
-    emulated_launch(&kernels::sum_partials_kernel<T>,
+    emulated_launch(&kernels::sum_partials_kernel<Acc>,
                     (a_count + g_count + l.block - 1) / l.block,
                     l.block,
-                    static_cast<const T*>(partials.data()),
+                    static_cast<const Acc*>(partials.data()),
                     l.grid,
                     a_count,
                     g_count,
@@ -223,7 +223,7 @@ std::vector<Problem> problems() {
           {1, 1, 3, 3, 2, 3}};
 }
 
-template <typename T>
+template <typename T, typename Acc = T>
 void expect_kernels_match_reference(const Launch& launch,
                                     double tolerance,
                                     bool want_dx = true,
@@ -235,8 +235,8 @@ void expect_kernels_match_reference(const Launch& launch,
     const auto rows = random_planes(1, 2 * p.hp * p.h, random)[0];
     const auto columns = random_planes(1, 2 * p.w * p.wp, random)[0];
     const auto expected = reference(p, x, dy, rows, columns);
-    const auto actual =
-        run_kernels<T>(p, x, dy, rows, columns, launch, want_dx, want_matrices);
+    const auto actual = run_kernels<T, Acc>(
+        p, x, dy, rows, columns, launch, want_dx, want_matrices);
     SCOPED_TRACE(::testing::Message()
                  << p.n << "x" << p.c << "x" << p.h << "x" << p.w << " -> "
                  << p.hp << "x" << p.wp << " channels_last "
@@ -278,4 +278,12 @@ TEST(CudaKernelsEmulated, BlockSizeAndWhichGradientsChangeNothingElse) {
 
 TEST(CudaKernelsEmulated, Float32MatchesPlainLoops) {
   expect_kernels_match_reference<float>({true, 2, 2, 32}, 1e-5);
+}
+
+// Reduced-precision data with float32 sums, as the CUDA kernels take float16
+// and bfloat16: here float data with double sums, which exercises the same
+// two-type path.
+TEST(CudaKernelsEmulated, DataAndSumsInTwoTypesMatchPlainLoops) {
+  expect_kernels_match_reference<float, double>({false, 2, 2, 32}, 1e-6);
+  expect_kernels_match_reference<float, double>({true, 3, 1, 32}, 1e-6);
 }

@@ -59,6 +59,10 @@ at::Tensor spectral_crop_cpu(const at::Tensor& input,
                              const at::Tensor& column_matrix) {
   check_spectral_crop_arguments(
       input, row_matrix, column_matrix, "_spectral_crop");
+  if (is_reduced_precision(input.scalar_type())) {
+    return spectral_crop_in_float32(
+        spectral_crop_cpu, input, row_matrix, column_matrix);
+  }
   const auto x = input.contiguous();
   const auto rows = row_matrix.contiguous();
   const auto columns = column_matrix.contiguous();
@@ -127,6 +131,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
     std::array<bool, 3> output_mask) {
   check_spectral_crop_backward_arguments(
       grad_output, input, row_matrix, column_matrix);
+  if (is_reduced_precision(input.scalar_type())) {
+    return spectral_crop_backward_in_float32(spectral_crop_backward_cpu,
+                                             grad_output,
+                                             input,
+                                             row_matrix,
+                                             column_matrix,
+                                             output_mask);
+  }
   const auto shape = shape_of(input, row_matrix, column_matrix);
   const int64_t H = shape.height, W = shape.width;
   const int64_t Hp = shape.out_height, Wp = shape.out_width;

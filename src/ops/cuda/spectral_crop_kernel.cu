@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -110,25 +111,28 @@ at::Tensor spectral_crop_cuda(const at::Tensor& input,
     return y;
   }
   bool fused = true;
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "_spectral_crop", [&] {
-    const auto kernel = spectral_crop_forward_kernel<scalar_t, scalar_t>;
-    const auto launch =
-        plan_launch(kernel, forward_shared_count, sizeof(scalar_t), s);
-    fused = launch.blocks > 0;
-    if (fused) {
-      kernel<<<launch.blocks,
-               kThreads,
-               launch.shared_bytes,
-               at::cuda::getCurrentCUDAStream()>>>(input.data_ptr<scalar_t>(),
-                                                   layout_of(input),
-                                                   rows.data_ptr<scalar_t>(),
-                                                   columns.data_ptr<scalar_t>(),
-                                                   y.data_ptr<scalar_t>(),
-                                                   layout_of(y),
-                                                   s);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "_spectral_crop", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto kernel = spectral_crop_forward_kernel<scalar_t, acc_t>;
+        const auto launch =
+            plan_launch(kernel, forward_shared_count, sizeof(acc_t), s);
+        fused = launch.blocks > 0;
+        if (fused) {
+          kernel<<<launch.blocks,
+                   kThreads,
+                   launch.shared_bytes,
+                   at::cuda::getCurrentCUDAStream()>>>(
+              input.data_ptr<scalar_t>(),
+              layout_of(input),
+              rows.data_ptr<acc_t>(),
+              columns.data_ptr<acc_t>(),
+              y.data_ptr<scalar_t>(),
+              layout_of(y),
+              s);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
   if (!fused) {
     return generic::spectral_crop_generic(input, rows, columns)
         .contiguous(format);
@@ -147,48 +151,55 @@ bool fused_backward(const at::Tensor& dy,
                     at::Tensor& d_rows,
                     at::Tensor& d_columns) {
   bool fused = true;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_spectral_crop_backward", [&] {
-    const auto kernel = spectral_crop_backward_kernel<scalar_t, scalar_t>;
-    const auto launch =
-        plan_launch(kernel, backward_shared_count, sizeof(scalar_t), s);
-    fused = launch.blocks > 0;
-    if (!fused) {
-      return;
-    }
-    const int a_count = 2 * s.out_height * s.height;
-    const int g_count = 2 * s.width * s.out_width;
-    const bool matrices = d_rows.defined();
-    at::Tensor partials;
-    if (matrices) {
-      partials = at::empty({launch.blocks, a_count + g_count}, rows.options());
-    }
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    kernel<<<launch.blocks, kThreads, launch.shared_bytes, stream>>>(
-        dy.data_ptr<scalar_t>(),
-        layout_of(dy),
-        x.data_ptr<scalar_t>(),
-        layout_of(x),
-        rows.data_ptr<scalar_t>(),
-        columns.data_ptr<scalar_t>(),
-        dx.defined() ? dx.data_ptr<scalar_t>() : nullptr,
-        dx.defined() ? layout_of(dx) : layout_of(x),
-        matrices ? partials.data_ptr<scalar_t>() : nullptr,
-        matrices,
-        s);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (matrices) {
-      const int count = a_count + g_count;
-      sum_partials_kernel<scalar_t>
-          <<<(count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-              partials.data_ptr<scalar_t>(),
-              launch.blocks,
-              a_count,
-              g_count,
-              d_rows.data_ptr<scalar_t>(),
-              d_columns.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf,
+      at::kBFloat16,
+      x.scalar_type(),
+      "_spectral_crop_backward",
+      [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto kernel = spectral_crop_backward_kernel<scalar_t, acc_t>;
+        const auto launch =
+            plan_launch(kernel, backward_shared_count, sizeof(acc_t), s);
+        fused = launch.blocks > 0;
+        if (!fused) {
+          return;
+        }
+        const int a_count = 2 * s.out_height * s.height;
+        const int g_count = 2 * s.width * s.out_width;
+        const bool matrices = d_rows.defined();
+        at::Tensor partials;
+        if (matrices) {
+          partials =
+              at::empty({launch.blocks, a_count + g_count}, rows.options());
+        }
+        const auto stream = at::cuda::getCurrentCUDAStream();
+        kernel<<<launch.blocks, kThreads, launch.shared_bytes, stream>>>(
+            dy.data_ptr<scalar_t>(),
+            layout_of(dy),
+            x.data_ptr<scalar_t>(),
+            layout_of(x),
+            rows.data_ptr<acc_t>(),
+            columns.data_ptr<acc_t>(),
+            dx.defined() ? dx.data_ptr<scalar_t>() : nullptr,
+            dx.defined() ? layout_of(dx) : layout_of(x),
+            matrices ? partials.data_ptr<acc_t>() : nullptr,
+            matrices,
+            s);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (matrices) {
+          const int count = a_count + g_count;
+          sum_partials_kernel<acc_t>
+              <<<(count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+                  partials.data_ptr<acc_t>(),
+                  launch.blocks,
+                  a_count,
+                  g_count,
+                  d_rows.data_ptr<acc_t>(),
+                  d_columns.data_ptr<acc_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
   return fused;
 }
 

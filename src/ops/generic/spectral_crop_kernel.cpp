@@ -35,6 +35,10 @@ at::Tensor spectral_crop_generic(const at::Tensor& input,
                                  const at::Tensor& column_matrix) {
   check_spectral_crop_arguments(
       input, row_matrix, column_matrix, "_spectral_crop");
+  if (is_reduced_precision(input.scalar_type())) {
+    return spectral_crop_in_float32(
+        spectral_crop_generic, input, row_matrix, column_matrix);
+  }
   const int64_t height = input.size(2);
   const int64_t out_width = column_matrix.size(1) / 2;
   const auto t = at::matmul(input.contiguous(), column_matrix);
@@ -51,6 +55,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
     std::array<bool, 3> output_mask) {
   check_spectral_crop_backward_arguments(
       grad_output, input, row_matrix, column_matrix);
+  if (is_reduced_precision(input.scalar_type())) {
+    return spectral_crop_backward_in_float32(spectral_crop_backward_generic,
+                                             grad_output,
+                                             input,
+                                             row_matrix,
+                                             column_matrix,
+                                             output_mask);
+  }
   const int64_t height = input.size(2);
   const int64_t width = input.size(3);
   const int64_t out_height = row_matrix.size(0);
