@@ -3,6 +3,8 @@
 #include "cli_parsing.h"
 
 #include <diffstride/models/resnet.h>
+#include <diffstride/train/mixed_precision.h>
+#include <diffstride/train/trainer.h>
 #include <torch/torch.h>
 
 #include <sys/prctl.h>
@@ -59,26 +61,60 @@ int run_child(const std::vector<std::string>& argv) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// One pooling choice in this process: prints one table row.
-int bench_one(const BenchArgs& args) {
-  const auto size = parse_input_size(args.input, "--input");
-  check_batch_values(args.batch, size, "--batch");
+// The model, optimiser and one training step of `args`, on its device, in
+// its precision and memory format, as the trainer runs them.
+struct BenchStep {
+  diffstride::ResNet model;
+  torch::optim::SGD optimizer;
+  torch::Tensor images, labels;
+  torch::Device device;
+  c10::ScalarType precision;
+
+  void operator()() {
+    optimizer.zero_grad();
+    {
+      const diffstride::AutocastGuard autocast(device, precision);
+      torch::nn::functional::cross_entropy(model(images), labels).backward();
+    }
+    optimizer.step();
+    model->constrain_strides();
+    if (device.is_cuda()) {
+      torch::cuda::synchronize();  // the step's time is the device's
+    }
+  }
+};
+
+BenchStep bench_step(const BenchArgs& args, c10::IntArrayRef size) {
+  const auto device = diffstride::training_device(args.device, "--device");
+  const auto precision = diffstride::parse_precision(args.precision);
+  diffstride::check_precision_supported(precision, device);
   torch::manual_seed(0);
   diffstride::ResNet model(diffstride::resnet_options(args.model)
                                .pooling(diffstride::parse_pooling(args.pooling))
                                .in_channels(size[0]));
+  model->to(device);
+  const auto format = args.channels_last ? at::MemoryFormat::ChannelsLast
+                                         : at::MemoryFormat::Contiguous;
+  if (args.channels_last) {
+    diffstride::to_channels_last(model);
+  }
   torch::optim::SGD optimizer(model->parameters(),
                               torch::optim::SGDOptions(0.01).momentum(0.9));
-  const auto images = torch::randn({args.batch, size[0], size[1], size[2]});
-  const auto labels = torch::randint(10, {args.batch}, torch::kLong);
-  const auto step = [&] {
-    optimizer.zero_grad();
-    const auto loss =
-        torch::nn::functional::cross_entropy(model(images), labels);
-    loss.backward();
-    optimizer.step();
-    model->constrain_strides();
-  };
+  auto images = torch::randn({args.batch, size[0], size[1], size[2]});
+  auto labels = torch::randint(10, {args.batch}, torch::kLong);
+  return {model,
+          std::move(optimizer),
+          images.to(device).contiguous(format),
+          labels.to(device),
+          device,
+          precision};
+}
+
+// One pooling choice in this process: prints one table row.
+int bench_one(const BenchArgs& args) {
+  const auto size = parse_input_size(args.input, "--input");
+  check_batch_values(args.batch, size, "--batch");
+  auto step = bench_step(args, size);
   for (int64_t i = 0; i < args.warmup; ++i) {
     step();
   }
@@ -132,6 +168,20 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
   command->add_option("--warmup", args.warmup, "untimed steps first")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  command
+      ->add_option("--device",
+                   args.device,
+                   "where to run: cpu, cuda, cuda:N or auto (as train.device)")
+      ->capture_default_str();
+  command
+      ->add_option("--precision",
+                   args.precision,
+                   "autocast precision (as train.precision)")
+      ->check(CLI::IsMember(diffstride::precision_names()))
+      ->capture_default_str();
+  command->add_flag("--channels-last",
+                    args.channels_last,
+                    "images and convolution weights in NHWC order");
   command->add_flag("--child", args.child)->group("");  // hidden
   return command;
 }
@@ -144,8 +194,10 @@ int run_bench(const BenchArgs& args, int threads) {
   check_batch_values(
       args.batch, parse_input_size(args.input, "--input"), "--batch");
   std::cout << args.model << ", batch " << args.batch << ", input "
-            << args.input << ", " << threads << " threads, mean of "
-            << args.steps << " steps after " << args.warmup << " warm-up\n"
+            << args.input << ", " << args.device << ", " << args.precision
+            << (args.channels_last ? ", channels last" : "") << ", " << threads
+            << " threads, mean of " << args.steps << " steps after "
+            << args.warmup << " warm-up\n"
             << std::left << std::setw(12) << "pooling" << std::right
             << std::setw(10) << "s/step" << std::setw(12) << "examples/s"
             << std::setw(12) << "peak MiB" << std::endl;
@@ -162,23 +214,31 @@ int run_bench(const BenchArgs& args, int threads) {
     return 1;
   }
   for (const auto& pooling : diffstride::pooling_names()) {
-    if (run_child({self,
-                   "--threads",
-                   std::to_string(threads),
-                   "bench",
-                   "--child",
-                   "--model",
-                   args.model,
-                   "--pooling",
-                   pooling,
-                   "--input",
-                   args.input,
-                   "--batch",
-                   std::to_string(args.batch),
-                   "--steps",
-                   std::to_string(args.steps),
-                   "--warmup",
-                   std::to_string(args.warmup)}) != 0) {
+    std::vector<std::string> child = {self,
+                                      "--threads",
+                                      std::to_string(threads),
+                                      "bench",
+                                      "--child",
+                                      "--model",
+                                      args.model,
+                                      "--pooling",
+                                      pooling,
+                                      "--input",
+                                      args.input,
+                                      "--batch",
+                                      std::to_string(args.batch),
+                                      "--steps",
+                                      std::to_string(args.steps),
+                                      "--warmup",
+                                      std::to_string(args.warmup),
+                                      "--device",
+                                      args.device,
+                                      "--precision",
+                                      args.precision};
+    if (args.channels_last) {
+      child.push_back("--channels-last");
+    }
+    if (run_child(child) != 0) {
       std::cerr << "error: the benchmark of pooling '" << pooling
                 << "' failed\n";
       return 1;

@@ -17,6 +17,9 @@ struct BenchArgs {
   int64_t batch = 128;
   int64_t steps = 3;
   int64_t warmup = 1;
+  std::string device = "cpu";
+  std::string precision = "float32";
+  bool channels_last = false;
   bool child = false;  // one row, no header: a run started by run_bench
 };
 

@@ -4,7 +4,9 @@
 #     float32 and bfloat16: time and test accuracy;
 #   - the ResNet-18 CIFAR-10 recipe (configs/cifar10.toml) for $STEPS steps on
 #     random data in CIFAR's format, float32, bfloat16 and bfloat16 with
-#     channels_last: examples per second and peak GPU memory (nvidia-smi).
+#     channels_last: examples per second and peak GPU memory (nvidia-smi);
+#   - one training step, bfloat16 + channels_last, of the library beside its
+#     Python peer eager and compiled (resnet18_step.txt).
 # Usage: bench/gpu_training.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR
 # (GPU_TRAINING_PARTS=cifar: the CIFAR-10 figures alone.)
 set -uo pipefail
@@ -53,4 +55,18 @@ for variant in float32 bfloat16 bfloat16_nhwc; do
   tr '\r' '\n' < "$log.progress" | grep -E "^device|step|stopped" | tail -3 >> "$log"
   cat "$log"
 done
+# One training step of resnet18 on CIFAR-sized batches of 128, bfloat16 and
+# channels_last: the library (`diffstride bench`) beside its Python peer
+# (bench/resnet18_step.py, the plain FFT formulation) in eager mode and
+# under torch.compile, on the same GPU, one after the other.
+step_args=(--batch 128 --steps "${STEP_STEPS:-50}" --warmup "${STEP_WARMUP:-10}"
+           --device cuda --precision bfloat16 --channels-last)
+{
+  "$build/diffstride" bench --pooling diffstride "${step_args[@]}"
+  for pooling in spatial diffstride; do
+    python3 "$(dirname "$0")/resnet18_step.py" --pooling "$pooling" "${step_args[@]}"
+    python3 "$(dirname "$0")/resnet18_step.py" --pooling "$pooling" "${step_args[@]}" \
+      --compile || echo "python compiled $pooling: did not compile"
+  done
+} 2> "$out/resnet18_step.progress" | tee "$out/resnet18_step.txt"
 rm -rf "$work"

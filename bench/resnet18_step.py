@@ -6,11 +6,20 @@ LibTorch build as the C++ library):
 
     /usr/bin/python3 bench/resnet18_step.py --pooling diffstride --steps 3
 
-Prints seconds per step, examples per second and peak memory, in the same
-columns as `diffstride bench`.
+and on a GPU, as `diffstride bench --device cuda --precision bfloat16
+--channels-last` runs the library:
+
+    python3 bench/resnet18_step.py --device cuda --precision bfloat16 \
+        --channels-last [--compile]
+
+(--compile: torch.compile, PyTorch >= 2.1; its compilation happens in the
+warm-up steps). Prints seconds per step, examples per second and peak memory
+(the host's, and the GPU's when it runs on one), in the same columns as
+`diffstride bench`.
 """
 
 import argparse
+import contextlib
 import math
 import resource
 import sys
@@ -147,18 +156,35 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
+    if args.compile and not hasattr(torch, "compile"):
+        sys.exit(f"--compile needs PyTorch >= 2.1; this is {torch.__version__}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ResNet18(args.pooling)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.precision)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = ResNet18(args.pooling).to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images = torch.randn(args.batch, 3, 32, 32)
-    labels = torch.randint(10, (args.batch,))
+    forward = torch.compile(model) if args.compile else model
+    images = torch.randn(args.batch, 3, 32, 32).to(device, memory_format=memory_format)
+    labels = torch.randint(10, (args.batch,)).to(device)
 
     def step():
         optimizer.zero_grad()
-        F.cross_entropy(model(images), labels).backward()
+        autocast = (torch.autocast(device.type, dtype=dtype) if args.precision != "float32"
+                    else contextlib.nullcontext())
+        with autocast:
+            loss = F.cross_entropy(forward(images), labels)
+        loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(args.warmup):
         step()
@@ -173,8 +199,10 @@ def main():
     seconds = (time.perf_counter() - start) / args.steps
     print(file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"python {args.pooling:<12}{seconds:10.3f}{args.batch / seconds:12.1f}"
-          f"{peak:12.0f}")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    name = f"python{' compiled' if args.compile else ''} {args.pooling}"
+    print(f"{name:<28}{seconds:10.3f}{args.batch / seconds:12.1f}{peak:12.0f}")
 
 
 if __name__ == "__main__":

@@ -130,17 +130,6 @@ void broadcast_model(Collectives& collectives, ResNet& model) {
   collectives.broadcast_from_first(tensors);
 }
 
-// Convolution weights (4-D parameters) in NHWC order, for
-// train.channels_last.
-void to_channels_last(ResNet& model) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : model->parameters()) {
-    if (p.dim() == 4) {
-      p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-    }
-  }
-}
-
 // The batch on `device`: pinned host memory and asynchronous copies to a
 // GPU, the tensors themselves on the CPU; images in `format`.
 Batch batch_on(const Batch& batch,
@@ -234,7 +223,10 @@ std::string agreement_text(TrainConfig config,
   return out.str();
 }
 
-torch::Device training_device(const std::string& name) {
+}  // namespace
+
+torch::Device training_device(const std::string& name,
+                              const std::string& option) {
   if (name == "auto") {
     return torch::cuda::is_available() ? torch::Device(torch::kCUDA)
                                        : torch::Device(torch::kCPU);
@@ -245,7 +237,8 @@ torch::Device training_device(const std::string& name) {
                    (!device.has_index() ||
                     device.index() <
                         static_cast<int64_t>(torch::cuda::device_count()))),
-              "train.device: ",
+              option,
+              ": ",
               name,
               " requested, but ",
               torch::cuda::is_available()
@@ -257,7 +250,14 @@ torch::Device training_device(const std::string& name) {
   return device;
 }
 
-}  // namespace
+void to_channels_last(ResNet& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) {
+    if (p.dim() == 4) {
+      p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+}
 
 ResNet build_model(const TrainConfig& config,
                    int64_t in_channels,

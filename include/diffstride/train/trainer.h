@@ -48,6 +48,14 @@ struct TrainOptions {
   std::function<void(ResNet&, int64_t)> after_step;
 };
 
+/// The device a name of train.device stands for ("auto": CUDA when there is
+/// one); an error naming `option` when it does not exist here.
+torch::Device training_device(const std::string& name,
+                              const std::string& option = "train.device");
+
+/// Convolution weights (4-D parameters) in NHWC order (train.channels_last).
+void to_channels_last(ResNet& model);
+
 /// The model a config describes, for a dataset of `in_channels` channels and
 /// `num_classes` classes.
 ResNet build_model(const TrainConfig& config,
