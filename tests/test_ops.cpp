@@ -167,6 +167,22 @@ TEST(Ops, SpectralCropTakesHalfPrecisionDataWithFloat32Matrices) {
   }
 }
 
+// A device kernel reads grad_output's memory where it reads the input's:
+// the backward's checks refuse one on another device.
+TEST(Ops, SpectralCropBackwardRefusesGradOutputOnAnotherDevice) {
+  const auto x = torch::randn({1, 2, 6, 5});
+  const auto rows = torch::randn({3, 12});
+  const auto columns = torch::randn({5, 4});
+  const auto grad = torch::empty({1, 2, 3, 2}, torch::kMeta);
+  diffstride_test::expect_error_containing(
+      [&] {
+        diffstride::ops::check_spectral_crop_backward_arguments(
+            grad, x, rows, columns);
+      },
+      "_spectral_crop_backward: expected grad_output on the input's device "
+      "(cpu), got meta");
+}
+
 // The fused CUDA kernels of the spectral crop (src/ops/cuda/) against the CPU
 // kernel in float64: output and all three gradients, at the ResNet-18 layer
 // sizes, odd sizes, batch 0 and 1, channels_last, planes past the fused

@@ -124,6 +124,12 @@ void check_spectral_crop_backward_arguments(const at::Tensor& grad_output,
                                            input.size(1),
                                            row_matrix.size(0),
                                            column_matrix.size(1) / 2};
+  TORCH_CHECK(grad_output.device() == input.device(),
+              op,
+              ": expected grad_output on the input's device (",
+              input.device(),
+              "), got ",
+              grad_output.device());
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected),
               op,
               ": expected grad_output of the output's shape ",

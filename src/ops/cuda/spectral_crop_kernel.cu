@@ -81,10 +81,12 @@ Launch plan_launch(Kernel kernel,
   s.planes_per_tile = tile;
   Launch launch;
   launch.shared_bytes = bytes(tile);
+  // The device's limit, the same value on every call, so that calls from
+  // several host threads never lower it under one another's launch.
   C10_CUDA_CHECK(
       cudaFuncSetAttribute(kernel,
                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(launch.shared_bytes)));
+                           static_cast<int>(device->sharedMemPerBlockOptin)));
   int per_multiprocessor = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_multiprocessor, kernel, kThreads, launch.shared_bytes));
@@ -231,8 +233,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cuda(
   }
   if (s.planes > 0 &&
       !fused_backward(dy, input, rows, columns, s, dx, d_rows, d_columns)) {
-    return generic::spectral_crop_backward_generic(
-        grad_output, input, rows, columns, output_mask);
+    auto [generic_dx, generic_rows, generic_columns] =
+        generic::spectral_crop_backward_generic(
+            dy, input, rows, columns, output_mask);
+    if (generic_dx.defined()) {
+      generic_dx = generic_dx.contiguous(input.suggest_memory_format());
+    }
+    return {generic_dx, generic_rows, generic_columns};
   }
   return {dx,
           output_mask[1] ? d_rows : at::Tensor(),
