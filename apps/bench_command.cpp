@@ -87,7 +87,7 @@ struct BenchStep {
 BenchStep bench_step(const BenchArgs& args, c10::IntArrayRef size) {
   const auto device = diffstride::training_device(args.device, "--device");
   const auto precision = diffstride::parse_precision(args.precision);
-  diffstride::check_precision_supported(precision, device);
+  diffstride::check_precision_supported(precision, device, "--precision");
   torch::manual_seed(0);
   diffstride::ResNet model(diffstride::resnet_options(args.model)
                                .pooling(diffstride::parse_pooling(args.pooling))

@@ -81,9 +81,11 @@ c10::ScalarType parse_precision(const std::string& name) {
 }
 
 void check_precision_supported(c10::ScalarType precision,
-                               const c10::Device& device) {
+                               const c10::Device& device,
+                               const std::string& option) {
   TORCH_CHECK(precision != c10::kHalf || device.is_cuda(),
-              "train.precision = \"float16\" needs a CUDA device (autocast to "
+              option,
+              " = \"float16\" needs a CUDA device (autocast to "
               "float16 is a GPU feature); this run trains on ",
               device.str(),
               ": use \"bfloat16\" or \"float32\" there");

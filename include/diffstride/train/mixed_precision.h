@@ -21,10 +21,11 @@ const std::vector<std::string>& precision_names();
 /// The dtype a precision name stands for; an error naming the accepted ones.
 c10::ScalarType parse_precision(const std::string& name);
 
-/// An error when `device` cannot autocast to `precision` (float16 needs
-/// CUDA; bfloat16 works on the CPU and on CUDA).
+/// An error naming `option` when `device` cannot autocast to `precision`
+/// (float16 needs CUDA; bfloat16 works on the CPU and on CUDA).
 void check_precision_supported(c10::ScalarType precision,
-                               const c10::Device& device);
+                               const c10::Device& device,
+                               const std::string& option = "train.precision");
 
 /// Autocast to `precision` on `device` for the guard's lifetime (float32:
 /// nothing changes); the previous state is restored afterwards.
