@@ -5,7 +5,11 @@
 #include <diffstride/data/batches.h>
 #include <diffstride/data/cifar.h>
 #include <diffstride/data/dataset.h>
+#include <diffstride/data/device_batches.h>
 #include <diffstride/data/idx.h>
+
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "data/random_draws.h"
 #include "test_helpers.h"
@@ -484,6 +488,74 @@ TEST(Batches, PrefetcherYieldsTheSameBatchesInOrderAndResumes) {
                            maker.make_batch(order, 4, 3).images));
   // Destroyed with batches still queued: must not hang.
   { diffstride::BatchPrefetcher abandoned(maker, 5, 0, 1); }
+}
+
+namespace {
+
+// Every batch of `batches` against the maker's own batch of epoch `epoch`
+// (mixup and augmentation on, so the copies carry every field), on
+// `device` with channels_last images, and then the end.
+void expect_device_batches_equal_the_made_ones(
+    diffstride::DeviceBatches& batches,
+    const diffstride::BatchMaker& maker,
+    int64_t epoch,
+    const torch::Device& device) {
+  const auto order = maker.epoch_order(epoch);
+  for (int64_t b = 0; b < maker.batches_per_epoch(); ++b) {
+    const auto batch = batches.next();
+    ASSERT_TRUE(batch.has_value()) << b;
+    const auto made = maker.make_batch(order, epoch, b);
+    EXPECT_EQ(batch->images.device(), device);
+    EXPECT_TRUE(batch->images.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(torch::equal(batch->images.cpu(), made.images)) << b;
+    EXPECT_TRUE(torch::equal(batch->targets.cpu(), made.targets)) << b;
+    EXPECT_TRUE(torch::equal(batch->labels.cpu(), made.labels)) << b;
+  }
+  EXPECT_FALSE(batches.next().has_value());
+}
+
+diffstride::BatchMaker mixing_maker(const diffstride::Dataset& data) {
+  return diffstride::BatchMaker(data,
+                                kTinyNormalization,
+                                diffstride::BatchOptions()
+                                    .batch_size(2)
+                                    .seed(5)
+                                    .augment(true)
+                                    .mixup_alpha(0.4)
+                                    .label_smoothing(0.1));
+}
+
+}  // namespace
+
+TEST(DeviceBatches, OnTheCpuPassTheBatchesInOrderInTheAskedFormat) {
+  const auto data = tiny_dataset();
+  const auto maker = mixing_maker(data);
+  diffstride::BatchPrefetcher prefetched(maker, 2);
+  diffstride::DeviceBatches batches(
+      prefetched, torch::kCPU, at::MemoryFormat::ChannelsLast);
+  expect_device_batches_equal_the_made_ones(batches, maker, 2, torch::kCPU);
+}
+
+TEST(DeviceBatches, OnCudaArriveFromPinnedMemoryThroughASideStream) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  const auto data = tiny_dataset();
+  const auto maker = mixing_maker(data);
+  const torch::Device cuda(torch::kCUDA, 0);
+  // The step runs on a stream of its own (not the default stream), and
+  // keeps the GPU busy while the next copies are queued: the batches it
+  // reads must still be the finished copies.
+  c10::impl::VirtualGuardImpl cuda_guard(torch::kCUDA);
+  c10::StreamGuard step_stream(cuda_guard.getStreamFromGlobalPool(cuda));
+  for (const size_t in_flight : {1, 2, 4}) {
+    diffstride::BatchPrefetcher prefetched(maker, 1, 0, 3, /*pin_memory=*/true);
+    diffstride::DeviceBatches batches(
+        prefetched, cuda, at::MemoryFormat::ChannelsLast, in_flight);
+    auto busy = torch::randn({2048, 2048}, torch::Device(cuda));
+    busy = busy.mm(busy).mm(busy);
+    expect_device_batches_equal_the_made_ones(batches, maker, 1, cuda);
+  }
 }
 
 namespace {

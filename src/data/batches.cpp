@@ -281,8 +281,11 @@ Batch BatchMaker::make_batch(const std::vector<int64_t>& order,
 BatchPrefetcher::BatchPrefetcher(const BatchMaker& maker,
                                  int64_t epoch,
                                  int64_t first_batch,
-                                 size_t depth)
-    : maker_(maker), depth_(std::max<size_t>(1, depth)) {
+                                 size_t depth,
+                                 bool pin_memory)
+    : maker_(maker),
+      depth_(std::max<size_t>(1, depth)),
+      pin_memory_(pin_memory) {
   worker_ =
       std::thread([this, epoch, first_batch] { produce(epoch, first_batch); });
 }
@@ -301,6 +304,11 @@ void BatchPrefetcher::produce(int64_t epoch, int64_t first_batch) {
     const auto order = maker_.epoch_order(epoch);
     for (int64_t b = first_batch; b < maker_.batches_per_epoch(); ++b) {
       auto batch = maker_.make_batch(order, epoch, b);
+      if (pin_memory_) {
+        batch = Batch{batch.images.pin_memory(),
+                      batch.targets.pin_memory(),
+                      batch.labels.pin_memory()};
+      }
       std::unique_lock<std::mutex> lock(mutex_);
       changed_.wait(lock, [&] { return stopping_ || ready_.size() < depth_; });
       if (stopping_) {

@@ -4,6 +4,7 @@
 #include "train/device_tally.h"
 
 #include <diffstride/data/batches.h>
+#include <diffstride/data/device_batches.h>
 #include <diffstride/train/distributed.h>
 #include <diffstride/train/metrics_log.h>
 #include <diffstride/train/mixed_precision.h>
@@ -128,22 +129,6 @@ void broadcast_model(Collectives& collectives, ResNet& model) {
     tensors.push_back(buffer);
   }
   collectives.broadcast_from_first(tensors);
-}
-
-// The batch on `device`: pinned host memory and asynchronous copies to a
-// GPU, the tensors themselves on the CPU; images in `format`.
-Batch batch_on(const Batch& batch,
-               const torch::Device& device,
-               at::MemoryFormat format) {
-  Batch moved = batch;
-  if (!device.is_cpu()) {
-    moved.images = batch.images.pin_memory().to(device, /*non_blocking=*/true);
-    moved.targets =
-        batch.targets.pin_memory().to(device, /*non_blocking=*/true);
-    moved.labels = batch.labels.pin_memory().to(device, /*non_blocking=*/true);
-  }
-  moved.images = moved.images.contiguous(format);
-  return moved;
 }
 
 // The largest batch a run allocates (and a few ahead of the model): 2^30
@@ -313,8 +298,9 @@ Evaluation evaluate(ResNet& model,
                        .drop_last(false)
                        .shard(rank)
                        .shards(ranks));
-  BatchPrefetcher batches(maker, 0);
   const auto device = model->parameters().front().device();
+  BatchPrefetcher prefetched(maker, 0, 0, 3, /*pin_memory=*/!device.is_cpu());
+  DeviceBatches batches(prefetched, device, at::MemoryFormat::Contiguous);
   // loss sum, correct, examples, interrupted: summed over this rank's
   // shards, then over the ranks.
   auto sums =
@@ -324,8 +310,8 @@ Evaluation evaluate(ResNet& model,
       sums[3] = 1;
       break;
     }
-    const auto logits = model(batch->images.to(device)).to(at::kFloat);
-    const auto labels = batch->labels.to(device);
+    const auto logits = model(batch->images).to(at::kFloat);
+    const auto& labels = batch->labels;
     sums[0] += torch::nn::functional::cross_entropy(
         logits,
         labels,
@@ -575,8 +561,12 @@ void Trainer::print_setup() const {
 std::vector<EpochMetrics> Trainer::run() {
   for (; point_.position.epoch < config_.train.epochs; next_epoch()) {
     start_epoch();
-    BatchPrefetcher batches(
-        maker_, point_.position.epoch, point_.position.batch);
+    BatchPrefetcher prefetched(maker_,
+                               point_.position.epoch,
+                               point_.position.batch,
+                               3,
+                               /*pin_memory=*/!device_.is_cpu());
+    DeviceBatches batches(prefetched, device_, memory_format_);
     while (auto batch = batches.next()) {
       learning_rate_ =
           learning_rate_at(config_.optimizer, point_.position.step);
@@ -625,12 +615,8 @@ void Trainer::start_epoch() {
 bool Trainer::step(const Batch& batch) {
   StepResult result;
   try {
-    result = train_step(model_,
-                        optimizer_,
-                        batch_on(batch, device_, memory_format_),
-                        config_.loss,
-                        learning_rate_,
-                        step_options_);
+    result = train_step(
+        model_, optimizer_, batch, config_.loss, learning_rate_, step_options_);
   } catch (const c10::Error&) {
     // Weights poisoned by an earlier non-finite loss fail in the layers
     // (a DiffStride stride of NaN): that loss is the error to report.

@@ -81,13 +81,16 @@ class BatchMaker {
 };
 
 /// Batches [first_batch, batches_per_epoch) of one epoch, made on a
-/// background thread up to `depth` ahead of the consumer.
+/// background thread up to `depth` ahead of the consumer; with
+/// `pin_memory` (for a GPU) that thread also copies them into page-locked
+/// memory, from which copies to the device do not block the host.
 class BatchPrefetcher {
  public:
   BatchPrefetcher(const BatchMaker& maker,
                   int64_t epoch,
                   int64_t first_batch = 0,
-                  size_t depth = 3);
+                  size_t depth = 3,
+                  bool pin_memory = false);
   ~BatchPrefetcher();
   BatchPrefetcher(const BatchPrefetcher&) = delete;
   BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
@@ -101,6 +104,7 @@ class BatchPrefetcher {
 
   const BatchMaker& maker_;
   size_t depth_;
+  bool pin_memory_;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Batch> ready_;

@@ -1,0 +1,53 @@
+#pragma once
+
+// Batches moved to the training device ahead of the step (docs/training.md,
+// "Devices and precision"). On a GPU, each batch (made and pinned by a
+// BatchPrefetcher's thread) is copied on a side stream up to `in_flight`
+// batches ahead; the stream that runs the step waits for that copy's event
+// only, so copies overlap the steps before them. On the CPU the batches
+// pass through.
+
+#include <diffstride/data/batches.h>
+
+#include <c10/core/Device.h>
+#include <c10/core/Event.h>
+#include <c10/core/MemoryFormat.h>
+#include <c10/core/Stream.h>
+
+#include <cstddef>
+#include <deque>
+#include <optional>
+
+namespace diffstride {
+
+class DeviceBatches {
+ public:
+  /// Batches of `source` on `device`, their images in `format`.
+  DeviceBatches(BatchPrefetcher& source,
+                c10::Device device,
+                c10::MemoryFormat format,
+                size_t in_flight = 2);
+
+  /// The next batch, ready for work queued on the device's current stream;
+  /// nothing at the end of the source.
+  std::optional<Batch> next();
+
+ private:
+  struct Upload {
+    Batch batch;
+    c10::Event copied;
+  };
+
+  void start_uploads();
+  Batch on_device(const Batch& batch) const;
+
+  BatchPrefetcher& source_;
+  c10::Device device_;
+  c10::MemoryFormat format_;
+  size_t in_flight_;
+  std::optional<c10::Stream> side_stream_;
+  std::deque<Upload> uploads_;
+  bool source_finished_ = false;
+};
+
+}  // namespace diffstride
