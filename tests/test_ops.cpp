@@ -1,6 +1,7 @@
 // The operators registered in namespace `diffstride`, called through the
 // dispatcher as TorchScript and Python call them.
 
+#include "ops/generic/spectral_crop_kernel.h"
 #include "ops/spectral_crop.h"
 #include "support/plain_fft_reference.h"
 #include "test_helpers.h"
@@ -110,6 +111,51 @@ TEST(Ops, LayersOnMetaInputsGiveTheReferenceShapes) {
       at::IntArrayRef({2, 3, 8, 6}));
   EXPECT_THROW(crop.call(meta({2, 3, 21, 18}), meta({8, 40}), meta({18, 12})),
                c10::Error);
+}
+
+// The output and the input's gradient come in the input's memory format
+// from the CPU kernel, the generic kernel and the Meta kernel alike (what
+// FakeTensor and torch.compile assume), with the values of the NCHW call.
+TEST(Ops, SpectralCropKeepsTheInputsMemoryFormatOnEveryKernel) {
+  const auto x = torch::randn({2, 5, 9, 7}, torch::kDouble);
+  const auto rows = torch::randn({4, 18}, torch::kDouble);
+  const auto columns = torch::randn({7, 6}, torch::kDouble);
+  const auto grad = torch::randn({2, 5, 4, 3}, torch::kDouble);
+  const auto reference = diffstride::ops::spectral_crop(x, rows, columns);
+  const auto reference_dx = std::get<0>(diffstride::ops::spectral_crop_backward(
+      grad, x, rows, columns, {true, false, false}));
+  for (const auto format :
+       {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+    const auto input = x.contiguous(format);
+    const auto meta = input.to(torch::kMeta);
+    const auto on_meta = [](const at::Tensor& t) { return t.to(torch::kMeta); };
+    const std::vector<std::pair<at::Tensor, at::Tensor>> outputs = {
+        {diffstride::ops::spectral_crop(input, rows, columns),
+         diffstride::ops::spectral_crop(meta, on_meta(rows), on_meta(columns))},
+        {diffstride::ops::generic::spectral_crop_generic(input, rows, columns),
+         reference},
+        {std::get<0>(diffstride::ops::spectral_crop_backward(
+             grad, input, rows, columns, {true, false, false})),
+         std::get<0>(
+             diffstride::ops::spectral_crop_backward(on_meta(grad),
+                                                     meta,
+                                                     on_meta(rows),
+                                                     on_meta(columns),
+                                                     {true, false, false}))},
+        {std::get<0>(diffstride::ops::generic::spectral_crop_backward_generic(
+             grad, input, rows, columns, {true, false, false})),
+         reference_dx}};
+    for (const auto& [real, other] : outputs) {
+      EXPECT_TRUE(real.is_contiguous(format)) << format;
+      if (other.is_meta()) {
+        EXPECT_EQ(real.strides(), other.strides()) << format;
+      }
+    }
+    EXPECT_LE(relative_error(outputs[0].first, reference), 1e-12);
+    EXPECT_LE(relative_error(outputs[1].first, reference), 1e-12);
+    EXPECT_LE(relative_error(outputs[2].first, reference_dx), 1e-12);
+    EXPECT_LE(relative_error(outputs[3].first, reference_dx), 1e-12);
+  }
 }
 
 // float16 and bfloat16 data goes into the op as it is, with float32

@@ -11,7 +11,9 @@
 // both on the input's device, in its compute dtype: float32 or float64 data
 // with matrices of the same dtype, or float16 or bfloat16 data with float32
 // matrices, computed in float32 and rounded once to the data's dtype (the
-// matrices' gradients stay float32). Schemas:
+// matrices' gradients stay float32). The output and the input's gradient
+// are in the input's suggested memory format (NCHW or channels_last) on
+// every kernel, the Meta kernel included. Schemas:
 //
 //   diffstride::_spectral_crop(Tensor input, Tensor row_matrix,
 //                              Tensor column_matrix) -> Tensor

@@ -76,7 +76,7 @@ at::Tensor spectral_crop_cpu(const at::Tensor& input,
                                          columns.data_ptr<scalar_t>(),
                                          shape);
   });
-  return y;
+  return y.contiguous(input.suggest_memory_format());
 }
 
 // The small matrices hold a real and an imaginary half side by side:
@@ -189,6 +189,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cpu(
       interleave_halves(dg_stack, W, Wp, d_columns.data_ptr<scalar_t>());
     }
   });
+  if (dx.defined()) {
+    dx = dx.contiguous(input.suggest_memory_format());
+  }
   return {dx, d_rows, d_columns};
 }
 

@@ -136,8 +136,7 @@ at::Tensor spectral_crop_cuda(const at::Tensor& input,
         }
       });
   if (!fused) {
-    return generic::spectral_crop_generic(input, rows, columns)
-        .contiguous(format);
+    return generic::spectral_crop_generic(input, rows, columns);
   }
   return y;
 }
@@ -233,13 +232,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_cuda(
   }
   if (s.planes > 0 &&
       !fused_backward(dy, input, rows, columns, s, dx, d_rows, d_columns)) {
-    auto [generic_dx, generic_rows, generic_columns] =
-        generic::spectral_crop_backward_generic(
-            dy, input, rows, columns, output_mask);
-    if (generic_dx.defined()) {
-      generic_dx = generic_dx.contiguous(input.suggest_memory_format());
-    }
-    return {generic_dx, generic_rows, generic_columns};
+    return generic::spectral_crop_backward_generic(
+        dy, input, rows, columns, output_mask);
   }
   return {dx,
           output_mask[1] ? d_rows : at::Tensor(),

@@ -44,7 +44,7 @@ at::Tensor spectral_crop_generic(const at::Tensor& input,
   const auto t = at::matmul(input.contiguous(), column_matrix);
   return at::matmul(exchange_axes(t, height, out_width), row_matrix.t())
       .transpose(2, 3)
-      .contiguous();
+      .contiguous(input.suggest_memory_format());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
@@ -81,7 +81,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_generic(
     const auto dt =
         exchange_axes(at::matmul(dy_t, row_matrix), out_width, height);
     if (output_mask[0]) {
-      dx = at::matmul(dt, column_matrix.t()).contiguous();
+      dx = at::matmul(dt, column_matrix.t())
+               .contiguous(input.suggest_memory_format());
     }
     if (output_mask[2]) {
       d_columns =

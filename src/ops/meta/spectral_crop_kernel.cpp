@@ -44,11 +44,12 @@ at::Tensor spectral_crop_meta(const at::Tensor& input,
                               const at::Tensor& row_matrix,
                               const at::Tensor& column_matrix) {
   check_meta_arguments(input, row_matrix, column_matrix, "_spectral_crop");
-  return at::empty_symint({input.sym_size(0),
-                           input.sym_size(1),
-                           row_matrix.sym_size(0),
-                           column_matrix.sym_size(1) / 2},
-                          input.options());
+  return at::empty_symint(
+      {input.sym_size(0),
+       input.sym_size(1),
+       row_matrix.sym_size(0),
+       column_matrix.sym_size(1) / 2},
+      input.options().memory_format(input.suggest_memory_format()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_meta(
@@ -67,7 +68,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_crop_backward_meta(
               "_spectral_crop_backward: expected grad_output of the output's "
               "shape N x C x H' x W'");
   const auto like = [](bool wanted, const at::Tensor& tensor) {
-    return wanted ? at::empty_symint(tensor.sym_sizes(), tensor.options())
+    return wanted ? at::empty_symint(tensor.sym_sizes(),
+                                     tensor.options().memory_format(
+                                         tensor.suggest_memory_format()))
                   : at::Tensor();
   };
   return {like(output_mask[0], input),

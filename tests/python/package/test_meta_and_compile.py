@@ -197,6 +197,12 @@ def _opcheck_cases():
         ("_spectral_crop", ops._spectral_crop.default, (x, rows, columns), every_check),
         ("_spectral_crop_backward", ops._spectral_crop_backward.default,
          (grad, x, rows, columns, [True, True, True]), every_check),
+        # The output and the input's gradient keep the input's memory format.
+        ("_spectral_crop channels_last", ops._spectral_crop.default,
+         (x.contiguous(memory_format=torch.channels_last), rows, columns), every_check),
+        ("_spectral_crop_backward channels_last", ops._spectral_crop_backward.default,
+         (grad, x.contiguous(memory_format=torch.channels_last), rows, columns,
+          [True, True, True]), every_check),
         # The layer ops decompose in C++ over plain sizes: no symbolic sizes.
         ("fixed_spectral_pooling", ops.fixed_spectral_pooling.default,
          (x, [2.5, 1.5]), every_check[:4]),
