@@ -504,6 +504,32 @@ TEST(DiffStrideModule, Float32ParameterAtFloorStillGetsGradient) {
   EXPECT_GT(pool->strides.grad().abs().min().item<double>(), 0.0);
 }
 
+// The module sizes its crop from the values its clamp read on the host;
+// those must be the values the float32 parameter then holds (the floor
+// size / (size - R) rounded to float32, either way), so that the module
+// computes exactly what the functional form computes from the parameter.
+TEST(DiffStrideModule,
+     ClampedFloat32StridesSizeTheCropAsTheParameterHoldsThem) {
+  torch::manual_seed(8);
+  int64_t rounded_down = 0;
+  for (const int64_t size : {7, 9, 10, 11, 13, 17, 19, 23, 26, 29, 31, 37}) {
+    for (const double r : {2.0, 3.0, 4.0}) {
+      DiffStride pool(DiffStrideOptions().strides(1.0).smoothness_factor(r));
+      const auto x = torch::randn({1, 2, size, size + 3});
+      const auto y = pool(x);
+      const auto expected = diffstride::functional::diffstride(
+          x,
+          pool->strides.detach(),
+          diffstride::functional::DiffStrideFuncOptions().smoothness_factor(r));
+      ASSERT_EQ(y.sizes(), expected.sizes()) << size << " R " << r;
+      EXPECT_TRUE(torch::equal(y, expected)) << size << " R " << r;
+      const double floor = static_cast<double>(size) / (size - r);
+      rounded_down += pool->strides[0].item<double>() < floor;
+    }
+  }
+  EXPECT_GT(rounded_down, 0);  // the case the rounding matters for
+}
+
 TEST(DiffStrideModule, ConstraintAppliesLimitsAndLastInputFloor) {
   DiffStride pool(
       DiffStrideOptions().strides({2.0, 3.0}).upper_limit_stride(3.5));

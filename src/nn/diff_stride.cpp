@@ -131,6 +131,7 @@ struct DiffStrideCrops {
 
 DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
                                  const at::Tensor& strides,
+                                 const std::vector<double>& known_values,
                                  double smoothness_factor,
                                  bool cropping,
                                  const std::string& layer) {
@@ -152,7 +153,9 @@ DiffStrideCrops diffstride_crops(at::IntArrayRef spatial,
               ": expected floating-point strides, got ",
               strides.scalar_type());
   const bool shared = strides.numel() == 1;
-  const auto values = host_values(strides, layer);
+  const auto values =
+      known_values.empty() ? host_values(strides, layer) : known_values;
+  TORCH_INTERNAL_ASSERT(values.size() == static_cast<size_t>(strides.numel()));
   for (const double value : values) {
     check_stride_value(value, layer, "strides");
   }
@@ -212,6 +215,18 @@ namespace functional {
 at::Tensor diffstride(const at::Tensor& input,
                       const at::Tensor& strides,
                       const DiffStrideFuncOptions& options) {
+  return detail::diffstride_with_stride_values(input, strides, {}, options);
+}
+
+}  // namespace functional
+
+namespace detail {
+
+at::Tensor diffstride_with_stride_values(
+    const at::Tensor& input,
+    const at::Tensor& strides,
+    const std::vector<double>& values,
+    const functional::DiffStrideFuncOptions& options) {
   const int64_t rank = detail::pooling_spatial_rank(input, "DiffStride");
   const auto layer = detail::layer_name("DiffStride", rank);
   const double smoothness_factor = options.smoothness_factor();
@@ -220,6 +235,7 @@ at::Tensor diffstride(const at::Tensor& input,
       input.sizes().slice(2), smoothness_factor, layer);
   const auto crops = diffstride_crops(input.sizes().slice(2),
                                       strides,
+                                      values,
                                       smoothness_factor,
                                       options.cropping(),
                                       layer);
@@ -242,6 +258,10 @@ at::Tensor diffstride(const at::Tensor& input,
   return detail::crop_with_ffts(input, masked, crops.last_output_size);
 }
 
+}  // namespace detail
+
+namespace functional {
+
 std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
     at::IntArrayRef size,
     const at::Tensor& strides,
@@ -254,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor> diffstride_matrices(
               size);
   check_sizes_exceed_smoothness(size, smoothness_factor, "DiffStride");
   const auto crops = diffstride_crops(
-      size, strides, smoothness_factor, options.cropping(), "DiffStride");
+      size, strides, {}, smoothness_factor, options.cropping(), "DiffStride");
   return detail::diffstride_separable_matrices(
       strides,
       crops.axes[0],
@@ -318,12 +338,13 @@ std::vector<double> diffstride_initial_strides(int64_t spatial_rank,
   return values;
 }
 
-void constrain_strides(const at::Tensor& strides,
-                       int64_t spatial_rank,
-                       c10::ArrayRef<int64_t> last_input_size,
-                       double smoothness_factor,
-                       double lower_limit_stride,
-                       c10::optional<double> upper_limit_stride) {
+std::vector<double> constrain_strides(
+    const at::Tensor& strides,
+    int64_t spatial_rank,
+    c10::ArrayRef<int64_t> last_input_size,
+    double smoothness_factor,
+    double lower_limit_stride,
+    c10::optional<double> upper_limit_stride) {
   TORCH_CHECK(strides.numel() == 1 || strides.numel() == spatial_rank,
               "constrain_strides: expected 1 or ",
               spatial_rank,
@@ -339,7 +360,7 @@ void constrain_strides(const at::Tensor& strides,
   // Strides without values (a module moved to the meta device) have
   // nothing to clamp.
   if (holds_no_values(strides)) {
-    return;
+    return {};
   }
   torch::NoGradGuard no_grad;
   OutsideTensorModes outside;
@@ -360,9 +381,14 @@ void constrain_strides(const at::Tensor& strides,
   }
   // Write only when a value moved: an in-place write bumps the parameter's
   // version, which autograd checks when the module runs twice in one graph.
+  // The values returned are those the parameter then holds (rounded to its
+  // dtype).
   if (changed) {
+    values = values.to(strides.scalar_type()).to(at::kDouble);
     strides.detach().copy_(values);
   }
+  data = values.data_ptr<double>();
+  return {data, data + values.numel()};
 }
 
 void check_layer_input(const at::Tensor& input,
@@ -439,19 +465,23 @@ at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
                             detail::layer_name("DiffStride", D),
                             D,
                             options.smoothness_factor());
+  std::vector<double> values;
   {
     std::lock_guard<std::mutex> lock(*constrain_mutex_);
     std::array<int64_t, D> size;
     std::copy_n(input.sizes().begin() + 2, D, size.begin());
     last_input_size_ = size;
-    constrain_strides_locked();
+    values = constrain_strides_locked();
   }
   // A copy for this call's graph: a later call at another input size may
   // clamp the parameter in place without invalidating this one (the value
-  // and the gradient are the parameter's; docs/layers.md, step 1).
-  return functional::diffstride(
+  // and the gradient are the parameter's; docs/layers.md, step 1). The
+  // values the constraint read on the host size the crop: one read from
+  // the device per call.
+  return detail::diffstride_with_stride_values(
       input,
       strides.clone(),
+      values,
       functional::DiffStrideFuncOptions()
           .smoothness_factor(options.smoothness_factor())
           .cropping(options.cropping()));
@@ -464,15 +494,15 @@ void DiffStrideNdImpl<D>::constrain_strides() {
 }
 
 template <size_t D>
-void DiffStrideNdImpl<D>::constrain_strides_locked() {
-  detail::constrain_strides(strides,
-                            D,
-                            last_input_size_
-                                ? c10::IntArrayRef(*last_input_size_)
-                                : c10::IntArrayRef(),
-                            options.smoothness_factor(),
-                            options.lower_limit_stride(),
-                            upper_limit(options));
+std::vector<double> DiffStrideNdImpl<D>::constrain_strides_locked() {
+  return detail::constrain_strides(strides,
+                                   D,
+                                   last_input_size_
+                                       ? c10::IntArrayRef(*last_input_size_)
+                                       : c10::IntArrayRef(),
+                                   options.smoothness_factor(),
+                                   options.lower_limit_stride(),
+                                   upper_limit(options));
 }
 
 template <size_t D>

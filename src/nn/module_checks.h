@@ -1,7 +1,8 @@
 #pragma once
 
-// The pooling modules' checks of their options and inputs, and DiffStride's
-// stride constraint, as functions: the C++ modules call them, and the Python
+// The pooling modules' checks of their options and inputs, DiffStride's
+// stride constraint, and the layer on strides the constraint has read, as
+// functions: the C++ modules call them, and the Python
 // package's modules call them through the ops of ops/register_ops.cpp, so
 // that both check the same things with the same messages (docs/layers.md).
 // Internal to the library.
@@ -15,6 +16,10 @@
 #include <vector>
 
 namespace diffstride {
+namespace functional {
+struct DiffStrideFuncOptions;
+}  // namespace functional
+
 namespace detail {
 
 /// The initial values of a DiffStride layer's `strides` parameter over
@@ -32,13 +37,24 @@ std::vector<double> diffstride_initial_strides(
 /// `spatial_rank`) in place to [max(lower, size / (size - R)), upper], with
 /// the spatial size of the last input (empty: none yet, floor `lower`).
 /// Writes only when a value moves; strides without values (meta) are left
-/// as they are.
-void constrain_strides(const at::Tensor& strides,
-                       int64_t spatial_rank,
-                       c10::ArrayRef<int64_t> last_input_size,
-                       double smoothness_factor,
-                       double lower_limit_stride,
-                       c10::optional<double> upper_limit_stride);
+/// as they are. Returns the values `strides` holds afterwards, read on the
+/// host (none for strides without values).
+std::vector<double> constrain_strides(const at::Tensor& strides,
+                                      int64_t spatial_rank,
+                                      c10::ArrayRef<int64_t> last_input_size,
+                                      double smoothness_factor,
+                                      double lower_limit_stride,
+                                      c10::optional<double> upper_limit_stride);
+
+/// functional::diffstride on strides whose values the caller has read on
+/// the host already (constrain_strides returns them): the crop's size comes
+/// from `values`, the mask and its gradient from `strides`. Empty `values`:
+/// read here.
+at::Tensor diffstride_with_stride_values(
+    const at::Tensor& input,
+    const at::Tensor& strides,
+    const std::vector<double>& values,
+    const functional::DiffStrideFuncOptions& options);
 
 /// The input of `layer` over `spatial_rank` axes: its dtype and rank, and
 /// with smoothness_factor > 0 (DiffStride) spatial sizes that exceed it.

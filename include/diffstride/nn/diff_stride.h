@@ -15,6 +15,7 @@
 #include <optional>
 #include <ostream>
 #include <tuple>
+#include <vector>
 
 namespace diffstride {
 
@@ -114,8 +115,9 @@ class DiffStrideNdImpl : public torch::nn::Cloneable<DiffStrideNdImpl<D>> {
   at::Tensor strides;
 
  private:
-  // constrain_strides() with constrain_mutex_ held.
-  void constrain_strides_locked();
+  // constrain_strides() with constrain_mutex_ held; returns the strides'
+  // values after it (none for strides without values).
+  std::vector<double> constrain_strides_locked();
 
   // Spatial size of the last input seen, for the constraint's floor.
   std::optional<std::array<int64_t, D>> last_input_size_;
