@@ -514,6 +514,32 @@ void expect_device_batches_equal_the_made_ones(
   EXPECT_FALSE(batches.next().has_value());
 }
 
+// A 1 x 2 x 2 example reader that fails at example `broken`.
+class FailingReader : public diffstride::ExampleReader {
+ public:
+  explicit FailingReader(int64_t broken) : broken_(broken) {}
+  std::vector<int64_t> example_shape() const override {
+    return {1, 2, 2};
+  }
+  int64_t read(int64_t index, uint64_t, float* out) const override {
+    TORCH_CHECK(index != broken_, "example ", index, " is broken");
+    std::fill(out, out + 4, static_cast<float>(index));
+    return index;
+  }
+  double full_scale() const override {
+    return 1.0;
+  }
+  int64_t workers() const override {
+    return 1;
+  }
+  int64_t skipped_files() const override {
+    return 0;
+  }
+
+ private:
+  int64_t broken_;
+};
+
 diffstride::BatchMaker mixing_maker(const diffstride::Dataset& data) {
   return diffstride::BatchMaker(data,
                                 kTinyNormalization,
@@ -536,25 +562,78 @@ TEST(DeviceBatches, OnTheCpuPassTheBatchesInOrderInTheAskedFormat) {
   expect_device_batches_equal_the_made_ones(batches, maker, 2, torch::kCPU);
 }
 
+// Images of 3 x 1024 x 1024 (12 MiB each in float32): each batch's copy
+// takes milliseconds, and the test's step stream reads every batch as soon
+// as it has it, with nothing else queued before: without the wait on the
+// copy's event it would read batches still being written.
 TEST(DeviceBatches, OnCudaArriveFromPinnedMemoryThroughASideStream) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
   }
-  const auto data = tiny_dataset();
-  const auto maker = mixing_maker(data);
+  diffstride::Dataset data;
+  data.name = "large";
+  data.images = torch::randint(0, 256, {16, 3, 1024, 1024}, torch::kByte);
+  data.labels = torch::arange(16, torch::kLong).remainder(3);
+  data.num_classes = 3;
+  const diffstride::BatchMaker maker(data,
+                                     {{0.5, 0.25, 0.1}, {0.2, 0.4, 0.3}},
+                                     diffstride::BatchOptions()
+                                         .batch_size(4)
+                                         .seed(5)
+                                         .augment(true)
+                                         .label_smoothing(0.1));
   const torch::Device cuda(torch::kCUDA, 0);
-  // The step runs on a stream of its own (not the default stream), and
-  // keeps the GPU busy while the next copies are queued: the batches it
-  // reads must still be the finished copies.
+  {
+    diffstride::BatchPrefetcher pinned(maker, 0, 0, 1, /*pin_memory=*/true);
+    const auto batch = pinned.next();
+    EXPECT_TRUE(batch->images.is_pinned() && batch->targets.is_pinned() &&
+                batch->labels.is_pinned());
+  }
+  // The step runs on a stream of its own, not the default stream.
   c10::impl::VirtualGuardImpl cuda_guard(torch::kCUDA);
   c10::StreamGuard step_stream(cuda_guard.getStreamFromGlobalPool(cuda));
   for (const size_t in_flight : {1, 2, 4}) {
     diffstride::BatchPrefetcher prefetched(maker, 1, 0, 3, /*pin_memory=*/true);
     diffstride::DeviceBatches batches(
         prefetched, cuda, at::MemoryFormat::ChannelsLast, in_flight);
-    auto busy = torch::randn({2048, 2048}, torch::Device(cuda));
-    busy = busy.mm(busy).mm(busy);
     expect_device_batches_equal_the_made_ones(batches, maker, 1, cuda);
+  }
+}
+
+TEST(DeviceBatches, ASourceErrorComesAfterTheBatchesBeforeIt) {
+  // A file reader that fails at its fourth example: batch 1 of 2-example
+  // batches in dataset order, on the CPU and, where there is one, on CUDA
+  // with batches copied ahead.
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) {
+    devices.emplace_back(torch::kCUDA, 0);
+  }
+  for (const auto& device : devices) {
+    diffstride::Dataset data;
+    data.reader = std::make_shared<FailingReader>(3);
+    data.labels = torch::zeros({8}, torch::kLong);
+    data.num_classes = 2;
+    const diffstride::BatchMaker maker(
+        data,
+        {{0.0}, {1.0}},
+        diffstride::BatchOptions().batch_size(2).shuffle(false));
+    diffstride::BatchPrefetcher prefetched(
+        maker, 0, 0, 3, /*pin_memory=*/device.is_cuda());
+    diffstride::DeviceBatches batches(
+        prefetched, device, at::MemoryFormat::Contiguous, 4);
+    EXPECT_TRUE(batches.next().has_value()) << device;
+    EXPECT_THROW(
+        {
+          try {
+            batches.next();
+          } catch (const c10::Error& error) {
+            EXPECT_NE(std::string(error.what()).find("example 3 is broken"),
+                      std::string::npos);
+            throw;
+          }
+        },
+        c10::Error)
+        << device;
   }
 }
 

@@ -508,10 +508,12 @@ TEST(DiffStrideModule, Float32ParameterAtFloorStillGetsGradient) {
 // those must be the values the float32 parameter then holds (the floor
 // size / (size - R) rounded to float32, either way), so that the module
 // computes exactly what the functional form computes from the parameter.
+// A floor rounded up is the case that tells them apart (the mask takes
+// max(stride, floor), which hides a floor rounded down).
 TEST(DiffStrideModule,
      ClampedFloat32StridesSizeTheCropAsTheParameterHoldsThem) {
   torch::manual_seed(8);
-  int64_t rounded_down = 0;
+  int64_t rounded_up = 0;
   for (const int64_t size : {7, 9, 10, 11, 13, 17, 19, 23, 26, 29, 31, 37}) {
     for (const double r : {2.0, 3.0, 4.0}) {
       DiffStride pool(DiffStrideOptions().strides(1.0).smoothness_factor(r));
@@ -524,10 +526,14 @@ TEST(DiffStrideModule,
       ASSERT_EQ(y.sizes(), expected.sizes()) << size << " R " << r;
       EXPECT_TRUE(torch::equal(y, expected)) << size << " R " << r;
       const double floor = static_cast<double>(size) / (size - r);
-      rounded_down += pool->strides[0].item<double>() < floor;
+      rounded_up += pool->strides[0].item<double>() > floor;
+      // At rest on the floor, a further call writes nothing.
+      const auto version = pool->strides._version();
+      pool(x);
+      EXPECT_EQ(pool->strides._version(), version) << size << " R " << r;
     }
   }
-  EXPECT_GT(rounded_down, 0);  // the case the rounding matters for
+  EXPECT_GT(rounded_up, 0);
 }
 
 TEST(DiffStrideModule, ConstraintAppliesLimitsAndLastInputFloor) {

@@ -4,6 +4,8 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <c10/util/Exception.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -17,7 +19,10 @@ DeviceBatches::DeviceBatches(BatchPrefetcher& source,
       device_(device),
       format_(format),
       in_flight_(std::max<size_t>(1, in_flight)) {
-  if (!device_.is_cpu()) {
+  TORCH_CHECK(device_.is_cpu() || device_.is_cuda(),
+              "DeviceBatches: expected a CPU or CUDA device, got ",
+              device_);
+  if (device_.is_cuda()) {
     side_stream_ = c10::impl::VirtualGuardImpl(device_.type())
                        .getStreamFromGlobalPool(device_);
   }
@@ -34,18 +39,24 @@ Batch DeviceBatches::on_device(const Batch& batch) const {
   return moved;
 }
 
-// Queues copies until `in_flight_` batches are on their way.
+// Queues copies until `in_flight_` batches are on their way. An error (of
+// the source, or of a copy) waits until the batches before it are taken.
 void DeviceBatches::start_uploads() {
-  while (!source_finished_ && uploads_.size() < in_flight_) {
-    auto batch = source_.next();
-    if (!batch) {
-      source_finished_ = true;
-      return;
+  try {
+    while (!source_finished_ && uploads_.size() < in_flight_) {
+      auto batch = source_.next();
+      if (!batch) {
+        source_finished_ = true;
+        return;
+      }
+      c10::StreamGuard on_side_stream(*side_stream_);
+      Upload upload{on_device(*batch), c10::Event(device_.type())};
+      upload.copied.record(*side_stream_);
+      uploads_.push_back(std::move(upload));
     }
-    c10::StreamGuard on_side_stream(*side_stream_);
-    Upload upload{on_device(*batch), c10::Event(device_.type())};
-    upload.copied.record(*side_stream_);
-    uploads_.push_back(std::move(upload));
+  } catch (...) {
+    error_ = std::current_exception();
+    source_finished_ = true;
   }
 }
 
@@ -59,6 +70,9 @@ std::optional<Batch> DeviceBatches::next() {
   }
   start_uploads();
   if (uploads_.empty()) {
+    if (error_) {
+      std::rethrow_exception(error_);
+    }
     return std::nullopt;
   }
   Upload upload = std::move(uploads_.front());
@@ -66,8 +80,8 @@ std::optional<Batch> DeviceBatches::next() {
   const auto step_stream =
       c10::impl::VirtualGuardImpl(device_.type()).getStream(device_);
   upload.copied.block(step_stream);
-  // The side stream allocated these tensors: their memory is not reused
-  // before the step stream's work queued so far is done.
+  // The side stream allocated these tensors: when they are freed, their
+  // memory waits for the step stream's work queued by then.
   for (const auto* tensor :
        {&upload.batch.images, &upload.batch.targets, &upload.batch.labels}) {
     tensor->record_stream(step_stream);

@@ -364,13 +364,11 @@ std::vector<double> constrain_strides(
   }
   torch::NoGradGuard no_grad;
   OutsideTensorModes outside;
-  auto values = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+  const auto held = strides.detach().to(at::kCPU, at::kDouble).contiguous();
+  auto values = held.clone();
   auto* data = values.data_ptr<double>();
-  bool changed = false;
   const auto constrain = [&](double& value, double floor) {
-    const double constrained = std::min(std::max(value, floor), upper);
-    changed |= constrained != value;
-    value = constrained;
+    value = std::min(std::max(value, floor), upper);
   };
   if (strides.numel() == 1) {
     constrain(data[0], *std::max_element(lower.begin(), lower.end()));
@@ -379,12 +377,13 @@ std::vector<double> constrain_strides(
       constrain(data[axis], lower[axis]);
     }
   }
-  // Write only when a value moved: an in-place write bumps the parameter's
-  // version, which autograd checks when the module runs twice in one graph.
-  // The values returned are those the parameter then holds (rounded to its
-  // dtype).
-  if (changed) {
-    values = values.to(strides.scalar_type()).to(at::kDouble);
+  // The clamped values as the parameter can hold them (a float32 floor
+  // rounds either way); written only when one moves, so that a stride
+  // resting at its floor costs no write (and no copy to its device) per
+  // call. An in-place write bumps the parameter's version, which autograd
+  // checks when the module runs twice in one graph.
+  values = values.to(strides.scalar_type()).to(at::kDouble);
+  if (!at::equal(values, held)) {
     strides.detach().copy_(values);
   }
   data = values.data_ptr<double>();
@@ -465,22 +464,25 @@ at::Tensor DiffStrideNdImpl<D>::forward(const at::Tensor& input) {
                             detail::layer_name("DiffStride", D),
                             D,
                             options.smoothness_factor());
+  // A copy for this call's graph: a later call at another input size may
+  // clamp the parameter in place without invalidating this one (the value
+  // and the gradient are the parameter's; docs/layers.md, step 1). The
+  // values the constraint read on the host size the crop: one read from
+  // the device per call. Both are taken under the lock, so that they are
+  // the same strides when threads share the module.
   std::vector<double> values;
+  at::Tensor clamped;
   {
     std::lock_guard<std::mutex> lock(*constrain_mutex_);
     std::array<int64_t, D> size;
     std::copy_n(input.sizes().begin() + 2, D, size.begin());
     last_input_size_ = size;
     values = constrain_strides_locked();
+    clamped = strides.clone();
   }
-  // A copy for this call's graph: a later call at another input size may
-  // clamp the parameter in place without invalidating this one (the value
-  // and the gradient are the parameter's; docs/layers.md, step 1). The
-  // values the constraint read on the host size the crop: one read from
-  // the device per call.
   return detail::diffstride_with_stride_values(
       input,
-      strides.clone(),
+      clamped,
       values,
       functional::DiffStrideFuncOptions()
           .smoothness_factor(options.smoothness_factor())

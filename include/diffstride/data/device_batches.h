@@ -16,20 +16,23 @@
 
 #include <cstddef>
 #include <deque>
+#include <exception>
 #include <optional>
 
 namespace diffstride {
 
 class DeviceBatches {
  public:
-  /// Batches of `source` on `device`, their images in `format`.
+  /// Batches of `source` on `device` (CPU or CUDA), their images in
+  /// `format`.
   DeviceBatches(BatchPrefetcher& source,
                 c10::Device device,
                 c10::MemoryFormat format,
                 size_t in_flight = 2);
 
   /// The next batch, ready for work queued on the device's current stream;
-  /// nothing at the end of the source.
+  /// nothing at the end of the source. Rethrows the source's error (or a
+  /// copy's) once the batches before it are taken.
   std::optional<Batch> next();
 
  private:
@@ -48,6 +51,7 @@ class DeviceBatches {
   std::optional<c10::Stream> side_stream_;
   std::deque<Upload> uploads_;
   bool source_finished_ = false;
+  std::exception_ptr error_;
 };
 
 }  // namespace diffstride
