@@ -556,9 +556,8 @@ diffstride::BatchMaker mixing_maker(const diffstride::Dataset& data) {
 TEST(DeviceBatches, OnTheCpuPassTheBatchesInOrderInTheAskedFormat) {
   const auto data = tiny_dataset();
   const auto maker = mixing_maker(data);
-  diffstride::BatchPrefetcher prefetched(maker, 2);
   diffstride::DeviceBatches batches(
-      prefetched, torch::kCPU, at::MemoryFormat::ChannelsLast);
+      maker, 2, 0, torch::kCPU, at::MemoryFormat::ChannelsLast);
   expect_device_batches_equal_the_made_ones(batches, maker, 2, torch::kCPU);
 }
 
@@ -593,9 +592,8 @@ TEST(DeviceBatches, OnCudaArriveFromPinnedMemoryThroughASideStream) {
   c10::impl::VirtualGuardImpl cuda_guard(torch::kCUDA);
   c10::StreamGuard step_stream(cuda_guard.getStreamFromGlobalPool(cuda));
   for (const size_t in_flight : {1, 2, 4}) {
-    diffstride::BatchPrefetcher prefetched(maker, 1, 0, 3, /*pin_memory=*/true);
     diffstride::DeviceBatches batches(
-        prefetched, cuda, at::MemoryFormat::ChannelsLast, in_flight);
+        maker, 1, 0, cuda, at::MemoryFormat::ChannelsLast, in_flight);
     expect_device_batches_equal_the_made_ones(batches, maker, 1, cuda);
   }
 }
@@ -617,10 +615,8 @@ TEST(DeviceBatches, ASourceErrorComesAfterTheBatchesBeforeIt) {
         data,
         {{0.0}, {1.0}},
         diffstride::BatchOptions().batch_size(2).shuffle(false));
-    diffstride::BatchPrefetcher prefetched(
-        maker, 0, 0, 3, /*pin_memory=*/device.is_cuda());
     diffstride::DeviceBatches batches(
-        prefetched, device, at::MemoryFormat::Contiguous, 4);
+        maker, 0, 0, device, at::MemoryFormat::Contiguous, 4);
     EXPECT_TRUE(batches.next().has_value()) << device;
     EXPECT_THROW(
         {

@@ -11,12 +11,18 @@
 
 namespace diffstride {
 
-DeviceBatches::DeviceBatches(BatchPrefetcher& source,
+DeviceBatches::DeviceBatches(const BatchMaker& maker,
+                             int64_t epoch,
+                             int64_t first_batch,
                              c10::Device device,
                              c10::MemoryFormat format,
                              size_t in_flight)
-    : source_(source),
-      device_(device),
+    : device_(device),
+      source_(maker,
+              epoch,
+              first_batch,
+              /*depth=*/3,
+              /*pin_memory=*/device.is_cuda()),
       format_(format),
       in_flight_(std::max<size_t>(1, in_flight)) {
   TORCH_CHECK(device_.is_cpu() || device_.is_cuda(),

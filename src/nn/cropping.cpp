@@ -125,9 +125,9 @@ at::Tensor crop_with_matrices(const at::Tensor& input,
                               const at::Tensor& column_matrix) {
   TORCH_INTERNAL_ASSERT(input.dim() == 4);
   // The op takes float16 and bfloat16 data itself (ops/spectral_crop.h),
-  // so that a device kernel can read it as it is.
-  return ops::spectral_crop(input, row_matrix, column_matrix)
-      .contiguous(input.suggest_memory_format());
+  // so that a device kernel can read it as it is, and returns the input's
+  // memory format.
+  return ops::spectral_crop(input, row_matrix, column_matrix);
 }
 
 at::Tensor crop_with_ffts(const at::Tensor& input,

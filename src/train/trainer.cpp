@@ -299,8 +299,7 @@ Evaluation evaluate(ResNet& model,
                        .shard(rank)
                        .shards(ranks));
   const auto device = model->parameters().front().device();
-  BatchPrefetcher prefetched(maker, 0, 0, 3, /*pin_memory=*/!device.is_cpu());
-  DeviceBatches batches(prefetched, device, at::MemoryFormat::Contiguous);
+  DeviceBatches batches(maker, 0, 0, device, at::MemoryFormat::Contiguous);
   // loss sum, correct, examples, interrupted: summed over this rank's
   // shards, then over the ranks.
   auto sums =
@@ -561,12 +560,11 @@ void Trainer::print_setup() const {
 std::vector<EpochMetrics> Trainer::run() {
   for (; point_.position.epoch < config_.train.epochs; next_epoch()) {
     start_epoch();
-    BatchPrefetcher prefetched(maker_,
-                               point_.position.epoch,
-                               point_.position.batch,
-                               3,
-                               /*pin_memory=*/!device_.is_cpu());
-    DeviceBatches batches(prefetched, device_, memory_format_);
+    DeviceBatches batches(maker_,
+                          point_.position.epoch,
+                          point_.position.batch,
+                          device_,
+                          memory_format_);
     while (auto batch = batches.next()) {
       learning_rate_ =
           learning_rate_at(config_.optimizer, point_.position.step);

@@ -1,11 +1,11 @@
 #pragma once
 
 // Batches moved to the training device ahead of the step (docs/training.md,
-// "Devices and precision"). On a GPU, each batch (made and pinned by a
-// BatchPrefetcher's thread) is copied on a side stream up to `in_flight`
-// batches ahead; the stream that runs the step waits for that copy's event
-// only, so copies overlap the steps before them. On the CPU the batches
-// pass through.
+// "Devices and precision"). Batches are made on a BatchPrefetcher's thread
+// (which, for a GPU, also pins them); on a GPU each is copied on a side
+// stream up to `in_flight` batches ahead; the stream that runs the step waits
+// for that copy's event only, so copies overlap the steps before them. On the
+// CPU the batches pass through.
 
 #include <diffstride/data/batches.h>
 
@@ -15,6 +15,7 @@
 #include <c10/core/Stream.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <optional>
@@ -23,9 +24,11 @@ namespace diffstride {
 
 class DeviceBatches {
  public:
-  /// Batches of `source` on `device` (CPU or CUDA), their images in
-  /// `format`.
-  DeviceBatches(BatchPrefetcher& source,
+  /// Batches [first_batch, batches_per_epoch) of epoch `epoch` of `maker`
+  /// on `device` (CPU or CUDA), their images in `format`.
+  DeviceBatches(const BatchMaker& maker,
+                int64_t epoch,
+                int64_t first_batch,
                 c10::Device device,
                 c10::MemoryFormat format,
                 size_t in_flight = 2);
@@ -44,8 +47,8 @@ class DeviceBatches {
   void start_uploads();
   Batch on_device(const Batch& batch) const;
 
-  BatchPrefetcher& source_;
   c10::Device device_;
+  BatchPrefetcher source_;
   c10::MemoryFormat format_;
   size_t in_flight_;
   std::optional<c10::Stream> side_stream_;
