@@ -588,7 +588,8 @@ std::vector<EpochMetrics> Trainer::run() {
       // The epoch's training is done: a resumed run evaluates it again.
       checkpoint(point_);
       say_stopped("while evaluating epoch " +
-                  std::to_string(point_.position.epoch + 1));
+                  std::to_string(point_.position.epoch + 1) + " after step " +
+                  std::to_string(point_.position.step));
       return completed_;
     }
     log_epoch(*metrics);

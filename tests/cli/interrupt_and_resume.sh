@@ -24,7 +24,8 @@ interrupt() {
     cat "$2.log" >&2
     exit 1
   fi
-  grep -o "stopped at step [0-9]*" "$2.log" | grep -o "[0-9]*$"
+  # During a step, or during an epoch's evaluation after its last step.
+  grep -oE "stopped (at|while evaluating epoch [0-9]+ after) step [0-9]+" "$2.log" | grep -o "[0-9]*$"
 }
 
 first=$(interrupt "$tool" train --out "$run" --set train.threads=2)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tiny_data import TOOL, tiny_train_args, write_tiny_fashion_mnist
+from tiny_data import TOOL, stopped_step, tiny_train_args, write_tiny_fashion_mnist
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 STOP_LIMIT = 10  # seconds from the signal to the process's end
@@ -69,9 +69,8 @@ def test_train_checkpoints_and_stops_then_resumes(tmp_path, data, sig):
     train.wait_for(lambda: "epoch 2/100" in train.output())
     status, seconds = train.stop_with(sig)
     assert status == 0 and seconds < STOP_LIMIT, (status, seconds, train.output()[-2000:])
-    stopped = [line for line in train.output().splitlines() if "stopped at step" in line]
-    assert stopped, train.output()[-2000:]
-    step = int(stopped[-1].split("stopped at step ")[1].split(";")[0])
+    step = stopped_step(train.output())
+    assert step is not None, train.output()[-2000:]
     assert (run / "checkpoint.pt").exists()
     resumed = subprocess.run([TOOL, "--threads", "2", "train", "--resume", str(run),
                               "--stop-after-steps", "1"],
@@ -146,7 +145,7 @@ def test_second_signal_ends_the_sweep_at_once_and_its_run_still_checkpoints(tmp_
         time.sleep(0.1)
     assert no_run_process_left(out)
     assert (run / "checkpoint.pt").stat().st_mtime_ns > before
-    assert "stopped at step" in (out / "logs" / f"{run.name}.log").read_text()
+    assert stopped_step((out / "logs" / f"{run.name}.log").read_text()) is not None
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +173,28 @@ def test_eval_stops_at_once(tmp_path, slow_eval_run, sig):
     assert status == 128 + sig and seconds < 2, (status, seconds, evaluation.output())
     assert "interrupted" in evaluation.output()
     assert "test accuracy" not in evaluation.output()
+
+
+def test_a_stop_during_evaluation_evaluates_that_epoch_again_on_resume(tmp_path, slow_eval_run):
+    run = tmp_path / "run"
+    # Two steps an epoch, then several seconds of evaluation.
+    args = tiny_train_args(slow_eval_run / "data", "--set", "train.epochs=2",
+                           "--set", "model.filters=32,64")
+    train = Running([TOOL, "--threads", "2", "train", "--out", str(run), *args],
+                    tmp_path / "log")
+    train.wait_for(lambda: "step 2/4" in train.output())
+    status, seconds = train.stop_with(signal.SIGTERM)
+    assert status == 0 and seconds < STOP_LIMIT, (status, seconds, train.output()[-2000:])
+    assert "stopped while evaluating epoch 1 after step 2;" in train.output(), train.output()
+    assert "epoch 1: train loss" not in train.output()
+    resumed = subprocess.run([TOOL, "--threads", "2", "train", "--resume", str(run),
+                              "--stop-after-steps", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=300)
+    output = resumed.stdout.replace("\r", "\n")
+    assert resumed.returncode == 0, output
+    assert output.index("epoch 1: train loss") < output.index("stopped at step 3;"), output
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header, epoch 1
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tiny_data import TOOL, tiny_train_args, write_tiny_fashion_mnist
+from tiny_data import TOOL, stopped_step, tiny_train_args, write_tiny_fashion_mnist
 
 TORCHRUN = os.environ.get("TORCHRUN", shutil.which("torchrun") or "torchrun")
 
@@ -127,13 +127,13 @@ def test_a_dead_launcher_stops_both_ranks_at_one_checkpoint(tmp_path, data):
     nodes[1].kill()  # the launcher alone: its rank gets SIGTERM from the kernel
     nodes[1].wait()
     killed = time.time()
-    while "stopped at step" not in node_log(tmp_path, 0):
+    while stopped_step(node_log(tmp_path, 0)) is None:
         assert time.time() < killed + 30, node_log(tmp_path, 0)[-3000:]
         time.sleep(0.2)
     while ranks_of(run):
         assert time.time() < killed + 30, ranks_of(run)
         time.sleep(0.2)
-    step = int(re.search(r"stopped at step (\d+);", node_log(tmp_path, 0))[1])
+    step = stopped_step(node_log(tmp_path, 0))
     kill_node(nodes[0])  # its launcher waits in torchrun's exit barrier
     resumed = subprocess.run(
         [TOOL, "--threads", "2", "train", "--resume", str(run), "--stop-after-steps", "1"],

@@ -3,11 +3,22 @@ Fashion-MNIST's format."""
 
 import gzip
 import os
+import re
 import struct
 from pathlib import Path
 
 TOOL = os.path.abspath(os.environ.get(
     "DIFFSTRIDE", str(Path(__file__).resolve().parents[2] / "build" / "diffstride")))
+
+# How a stopped run reports where it stopped: during a step, or during an
+# epoch's evaluation after that epoch's last step.
+STOPPED = re.compile(r"stopped (?:at|while evaluating epoch \d+ after) step (\d+);")
+
+
+def stopped_step(output):
+    """The step of the last stop `output` reports, or None."""
+    found = STOPPED.findall(output)
+    return int(found[-1]) if found else None
 
 
 def write_idx(path, magic, shape, payload):
