@@ -15,7 +15,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -155,6 +157,7 @@ torch::serialize::InputArchive load_archive(const fs::path& file,
                                             const char* what) {
   const auto content = detail::verified_content(file, what);
   torch::serialize::InputArchive archive, model_archive;
+  std::optional<std::string> failure;
   try {
     // Onto the model's device, whatever device wrote the file.
     const auto parameters = model.parameters();
@@ -164,14 +167,21 @@ torch::serialize::InputArchive load_archive(const fs::path& file,
                                          : parameters.front().device());
     TORCH_CHECK(archive.try_read("model", model_archive), "no model in it");
   } catch (const c10::Error& error) {
-    TORCH_CHECK(false,
-                file.string(),
-                ": not a diffstride ",
-                what,
-                " (",
-                error.what_without_backtrace(),
-                ")");
+    failure = error.what_without_backtrace();
+  } catch (const std::exception& error) {
+    // LibTorch's readers throw other exceptions too, some without a
+    // message: std::out_of_range for a tensor whose storage the archive
+    // lacks, TorchScript's parse errors for a damaged type name.
+    failure = std::string("damaged content") +
+              (*error.what() != '\0' ? std::string(": ") + error.what() : "");
   }
+  TORCH_CHECK(!failure,
+              file.string(),
+              ": not a diffstride ",
+              what,
+              " (",
+              failure.value_or(""),
+              ")");
   check_same_architecture(model, model_archive, file);
   model.load(model_archive);
   return archive;
