@@ -11,6 +11,7 @@
 #include "train/checked_file.h"
 
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -21,6 +22,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 
@@ -226,6 +228,61 @@ TEST(Hardening, DamageUnderAValidChecksumIsAClearErrorNeverAnotherException) {
   }
   EXPECT_EQ(errors + loaded, static_cast<int>(positions.size()));
   EXPECT_GT(errors, 0);
+}
+
+// Files with a valid header and checksum whose tensors are wrong: a
+// missing position, a tensor larger than the storage the file gives it,
+// and the format of earlier versions. Each is an error naming the file and
+// the problem; the model is left as it was.
+TEST(Hardening, WellFormedFilesWithWrongTensorsAreClearErrors) {
+  auto config = finished_tiny_run("wrong_tensors");
+  const auto run = fs::path(config.train.out);
+  const auto content =
+      diffstride::detail::verified_content(run / "checkpoint.pt", "checkpoint");
+  const auto original = torch::jit::pickle_load(
+      std::vector<char>(content.begin(), content.end()));
+  const auto rewrite =
+      [&](const std::function<void(c10::Dict<std::string, at::Tensor>&)>&
+              change) {
+        c10::Dict<std::string, at::Tensor> tensors;
+        for (const auto& entry : original.toGenericDict()) {
+          tensors.insert(entry.key().toStringRef(), entry.value().toTensor());
+        }
+        change(tensors);
+        write_bytes(run / "checkpoint.pt",
+                    diffstride::detail::with_integrity_header(
+                        diffstride::python_tensor_dict(tensors)));
+      };
+  auto model = diffstride::build_model(config, 1, 10);
+  torch::optim::SGD optimizer(model->parameters(), 0.1);
+  const auto before = model->parameters().front().clone();
+  const auto folder = diffstride::RunFolder::resume(run.string());
+  rewrite([](auto& tensors) { EXPECT_EQ(tensors.erase("position"), 1u); });
+  expect_error_containing(
+      [&] { folder.read_checkpoint(*model, optimizer); },
+      "checkpoint.pt: not a diffstride checkpoint (expected position: 3 "
+      "values of Long)");
+  rewrite([](auto& tensors) {
+    auto larger = torch::zeros({3}, torch::kLong);
+    const std::vector<int64_t> sizes{300}, strides{1};
+    larger.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+    tensors.insert_or_assign("position", larger);
+  });
+  expect_error_containing(
+      [&] { folder.read_checkpoint(*model, optimizer); },
+      "checkpoint.pt: not a diffstride checkpoint (damaged content: tensor "
+      "position reaches beyond its storage)");
+  EXPECT_TRUE(torch::equal(model->parameters().front(), before));
+  EXPECT_TRUE(optimizer.state().empty());
+  auto former = diffstride::detail::with_integrity_header(content);
+  former.replace(0, 8, "DSTRIDE1");
+  write_bytes(run / "model.pt", former);
+  expect_error_containing(
+      [&] {
+        diffstride::load_model_weights((run / "model.pt").string(), *model);
+      },
+      "model.pt: a checkpoint or model in the format of earlier versions of "
+      "diffstride");
 }
 
 // A blank or garbage line in metrics.csv: resuming names the line and

@@ -26,8 +26,11 @@ namespace {
 namespace fs = std::filesystem;
 
 // 8 bytes of magic, then the content's size (8 bytes) and CRC-32 (4 bytes),
-// little-endian.
-constexpr char kMagic[8] = {'D', 'S', 'T', 'R', 'I', 'D', 'E', '1'};
+// little-endian. The magic's last byte is the content's format: 2, a dict of
+// named tensors; 1, a LibTorch archive, which needs LibTorch's TorchScript
+// importer and is no longer read (docs/training.md, "Run folder").
+constexpr char kMagic[8] = {'D', 'S', 'T', 'R', 'I', 'D', 'E', '2'};
+constexpr char kFormerMagic[8] = {'D', 'S', 'T', 'R', 'I', 'D', 'E', '1'};
 constexpr size_t kHeaderSize = sizeof(kMagic) + 8 + 4;
 
 uint32_t crc32_of(const std::string& bytes) {
@@ -253,6 +256,13 @@ std::string verified_content(const fs::path& path, const char* what) {
   TORCH_CHECK(in, path.string(), ": cannot read (", std::strerror(errno), ")");
   std::string header(kHeaderSize, '\0');
   in.read(header.data(), static_cast<std::streamsize>(kHeaderSize));
+  TORCH_CHECK(std::memcmp(header.data(), kFormerMagic, sizeof(kMagic)) != 0,
+              path.string(),
+              ": a ",
+              what,
+              " in the format of earlier versions of diffstride (a LibTorch "
+              "archive), which this version does not read; evaluate or "
+              "resume it with the version that wrote it");
   TORCH_CHECK(in.gcount() == static_cast<std::streamsize>(kHeaderSize) &&
                   std::memcmp(header.data(), kMagic, sizeof(kMagic)) == 0,
               path.string(),

@@ -20,7 +20,7 @@ namespace nn {
 class Module;
 }
 namespace optim {
-class Optimizer;
+class SGD;
 }
 }  // namespace torch
 
@@ -88,7 +88,7 @@ class RunFolder {
 
   /// Replaces checkpoint.pt with the model, the optimiser and `point`.
   void save_checkpoint(const torch::nn::Module& model,
-                       const torch::optim::Optimizer& optimizer,
+                       const torch::optim::SGD& optimizer,
                        const ResumePoint& point) const;
 
   /// Loads checkpoint.pt into `model` and `optimizer`; returns its point.
@@ -97,12 +97,12 @@ class RunFolder {
   /// Keeps the rows of metrics.csv up to the checkpoint's epoch only: a run
   /// killed between an epoch's row and its checkpoint writes that row again.
   ResumePoint load_checkpoint(torch::nn::Module& model,
-                              torch::optim::Optimizer& optimizer) const;
+                              torch::optim::SGD& optimizer) const;
 
   /// As load_checkpoint, but writes nothing (the ranks other than 0 of a
   /// run on several processes).
   ResumePoint read_checkpoint(torch::nn::Module& model,
-                              torch::optim::Optimizer& optimizer) const;
+                              torch::optim::SGD& optimizer) const;
 
   /// Writes model.pt, the final weights, and model_state_dict.pt, the same
   /// weights as a PyTorch state dict for Python (`torch.load`).
