@@ -93,7 +93,7 @@ def first_run_checkpointed(out):
 
 def run_processes(out):
     """The pids of the processes running a run of the sweep in `out`."""
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], stdout=subprocess.PIPE,
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], stdout=subprocess.PIPE,
                              text=True).stdout
     return [int(line.split()[0]) for line in listing.splitlines()
             if str(out / "runs") in line]
@@ -233,7 +233,7 @@ def test_bench_stops_at_once_with_its_child(tmp_path, sig):
     assert status == 128 + sig and seconds < 2, (status, seconds, bench.output())
     deadline = time.time() + STOP_LIMIT
     while time.time() < deadline and "bench --child" in subprocess.run(
-            ["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout:
+            ["ps", "-ww", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout:
         time.sleep(0.1)
     assert "bench --child" not in subprocess.run(
-        ["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout
+        ["ps", "-ww", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout

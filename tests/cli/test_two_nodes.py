@@ -116,7 +116,7 @@ def test_a_dead_node_stops_the_other_and_the_run_resumes_on_one(tmp_path, data):
 
 
 def ranks_of(run):
-    listing = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], stdout=subprocess.PIPE, text=True).stdout
     return [line for line in listing.splitlines()
             if "train --out " + str(run) in line and "torchrun" not in line]
 
