@@ -153,11 +153,16 @@ NamedTensors read_tensors(const fs::path& file, const char* what) {
       fail_not_ours(file, what, "expected a dict of named tensors");
     }
     const auto& tensor = entry.value().toTensor();
-    if (!tensor.device().is_cpu() || !within_storage(tensor)) {
-      fail_not_ours(file,
-                    what,
-                    "damaged content: tensor " + entry.key().toStringRef() +
-                        " reaches beyond its storage");
+    const auto& name = entry.key().toStringRef();
+    if (!tensor.device().is_cpu()) {
+      // Every file of this tool holds CPU tensors.
+      fail_not_ours(file, what, "tensor " + name + " is not on the CPU");
+    }
+    if (!within_storage(tensor)) {
+      fail_not_ours(
+          file,
+          what,
+          "damaged content: tensor " + name + " reaches beyond its storage");
     }
     tensors.insert(entry.key().toStringRef(), tensor);
   }
