@@ -10,6 +10,7 @@
 #include "test_helpers.h"
 #include "train/checked_file.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
@@ -272,6 +273,42 @@ TEST(Hardening, WellFormedFilesWithWrongTensorsAreClearErrors) {
       [&] { folder.read_checkpoint(*model, optimizer); },
       "checkpoint.pt: not a diffstride checkpoint (damaged content: tensor "
       "position reaches beyond its storage)");
+  // An offset that makes offset + (size - 1) * stride wrap past 2^64 bytes.
+  rewrite([](auto& tensors) {
+    auto wrapping = torch::zeros({3}, torch::kLong);
+    const std::vector<int64_t> sizes{3}, strides{int64_t{1} << 40};
+    wrapping.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+    wrapping.unsafeGetTensorImpl()->set_storage_offset((int64_t{1} << 61) -
+                                                       2 * (int64_t{1} << 40));
+    tensors.insert_or_assign("position", wrapping);
+  });
+  expect_error_containing(
+      [&] { folder.read_checkpoint(*model, optimizer); },
+      "(damaged content: tensor position reaches beyond its storage)");
+  // Records shorter than the element counts the pickle claims.
+  {
+    std::istringstream stream(content);
+    caffe2::serialize::PyTorchStreamReader reader(&stream);
+    std::string shortened;
+    caffe2::serialize::PyTorchStreamWriter writer(
+        [&](const void* data, size_t size) {
+          shortened.append(static_cast<const char*>(data), size);
+          return size;
+        });
+    for (const auto& name : reader.getAllRecords()) {
+      const bool storage = name.rfind("data/", 0) == 0;
+      if (storage || name == "data.pkl") {
+        const auto record = reader.getRecord(name);
+        writer.writeRecord(
+            name, std::get<0>(record).get(), storage ? 1 : std::get<1>(record));
+      }
+    }
+    writer.writeEndOfFile();
+    write_bytes(run / "checkpoint.pt",
+                diffstride::detail::with_integrity_header(shortened));
+  }
+  expect_error_containing([&] { folder.read_checkpoint(*model, optimizer); },
+                          "reaches beyond its storage)");
   EXPECT_TRUE(torch::equal(model->parameters().front(), before));
   EXPECT_TRUE(optimizer.state().empty());
   auto former = diffstride::detail::with_integrity_header(content);

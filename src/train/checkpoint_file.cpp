@@ -2,7 +2,11 @@
 
 #include "train/checked_file.h"
 
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <c10/util/safe_numerics.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/import_read.h>
+#include <torch/csrc/jit/serialization/storage_context.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
 #include <torch/nn/module.h>
 #include <torch/optim/sgd.h>
 #include <torch/types.h>
@@ -103,25 +107,60 @@ void add_point(const ResumePoint& point, NamedTensors& tensors) {
       false, file.string(), ": not a diffstride ", what, " (", why, ")");
 }
 
-// An unpickled tensor's sizes and strides come from the file: they must
-// stay within the storage the file gave it before anything reads it.
+// An unpickled tensor's sizes, strides and offset come from the file: they
+// must stay within the storage the file gave it before anything reads it.
+// Unsigned arithmetic with overflow checks: a crafted stride can make any
+// plain sum wrap round into range.
 bool within_storage(const at::Tensor& tensor) {
-  if (tensor.layout() != at::kStrided || !tensor.has_storage()) {
+  if (tensor.layout() != at::kStrided || !tensor.has_storage() ||
+      tensor.storage_offset() < 0) {
     return false;
   }
   if (tensor.numel() == 0) {
-    return tensor.storage_offset() >= 0;
+    return true;
   }
-  int64_t last = tensor.storage_offset();
+  const uint64_t capacity = tensor.storage().nbytes() / tensor.element_size();
+  uint64_t last = static_cast<uint64_t>(tensor.storage_offset());
   for (int64_t d = 0; d < tensor.dim(); ++d) {
-    if (tensor.stride(d) < 0) {
+    uint64_t span = 0;
+    if (tensor.stride(d) < 0 ||
+        c10::mul_overflows(static_cast<uint64_t>(tensor.size(d) - 1),
+                           static_cast<uint64_t>(tensor.stride(d)),
+                           &span) ||
+        c10::add_overflows(last, span, &last)) {
       return false;
     }
-    last += (tensor.size(d) - 1) * tensor.stride(d);
   }
-  return tensor.storage_offset() >= 0 &&
-         static_cast<uint64_t>(last + 1) * tensor.element_size() <=
-             tensor.storage().nbytes();
+  return last < capacity;
+}
+
+// The dict in `content`. LibTorch's unpickler sizes each storage by the
+// element count the pickle claims, not by its record: the records are read
+// here first, so that every storage has the size the file really holds.
+c10::IValue unpickle(const std::string& content) {
+  std::istringstream stream(content);
+  caffe2::serialize::PyTorchStreamReader reader(&stream);
+  auto storages = std::make_shared<torch::jit::DeserializationStorageContext>();
+  const std::string folder = "data/";
+  for (const auto& name : reader.getAllRecords()) {
+    if (name.rfind(folder, 0) == 0) {
+      auto record = reader.getRecord(name);
+      storages->addStorage(name.substr(folder.size()),
+                           c10::Storage(c10::Storage::use_byte_size_t(),
+                                        std::get<1>(record),
+                                        std::move(std::get<0>(record))));
+    }
+  }
+  return torch::jit::readArchiveAndTensors(
+      "data",
+      /*pickle_prefix=*/"",
+      /*tensor_prefix=*/"",
+      /*type_resolver=*/{},
+      /*obj_loader=*/{},
+      /*device=*/{},
+      reader,
+      torch::jit::Unpickler::defaultTypeParser,
+      storages);
 }
 
 // The named tensors of `file`, checked (header, checksum, layout) before
@@ -132,8 +171,7 @@ NamedTensors read_tensors(const fs::path& file, const char* what) {
   c10::IValue value;
   std::optional<std::string> failure;
   try {
-    value = torch::jit::pickle_load(
-        std::vector<char>(content.begin(), content.end()));
+    value = unpickle(content);
   } catch (const c10::Error& error) {
     failure = error.what_without_backtrace();
   } catch (const std::exception& error) {
