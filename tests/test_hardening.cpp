@@ -322,6 +322,56 @@ TEST(Hardening, WellFormedFilesWithWrongTensorsAreClearErrors) {
       "diffstride");
 }
 
+// The optimiser holds after a load exactly the momentum the checkpoint
+// holds: each buffer equal to the file's, and no state left from before
+// for a parameter the file gives none.
+TEST(Hardening, CheckpointMomentumReplacesTheOptimisersState) {
+  auto config = finished_tiny_run("momentum");
+  const auto run = fs::path(config.train.out);
+  const auto content =
+      diffstride::detail::verified_content(run / "checkpoint.pt", "checkpoint");
+  const auto stored = torch::jit::pickle_load(
+      std::vector<char>(content.begin(), content.end()));
+  c10::Dict<std::string, at::Tensor> without_momentum;
+  int64_t momentum_entries = 0;
+  for (const auto& entry : stored.toGenericDict()) {
+    const auto& name = entry.key().toStringRef();
+    momentum_entries += name.rfind("momentum.", 0) == 0;
+    if (name.rfind("momentum.", 0) != 0) {
+      without_momentum.insert(name, entry.value().toTensor());
+    }
+  }
+  ASSERT_GT(momentum_entries, 0);
+  auto model = diffstride::build_model(config, 1, 10);
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(0.1).momentum(0.9));
+  model->forward(torch::rand({2, 1, 28, 28})).sum().backward();
+  optimizer.step();  // a momentum buffer for every parameter
+  const auto folder = diffstride::RunFolder::resume(run.string());
+  folder.read_checkpoint(*model, optimizer);
+  ASSERT_EQ(static_cast<int64_t>(optimizer.state().size()), momentum_entries);
+  for (const auto& parameter : model->named_parameters()) {
+    const auto key = "momentum." + parameter.key();
+    const auto found = stored.toGenericDict().find(key);
+    if (found != stored.toGenericDict().end()) {
+      bool matched = false;
+      for (const auto& state : optimizer.state()) {
+        const auto& buffer =
+            static_cast<const torch::optim::SGDParamState&>(*state.second)
+                .momentum_buffer();
+        matched |= buffer.sizes() == parameter.value().sizes() &&
+                   torch::equal(buffer, found->value().toTensor());
+      }
+      EXPECT_TRUE(matched) << key;
+    }
+  }
+  write_bytes(run / "checkpoint.pt",
+              diffstride::detail::with_integrity_header(
+                  diffstride::python_tensor_dict(without_momentum)));
+  folder.read_checkpoint(*model, optimizer);
+  EXPECT_TRUE(optimizer.state().empty());
+}
+
 // A blank or garbage line in metrics.csv: resuming names the line and
 // changes no file.
 TEST(Hardening, DamagedMetricsOnResumeNameTheLine) {

@@ -332,6 +332,8 @@ void load_momentum(const torch::nn::Module& model,
   for (const auto& parameter : model.named_parameters()) {
     const auto found = tensors.find(kMomentumPrefix + parameter.key());
     if (found == tensors.end()) {
+      // No step had reached it: neither has one of the resumed run.
+      optimizer.state().erase(state_key(parameter.value()));
       continue;
     }
     auto state = std::make_unique<torch::optim::SGDParamState>();
