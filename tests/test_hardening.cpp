@@ -46,6 +46,14 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// The dict of named tensors `file` (a checkpoint) holds, and its content.
+std::pair<c10::IValue, std::string> stored_checkpoint(const fs::path& file) {
+  auto content = diffstride::detail::verified_content(file, "checkpoint");
+  auto dict = torch::jit::pickle_load(
+      std::vector<char>(content.begin(), content.end()));
+  return {std::move(dict), std::move(content)};
+}
+
 // Files of `folder` whose name marks a temporary file of replace_file.
 int temporary_files(const fs::path& folder) {
   int count = 0;
@@ -238,10 +246,9 @@ TEST(Hardening, DamageUnderAValidChecksumIsAClearErrorNeverAnotherException) {
 TEST(Hardening, WellFormedFilesWithWrongTensorsAreClearErrors) {
   auto config = finished_tiny_run("wrong_tensors");
   const auto run = fs::path(config.train.out);
-  const auto content =
-      diffstride::detail::verified_content(run / "checkpoint.pt", "checkpoint");
-  const auto original = torch::jit::pickle_load(
-      std::vector<char>(content.begin(), content.end()));
+  const auto checkpoint = stored_checkpoint(run / "checkpoint.pt");
+  const c10::IValue& original = checkpoint.first;
+  const std::string& content = checkpoint.second;
   const auto rewrite =
       [&](const std::function<void(c10::Dict<std::string, at::Tensor>&)>&
               change) {
@@ -328,10 +335,7 @@ TEST(Hardening, WellFormedFilesWithWrongTensorsAreClearErrors) {
 TEST(Hardening, CheckpointMomentumReplacesTheOptimisersState) {
   auto config = finished_tiny_run("momentum");
   const auto run = fs::path(config.train.out);
-  const auto content =
-      diffstride::detail::verified_content(run / "checkpoint.pt", "checkpoint");
-  const auto stored = torch::jit::pickle_load(
-      std::vector<char>(content.begin(), content.end()));
+  const auto stored = stored_checkpoint(run / "checkpoint.pt").first;
   c10::Dict<std::string, at::Tensor> without_momentum;
   int64_t momentum_entries = 0;
   for (const auto& entry : stored.toGenericDict()) {

@@ -36,6 +36,10 @@ using NamedTensors = c10::Dict<std::string, at::Tensor>;
 // state-dict names, the optimiser's momentum under its parameter's name.
 const std::string kModelPrefix = "model.";
 const std::string kMomentumPrefix = "momentum.";
+// A checkpoint's other entries: where the run is (ResumePoint).
+const char* const kPositionEntry = "position";
+const char* const kSumsEntry = "sums";
+const char* const kLossScaleEntry = "loss_scale";
 
 // LibTorch 1.13 keys an optimiser's state by the address of the parameter's
 // TensorImpl written as text; LibTorch 2 by the address itself.
@@ -89,12 +93,12 @@ void add_momentum(const torch::nn::Module& model,
 void add_point(const ResumePoint& point, NamedTensors& tensors) {
   const RunPosition& p = point.position;
   const EpochTally& t = point.tally;
-  tensors.insert("position",
+  tensors.insert(kPositionEntry,
                  torch::tensor({p.epoch, p.batch, p.step}, torch::kLong));
-  tensors.insert("sums",
+  tensors.insert(kSumsEntry,
                  torch::tensor({t.loss_sum, t.correct, t.seen, t.seconds},
                                torch::kDouble));
-  tensors.insert("loss_scale",
+  tensors.insert(kLossScaleEntry,
                  torch::tensor({p.loss_scale,
                                 static_cast<double>(p.loss_scale_good_steps)},
                                torch::kDouble));
@@ -202,7 +206,7 @@ NamedTensors read_tensors(const fs::path& file, const char* what) {
           what,
           "damaged content: tensor " + name + " reaches beyond its storage");
     }
-    tensors.insert(entry.key().toStringRef(), tensor);
+    tensors.insert(name, tensor);
   }
   return tensors;
 }
@@ -350,35 +354,36 @@ at::Tensor point_entry(const NamedTensors& tensors,
                        int64_t count,
                        const fs::path& file) {
   const auto found = tensors.find(name);
-  TORCH_CHECK(found != tensors.end() && found->value().dim() == 1 &&
-                  found->value().numel() == count &&
-                  found->value().scalar_type() == type,
-              file.string(),
-              ": not a diffstride checkpoint (expected ",
-              name,
-              ": ",
-              count,
-              " values of ",
-              type,
-              ")");
+  if (found == tensors.end() || found->value().dim() != 1 ||
+      found->value().numel() != count || found->value().scalar_type() != type) {
+    fail_not_ours(
+        file,
+        "checkpoint",
+        c10::str("expected ", name, ": ", count, " values of ", type));
+  }
   return found->value();
 }
 
 }  // namespace
+
+NamedTensors model_tensors(const torch::nn::Module& model,
+                           const std::string& prefix) {
+  NamedTensors tensors;
+  for (const auto& parameter : model.named_parameters()) {
+    tensors.insert(prefix + parameter.key(), parameter.value().detach().cpu());
+  }
+  for (const auto& buffer : model.named_buffers()) {
+    tensors.insert(prefix + buffer.key(), buffer.value().detach().cpu());
+  }
+  return tensors;
+}
 
 void write_checkpoint_file(const fs::path& path,
                            const torch::nn::Module& model,
                            const torch::optim::SGD* optimizer,
                            const ResumePoint* point) {
   check_finite(model, path);
-  NamedTensors tensors;
-  for (const auto& parameter : model.named_parameters()) {
-    tensors.insert(kModelPrefix + parameter.key(),
-                   parameter.value().detach().cpu());
-  }
-  for (const auto& buffer : model.named_buffers()) {
-    tensors.insert(kModelPrefix + buffer.key(), buffer.value().detach().cpu());
-  }
+  auto tensors = model_tensors(model, kModelPrefix);
   if (optimizer != nullptr) {
     add_momentum(model, *optimizer, tensors);
   }
@@ -398,29 +403,31 @@ ResumePoint read_checkpoint_file(const fs::path& path,
                                  torch::nn::Module& model,
                                  torch::optim::SGD& optimizer) {
   const auto tensors = read_checked(path, model, "checkpoint");
-  const auto position = point_entry(tensors, "position", at::kLong, 3, path);
-  const auto sums = point_entry(tensors, "sums", at::kDouble, 4, path);
-  const auto scale = point_entry(tensors, "loss_scale", at::kDouble, 2, path);
+  const auto position =
+      point_entry(tensors, kPositionEntry, at::kLong, 3, path);
+  const auto sums = point_entry(tensors, kSumsEntry, at::kDouble, 4, path);
+  const auto scale =
+      point_entry(tensors, kLossScaleEntry, at::kDouble, 2, path);
   const auto p = position.accessor<int64_t, 1>();
-  TORCH_CHECK(p[0] >= 0 && p[1] >= 0 && p[2] >= 0,
-              path.string(),
-              ": not a diffstride checkpoint (a negative position: epoch ",
-              p[0],
-              ", batch ",
-              p[1],
-              ", step ",
-              p[2],
-              ")");
+  if (p[0] < 0 || p[1] < 0 || p[2] < 0) {
+    fail_not_ours(path,
+                  "checkpoint",
+                  c10::str("a negative position: epoch ",
+                           p[0],
+                           ", batch ",
+                           p[1],
+                           ", step ",
+                           p[2]));
+  }
   const auto s = sums.accessor<double, 1>();
   const auto l = scale.accessor<double, 1>();
-  TORCH_CHECK(l[0] >= 0 && l[0] <= std::numeric_limits<double>::max() &&
-                  l[1] >= 0 && l[1] < 1e15,
-              path.string(),
-              ": not a diffstride checkpoint (loss scale ",
-              l[0],
-              " after ",
-              l[1],
-              " good steps)");
+  if (!(l[0] >= 0 && l[0] <= std::numeric_limits<double>::max() && l[1] >= 0 &&
+        l[1] < 1e15)) {
+    fail_not_ours(
+        path,
+        "checkpoint",
+        c10::str("loss scale ", l[0], " after ", l[1], " good steps"));
+  }
   ResumePoint point;
   point.position =
       RunPosition{p[0], p[1], p[2], l[0], static_cast<int64_t>(l[1])};

@@ -9,6 +9,7 @@
 #include <diffstride/train/run_folder.h>
 
 #include <filesystem>
+#include <string>
 
 namespace torch {
 namespace optim {
@@ -18,6 +19,11 @@ class SGD;
 
 namespace diffstride {
 namespace detail {
+
+/// `model`'s parameters and buffers, on the CPU, under their state-dict
+/// names preceded by `prefix`.
+c10::Dict<std::string, at::Tensor> model_tensors(
+    const torch::nn::Module& model, const std::string& prefix = "");
 
 /// Replaces `path` with `model`'s tensors, and with `optimizer`'s momentum
 /// and `point` when they are given; an error, the old file unchanged, if a

@@ -11,11 +11,9 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -200,14 +198,8 @@ void RunFolder::save_model(const torch::nn::Module& model) const {
   detail::write_checkpoint_file(path_ / kModelFile, model, nullptr, nullptr);
   // The same weights as a PyTorch state dict (name -> tensor) that Python's
   // torch.load reads and the Python package's ResNet loads.
-  c10::Dict<std::string, at::Tensor> state;
-  for (const auto& parameter : model.named_parameters()) {
-    state.insert(parameter.key(), parameter.value().detach().cpu());
-  }
-  for (const auto& buffer : model.named_buffers()) {
-    state.insert(buffer.key(), buffer.value().detach().cpu());
-  }
-  detail::replace_file(path_ / kStateDictFile, python_tensor_dict(state));
+  detail::replace_file(path_ / kStateDictFile,
+                       python_tensor_dict(detail::model_tensors(model)));
 }
 
 std::string python_tensor_dict(
