@@ -106,16 +106,6 @@ def test_a_model_moves_to_meta_and_back():
     assert torch.equal(model(x), expected)
 
 
-def _pytorch_at_least(major, minor):
-    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return version >= (major, minor)
-
-
-needs_torch_compile = pytest.mark.skipif(
-    not _pytorch_at_least(2, 1),
-    reason=f"torch.compile needs PyTorch >= 2.1; this is {torch.__version__} (Debian's)")
-
-
 def _compile_devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -133,7 +123,6 @@ def _relative_errors(results, reference):
             for r, e in zip(results, reference)]
 
 
-@needs_torch_compile
 @pytest.mark.parametrize("device", _compile_devices())
 def test_torch_compile_gives_the_eager_results_breaking_only_at_the_layers(device):
     torch.manual_seed(4)
@@ -215,8 +204,6 @@ def _opcheck_cases():
     ]
 
 
-@pytest.mark.skipif(not hasattr(torch.library, "opcheck"),
-                    reason=f"torch.library.opcheck needs PyTorch >= 2.4; this is {torch.__version__}")
 @pytest.mark.parametrize("name,op,args,checks", _opcheck_cases(), ids=[c[0] for c in _opcheck_cases()])
 def test_opcheck(name, op, args, checks):
     torch.library.opcheck(op, args, test_utils=checks)

@@ -329,7 +329,7 @@ def _frozen_resnet18_onnx(path):
 
 
 def test_frozen_resnet18_exported_to_onnx_runs_in_opencv(tmp_path):
-    import cv2  # python3-opencv, from scripts/install-deps.sh
+    import cv2  # opencv-python-headless, requirements.txt
     x, expected = _frozen_resnet18_onnx(tmp_path / "frozen.onnx")
     net = cv2.dnn.readNetFromONNX(str(tmp_path / "frozen.onnx"))
     net.setInput(x.numpy())
@@ -338,8 +338,7 @@ def test_frozen_resnet18_exported_to_onnx_runs_in_opencv(tmp_path):
 
 
 def test_frozen_resnet18_exported_to_onnx_runs_in_onnxruntime(tmp_path):
-    onnxruntime = pytest.importorskip(
-        "onnxruntime", reason="onnxruntime is not installed (no Debian package; the CUDA machines have it)")
+    import onnxruntime  # requirements.txt
     x, expected = _frozen_resnet18_onnx(tmp_path / "frozen.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "frozen.onnx"),
                                            providers=["CPUExecutionProvider"])
