@@ -22,6 +22,8 @@ class CMakeBuild(build_ext):
     the CPU kernel's per-instruction-set variants) and copies it in."""
 
     def build_extension(self, ext):
+        import sys
+
         import torch
 
         build_dir = os.environ.get("DIFFSTRIDE_BUILD_DIR")
@@ -32,7 +34,8 @@ class CMakeBuild(build_ext):
             subprocess.check_call([
                 "cmake", "-S", str(ROOT), "-B", build_dir,
                 "-DCMAKE_BUILD_TYPE=Release",
-                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+                # CMake asks this Python for its torch's folder.
+                f"-DDIFFSTRIDE_PYTHON={sys.executable}",
                 "-DDIFFSTRIDE_BUILD_TRAINING=OFF",
                 "-DDIFFSTRIDE_BUILD_BENCHMARKS=OFF",
             ])
@@ -58,7 +61,7 @@ setup(
     options={"build": {"build_base": "build-python/setuptools"}},
     python_requires=">=3.11",
     # No install_requires: the library is built against the torch already
-    # installed (Debian's python3-torch, or a pip-installed torch), which pip
+    # installed (the environment's), which pip
     # could not fetch or build from an offline index (`pip wheel --no-index`);
     # importing diffstride without torch fails at `import torch`.
 )

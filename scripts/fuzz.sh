@@ -14,10 +14,12 @@ if command -v ccache > /dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 mkdir -p build-fuzz
-# The LibTorch of the main build.
+# The LibTorch of the main build: its folder as the prefix, so that its
+# libraries are found before any in the default paths.
 torch_dir=$(sed -n 's/^Torch_DIR:PATH=//p' build/CMakeCache.txt)
 cmake -S tests/fuzz -B build-fuzz -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CXX_COMPILER=clang++ "${launcher[@]}" -DTorch_DIR="$torch_dir" \
+  -DCMAKE_CXX_COMPILER=clang++ "${launcher[@]}" \
+  -DCMAKE_PREFIX_PATH="$(realpath "$torch_dir/../../..")" \
   -DDIFFSTRIDE_BUILD_DIR="$PWD/build" > build-fuzz/build.log 2>&1 ||
   { cat build-fuzz/build.log; exit 1; }
 cmake --build build-fuzz -j "$(nproc)" >> build-fuzz/build.log 2>&1 ||

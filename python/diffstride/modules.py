@@ -51,9 +51,30 @@ def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
 torch.fx.wrap("_diffstride_forward")
 
 
+# torch.fx.symbolic_trace alone (newer PyTorch tells it apart from
+# torch.export, and warns when asked the older, shared question).
+_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing",
+                                  torch.fx._symbolic_trace.is_fx_tracing)
+
+
 @torch.jit.unused
 def _fx_tracing() -> bool:
-    return torch.fx._symbolic_trace.is_fx_tracing()
+    return _is_fx_symbolic_tracing()
+
+
+# What an exporter is told of a live layer (torch.export, and the ONNX
+# exporters, diffstride/onnx.py): its output size follows its learnable
+# strides' values, so the model is exported frozen at its current strides.
+EXPORT_MESSAGE = ("DiffStride has no exported form while its strides are learnable: freeze the "
+                  "model first, diffstride.freeze(model, example_input), which turns every 2-D "
+                  "DiffStride layer into two matrix products at the input size it is frozen for")
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
+@torch.jit.unused
+def _refuse_export() -> None:
+    if _is_exporting():
+        raise RuntimeError(EXPORT_MESSAGE)
 
 
 class _DiffStrideNd(nn.Module):
@@ -93,6 +114,7 @@ class _DiffStrideNd(nn.Module):
             return _diffstride(input, self.strides, self.layer, self.dims,
                                self.smoothness_factor, self.cropping,
                                self.lower_limit_stride, self.upper_limit_stride)
+        _refuse_export()
         # Under torch.fx the sizes are not known, and the traced graph holds
         # the layer as one call of _diffstride_forward.
         if not _fx_tracing():

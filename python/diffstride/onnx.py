@@ -1,9 +1,10 @@
 """ONNX export of DiffStride models.
 
 A live DiffStride layer has no ONNX form (its strides are learnable): the
-exporter's symbolic refuses it with a message that says what to do instead,
-freeze the model (diffstride.freeze), which turns every 2-D layer into two
-MatMul per plane at the traced size. :func:`export` writes a frozen model
+TorchScript exporter's symbolic, and the layer itself under torch.export
+(the path of PyTorch's default ONNX exporter), refuse it with a message that
+says what to do instead, freeze the model (diffstride.freeze), which turns
+every 2-D layer into two MatMul per plane at the traced size. :func:`export` writes a frozen model
 in the form that strict importers such as OpenCV's DNN read."""
 import inspect
 import io
@@ -12,13 +13,11 @@ from typing import Any, BinaryIO, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-_MESSAGE = ("DiffStride has no ONNX form while its strides are learnable: freeze the model "
-            "first, diffstride.freeze(model, example_input), which turns every 2-D DiffStride "
-            "layer into two matrix products at the input size it is frozen for")
+from .modules import EXPORT_MESSAGE
 
 
 def _refuse(graph, *args):
-    raise RuntimeError(_MESSAGE)
+    raise RuntimeError(EXPORT_MESSAGE)
 
 
 # Opset 9 and every later one.

@@ -32,14 +32,14 @@ def test_one_wheel_builds_offline_and_imports_without_a_compiler(tmp_path):
     assert "diffstride: building the layer library" in built.stdout  # progress shown
     wheels = list(dist.glob("diffstride-*.whl"))
     assert len(wheels) == 1, wheels
-    # A fresh environment that sees this one's torch (and the rest) through a
-    # .pth file, after its own site-packages, where the wheel goes.
+    # A fresh environment with the wheel, which then sees this one's torch
+    # through a .pth file, after its own site-packages.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    torch_site = pathlib.Path(torch.__file__).resolve().parents[1]
-    (next(venv.glob("lib/python*/site-packages")) / "torch_site.pth").write_text(f"{torch_site}\n")
     subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--no-index", str(wheels[0])],
                    check=True)
+    torch_site = pathlib.Path(torch.__file__).resolve().parents[1]
+    (next(venv.glob("lib/python*/site-packages")) / "torch_site.pth").write_text(f"{torch_site}\n")
     ran = subprocess.run([str(venv / "bin/python"), "-c", CHECK], cwd=tmp_path,
                          env={"HOME": str(tmp_path), "PATH": str(venv / "bin")},
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
