@@ -11,7 +11,7 @@ real=/usr/share/datasets/fashion-mnist
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$real"/* "$work"/
-/usr/bin/python3 - "$work/train-images-idx3-ubyte.gz" <<'PY'
+python3 - "$work/train-images-idx3-ubyte.gz" <<'PY'
 import gzip, struct, sys
 with gzip.open(sys.argv[1], "wb", compresslevel=9) as out:
     out.write(struct.pack(">IIII", 0x803, 60000, 28, 28))

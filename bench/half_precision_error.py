@@ -4,7 +4,7 @@ video clip (3-D): output, input gradient and stride gradient, each as
 max |error| / max |float64 value|; the stride gradient also against float64
 on the rounded input. Prints a Markdown table.
 
-Usage: /usr/bin/python3 bench/half_precision_error.py build/libdiffstride.so [cpu|cuda] [batch]
+Usage: .venv/bin/python bench/half_precision_error.py build/libdiffstride.so [cpu|cuda] [batch]
 """
 import sys
 

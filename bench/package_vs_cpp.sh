@@ -2,7 +2,7 @@
 # The Python package's DiffStride against the C++ benchmark of the same
 # layer on one machine: bench_diffstride's BM_DiffStride at the four
 # ResNet-18 shapes and bench/package_op_time.py through the package in
-# build/venv (scripts/python-package.sh), alternated for $ROUNDS rounds
+# .venv (scripts/python-package.sh), alternated for $ROUNDS rounds
 # (default 3); each side's best round per shape, so that the noise of a
 # shared machine (+-20% between single runs) cancels. Prints a Markdown
 # table.
@@ -15,7 +15,7 @@ for _ in $(seq "$rounds"); do
   cpp_runs+=("$(build/bench/bench_diffstride --benchmark_filter='^BM_DiffStride/C' \
     --benchmark_min_time=1 --benchmark_format=csv 2>/dev/null |
     grep '^"BM_DiffStride/' | cut -d, -f3 | tr '\n' ' ')")
-  python_runs+=("$(cd /tmp && "$root/build/venv/bin/python" "$root/bench/package_op_time.py" 2 |
+  python_runs+=("$(cd /tmp && "$root/.venv/bin/python" "$root/bench/package_op_time.py" 2 |
     awk '{print $4}' | tr '\n' ' ')")
 done
 best() { printf '%s\n' "$@" | awk -v i="$index" '{ v = $i; if (NR == 1 || v < m) m = v } END { print m }'; }

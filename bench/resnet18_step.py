@@ -1,10 +1,10 @@
 """The Python peer of `diffstride bench`: one training step of the same
 pre-activation resnet18 (docs/resnet.md) written in PyTorch, with the plain
 FFT formulation of DiffStride (rfft2, ramp masks, crop, irfft2) that ports of
-the reference use. Run with Debian's /usr/bin/python3 (python3-torch, the same
+the reference use. Run with the environment's Python (.venv, the same
 LibTorch build as the C++ library):
 
-    /usr/bin/python3 bench/resnet18_step.py --pooling diffstride --steps 3
+    .venv/bin/python bench/resnet18_step.py --pooling diffstride --steps 3
 
 and on a GPU, as `diffstride bench --device cuda --precision bfloat16
 --channels-last` runs the library:
