@@ -91,7 +91,7 @@ install_python_packages() {
   if [ -n "$found" ]; then
     echo "install-deps.sh: $found in .venv; the project needs torch $pin with CUDA" \
       "(PyPI's build): reinstalling it" >&2
-    .venv/bin/python -m pip install --disable-pip-version-check --force-reinstall \
+    .venv/bin/python -m pip install --disable-pip-version-check --force-reinstall --no-deps \
       "torch==$pin"
     found=$(torch_mismatch "$pin")
     if [ -n "$found" ]; then
