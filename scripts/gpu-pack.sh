@@ -35,7 +35,7 @@ cp build/tests/diffstride_tests "$prebuilt/tests/"
 cp build/bench/bench_diffstride "$prebuilt/bench/"
 ldd "$prebuilt/diffstride" "$prebuilt/tests/diffstride_tests" "$prebuilt/bench/bench_diffstride" |
   awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
-  grep -vE '/torch/|/nvidia/|/cuda|/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libgomp|ld-linux-x86-64)\.so' |
+  grep -vE '/torch/|/nvidia/|/cuda|/libdiffstride|/(libc|libm|libdl|librt|libutil|libpthread|libstdc\+\+|libgcc_s|libgomp|ld-linux-x86-64)\.so' |
   xargs -r cp -L -t "$prebuilt/lib"
 rm -rf "$out" && mv "$out.new" "$out"
 du -sh "$out"

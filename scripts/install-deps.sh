@@ -86,7 +86,9 @@ install_python_packages() {
   local pin found
   pin=$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' requirements.txt)
   echo "install-deps.sh: Python packages of requirements.txt into .venv (torch $pin from PyPI)"
-  .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt
+  # (What is already there is not listed: about 40 lines once installed.)
+  .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt |
+    { grep -v '^Requirement already satisfied' || true; }
   found=$(torch_mismatch "$pin")
   if [ -n "$found" ]; then
     echo "install-deps.sh: $found in .venv; the project needs torch $pin with CUDA" \

@@ -27,6 +27,20 @@ def _diffstride(input: Tensor, strides: Tensor, layer: str, dims: int,
     return torch.ops.diffstride.diffstride(input, strides.clone(), smoothness_factor, cropping)
 
 
+# What an exporter is told of a live layer (torch.export, and the ONNX
+# exporters, diffstride/onnx.py): its output size follows its learnable
+# strides' values, so the model is exported frozen at its current strides.
+EXPORT_MESSAGE = ("DiffStride has no exported form while its strides are learnable: freeze the "
+                  "model first, diffstride.freeze(model, example_input), which turns every 2-D "
+                  "DiffStride layer into two matrix products at the input size it is frozen for")
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
+def _refuse_export() -> None:
+    if _is_exporting():
+        raise RuntimeError(EXPORT_MESSAGE)
+
+
 def _eager_under_torch_compile(function):
     """torch.compile (PyTorch >= 2.1) calls `function` as it is, as one graph
     break: the layer reads its strides' values on the host to size its
@@ -42,6 +56,7 @@ def _diffstride_forward(input: Tensor, strides: Tensor, layer: str, dims: int,
                         smoothness_factor: float, cropping: bool, lower_limit_stride: float,
                         upper_limit_stride: Optional[float]) -> Tensor:
     """_diffstride for Python callers (TorchScript calls _diffstride)."""
+    _refuse_export()
     return _diffstride(input, strides, layer, dims, smoothness_factor, cropping,
                        lower_limit_stride, upper_limit_stride)
 
@@ -60,21 +75,6 @@ _is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_trac
 @torch.jit.unused
 def _fx_tracing() -> bool:
     return _is_fx_symbolic_tracing()
-
-
-# What an exporter is told of a live layer (torch.export, and the ONNX
-# exporters, diffstride/onnx.py): its output size follows its learnable
-# strides' values, so the model is exported frozen at its current strides.
-EXPORT_MESSAGE = ("DiffStride has no exported form while its strides are learnable: freeze the "
-                  "model first, diffstride.freeze(model, example_input), which turns every 2-D "
-                  "DiffStride layer into two matrix products at the input size it is frozen for")
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-
-
-@torch.jit.unused
-def _refuse_export() -> None:
-    if _is_exporting():
-        raise RuntimeError(EXPORT_MESSAGE)
 
 
 class _DiffStrideNd(nn.Module):
@@ -114,7 +114,6 @@ class _DiffStrideNd(nn.Module):
             return _diffstride(input, self.strides, self.layer, self.dims,
                                self.smoothness_factor, self.cropping,
                                self.lower_limit_stride, self.upper_limit_stride)
-        _refuse_export()
         # Under torch.fx the sizes are not known, and the traced graph holds
         # the layer as one call of _diffstride_forward.
         if not _fx_tracing():
