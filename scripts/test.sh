@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/check-format.sh
+# CUDA's toolkit where it installs itself, when nvcc is not on PATH.
+if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
 if ! command -v nvcc > /dev/null; then
   echo "test.sh: no nvcc on PATH: the test build compiles the CUDA kernels and needs" \
     "CUDA 13's toolkit (the CUDA of requirements.txt's torch)" >&2
