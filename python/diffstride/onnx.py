@@ -4,8 +4,9 @@ A live DiffStride layer has no ONNX form (its strides are learnable): the
 TorchScript exporter's symbolic, and the layer itself under torch.export
 (the path of PyTorch's default ONNX exporter), refuse it with a message that
 says what to do instead, freeze the model (diffstride.freeze), which turns
-every 2-D layer into two MatMul per plane at the traced size. :func:`export` writes a frozen model
-in the form that strict importers such as OpenCV's DNN read."""
+every 2-D layer into two MatMul per plane at the traced size.
+:func:`export` writes a frozen model in the form that strict importers such
+as OpenCV's DNN read."""
 import inspect
 import io
 from typing import Any, BinaryIO, Tuple, Union

@@ -1,8 +1,8 @@
 """Several machines, played on one: two torchrun launchers as two nodes on
 loopback (c10d rendezvous), one rank each, train one run together; when one
 node dies the other's rank stops, with an error naming the failure or at a
-checkpoint, and the run resumes on a single node; when only a launcher dies, its rank and the
-other stop together at a checkpoint.
+checkpoint, and the run resumes on a single node; when only a launcher
+dies, its rank and the other stop together at a checkpoint.
 
 Usage: python3 -m pytest tests/cli/test_two_nodes.py (DIFFSTRIDE names the
 tool, TORCHRUN the launcher; defaults build/diffstride and torchrun).
